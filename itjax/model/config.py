@@ -1,0 +1,146 @@
+"""ModelConfig: the frozen description of a Llama-family decoder, its presets, and the HF config.json mapping."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+  """RoPE frequency scaling, as HF's `rope_scaling` / `rope_parameters` describe it."""
+
+  kind: str = "default"  # one of SUPPORTED_ROPE_TYPES
+  factor: float = 1.0
+  low_freq_factor: float = 1.0  # llama3 only
+  high_freq_factor: float = 4.0  # llama3 only
+  original_max_position_embeddings: int = 8192  # llama3 only
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of one Llama-family decoder (Llama 2/3.x, SmolLM2, Mistral, Qwen2)."""
+
+  vocab_size: int
+  dim: int  # D, the residual width
+  mlp_dim: int  # F, the SwiGLU hidden width
+  num_layers: int
+  num_heads: int  # N, query heads
+  num_kv_heads: int  # K, key/value heads: N (MHA), 1 (MQA) or a divisor of N (GQA)
+  head_dim: int  # H
+  rms_norm_eps: float = 1e-5
+  rope_theta: float = 10000.0
+  rope_scaling: RopeScaling = RopeScaling()
+  max_position_embeddings: int = 4096
+  tie_embeddings: bool = False
+  qkv_bias: bool = False  # Qwen2, and Llama with attention_bias
+  out_bias: bool = False  # Llama with attention_bias
+  mlp_bias: bool = False
+  sliding_window: int | None = None  # Mistral: a key is seen only within the last `sliding_window` slots
+  dtype: str = "float32"  # compute dtype of activations
+  param_dtype: str = "float32"
+  model_type: str = "llama"  # the HF model_type this config came from (kept for export)
+
+  def __post_init__(self):
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
+    if self.head_dim % 2:
+      raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+    if self.rope_scaling.kind not in SUPPORTED_ROPE_TYPES:
+      raise ValueError(f"rope type {self.rope_scaling.kind!r} is not supported; expected one of {SUPPORTED_ROPE_TYPES}")
+
+  def replace(self, **changes) -> ModelConfig:
+    return dataclasses.replace(self, **changes)
+
+  @property
+  def num_params(self) -> int:
+    """Parameter count (embeddings included, counted once when tied)."""
+    d, f, n, k, h = self.dim, self.mlp_dim, self.num_heads, self.num_kv_heads, self.head_dim
+    attn = d * n * h * 2 + d * k * h * 2 + (n * h + 2 * k * h) * self.qkv_bias + d * self.out_bias
+    mlp = 3 * d * f + (2 * f + d) * self.mlp_bias
+    layer = attn + mlp + 2 * d
+    head = 0 if self.tie_embeddings else d * self.vocab_size
+    return self.vocab_size * d + self.num_layers * layer + d + head
+
+
+def _get(hf: dict[str, Any], key: str, default: Any = None, required: bool = True) -> Any:
+  if key in hf and hf[key] is not None:
+    return hf[key]
+  if required and default is None:
+    raise ValueError(f"config.json: missing required key {key!r}")
+  return default
+
+
+def _rope_from_hf(hf: dict[str, Any]) -> tuple[float, RopeScaling]:
+  # transformers 5 writes `rope_parameters` (with rope_theta inside); older files write `rope_theta` + `rope_scaling`.
+  params = dict(hf.get("rope_parameters") or {})
+  scaling = dict(hf.get("rope_scaling") or {})
+  params.update({k: v for k, v in scaling.items() if v is not None})
+  theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
+  kind = params.get("rope_type", params.get("type", "default"))
+  if kind not in SUPPORTED_ROPE_TYPES:
+    raise ValueError(f"config.json: rope type {kind!r} is not supported; expected one of {SUPPORTED_ROPE_TYPES}")
+  rope = RopeScaling(
+      kind=kind,
+      factor=float(params.get("factor", 1.0)),
+      low_freq_factor=float(params.get("low_freq_factor", 1.0)),
+      high_freq_factor=float(params.get("high_freq_factor", 4.0)),
+      original_max_position_embeddings=int(params.get("original_max_position_embeddings", 8192)),
+  )
+  return float(theta), rope
+
+
+def from_hf_config(hf: dict[str, Any], source: str = "config.json") -> ModelConfig:
+  """Maps a HF `config.json` dict to a ModelConfig; unsupported architectures raise naming what is supported."""
+  model_type = hf.get("model_type")
+  if model_type not in SUPPORTED_MODEL_TYPES:
+    archs = hf.get("architectures")
+    raise ValueError(
+        f"{source}: unsupported architecture model_type={model_type!r} (architectures={archs}); "
+        f"itjax supports model_type in {SUPPORTED_MODEL_TYPES}")
+  if model_type == "qwen2" and hf.get("use_sliding_window"):
+    raise ValueError(f"{source}: Qwen2 with use_sliding_window=true is not supported")
+  act = hf.get("hidden_act", "silu")
+  if act != "silu":
+    raise ValueError(f"{source}: hidden_act={act!r} is not supported; expected 'silu'")
+  dim = _get(hf, "hidden_size")
+  num_heads = _get(hf, "num_attention_heads")
+  theta, rope = _rope_from_hf(hf)
+  attention_bias = bool(hf.get("attention_bias", False))
+  return ModelConfig(
+      vocab_size=_get(hf, "vocab_size"),
+      dim=dim,
+      mlp_dim=_get(hf, "intermediate_size"),
+      num_layers=_get(hf, "num_hidden_layers"),
+      num_heads=num_heads,
+      num_kv_heads=_get(hf, "num_key_value_heads", num_heads, required=False),
+      head_dim=_get(hf, "head_dim", dim // num_heads, required=False),
+      rms_norm_eps=float(_get(hf, "rms_norm_eps", 1e-6, required=False)),
+      rope_theta=theta,
+      rope_scaling=rope,
+      max_position_embeddings=_get(hf, "max_position_embeddings", 4096, required=False),
+      tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+      qkv_bias=True if model_type == "qwen2" else attention_bias,
+      out_bias=attention_bias if model_type == "llama" else False,
+      mlp_bias=bool(hf.get("mlp_bias", False)),
+      sliding_window=hf.get("sliding_window") if model_type == "mistral" else None,
+      model_type=model_type,
+  )
+
+
+# Named presets. `tiny` is the random test model; the others describe real checkpoints' shapes.
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(vocab_size=256, dim=64, mlp_dim=128, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+                        max_position_embeddings=512),
+    "smollm2-135m": ModelConfig(vocab_size=49152, dim=576, mlp_dim=1536, num_layers=30, num_heads=9, num_kv_heads=3,
+                                head_dim=64, rope_theta=100000.0, max_position_embeddings=8192, tie_embeddings=True),
+    "llama-3.2-1b": ModelConfig(vocab_size=128256, dim=2048, mlp_dim=8192, num_layers=16, num_heads=32, num_kv_heads=8,
+                                head_dim=64, rope_theta=500000.0, max_position_embeddings=131072, tie_embeddings=True,
+                                rope_scaling=RopeScaling("llama3", 32.0, 1.0, 4.0, 8192)),
+    "llama-3.1-8b": ModelConfig(vocab_size=128256, dim=4096, mlp_dim=14336, num_layers=32, num_heads=32, num_kv_heads=8,
+                                head_dim=128, rope_theta=500000.0, max_position_embeddings=131072,
+                                rope_scaling=RopeScaling("llama3", 8.0, 1.0, 4.0, 8192)),
+}

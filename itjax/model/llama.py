@@ -1,0 +1,241 @@
+"""The Llama-family decoder as pure-functional Flax Linen modules.
+
+Shapes: B batch, T query length, S key/value length (cache slots), L layers, N query heads, K key/value heads,
+G = N // K query heads per key/value head, H head dim, D model dim, F mlp dim, V vocab.
+
+Params are a plain nested dict (`model.apply({'params': params}, ...)` is the only way in). Layers are scanned with
+`nn.scan`, so every per-layer param carries a leading [L] axis. Every param and major activation carries logical
+axis names; the rules that map them to mesh axes live in one table elsewhere.
+
+The attention mask is built from slot indices and segment ids: a query sees a key when the key's slot is not later
+than its own, both belong to the same non-zero segment, and (with a sliding window) the key is recent enough. Segment
+id 0 marks padding. This one rule serves training on packed rows (positions restart per segment) and decoding from a
+KV cache with left-padded prompts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from itjax.model.config import ModelConfig
+
+Array = jax.Array
+Cache = dict[str, Array]  # {'k': [L,B,S,K,H], 'v': [L,B,S,K,H], 'segment_ids': [B,S], 'index': []}
+_NEG_INF = -1e30
+_INIT = nn.initializers.normal(stddev=0.02)
+
+
+def rope_inv_freq(config: ModelConfig) -> np.ndarray:
+  """Inverse RoPE frequencies [H/2], float32, with the config's scaling applied (as transformers computes them)."""
+  h = config.head_dim
+  inv = (1.0 / (np.float32(config.rope_theta) ** (np.arange(0, h, 2, dtype=np.float32) / np.float32(h))))
+  inv = inv.astype(np.float32)
+  rs = config.rope_scaling
+  if rs.kind == "linear":
+    inv = inv / np.float32(rs.factor)
+  elif rs.kind == "llama3":
+    old = rs.original_max_position_embeddings
+    low_wavelen, high_wavelen = old / rs.low_freq_factor, old / rs.high_freq_factor
+    wavelen = 2 * np.pi / inv
+    scaled = np.where(wavelen > low_wavelen, inv / rs.factor, inv)
+    smooth = (old / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    inv = np.where(medium, smoothed, scaled).astype(np.float32)
+  return inv
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray) -> Array:
+  """Rotates x [B,T,n,H] by positions [B,T] (half-split layout, as HF Llama)."""
+  freqs = positions[..., None].astype(jnp.float32) * jnp.asarray(inv_freq)  # [B,T,H/2]
+  cos, sin = jnp.cos(freqs)[:, :, None, :], jnp.sin(freqs)[:, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def attention_mask(q_segment: Array, kv_segment: Array, q_offset: Array | int,
+                   sliding_window: int | None) -> Array:
+  """Boolean mask [B,T,S] from query segments [B,T] at slots q_offset..q_offset+T-1 and key segments [B,S]."""
+  t, s = q_segment.shape[1], kv_segment.shape[1]
+  q_slot = q_offset + jnp.arange(t)[:, None]  # [T,1]
+  k_slot = jnp.arange(s)[None, :]  # [1,S]
+  visible = k_slot <= q_slot
+  if sliding_window is not None:
+    visible &= k_slot > q_slot - sliding_window
+  same = (q_segment[:, :, None] == kv_segment[:, None, :]) & (kv_segment[:, None, :] != 0)
+  return visible[None] & same
+
+
+class Dense(nn.Module):
+  """y = x @ kernel (+ bias), kernel [in, out] with logical axes."""
+  features: int
+  axes: tuple[str, str]
+  use_bias: bool = False
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param("kernel", nn.with_logical_partitioning(_INIT, self.axes),
+                        (x.shape[-1], self.features), self.param_dtype)
+    y = jnp.einsum("...d,df->...f", x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[1:]),
+                        (self.features,), self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+class RMSNorm(nn.Module):
+  eps: float
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                       (x.shape[-1],), self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return scale.astype(self.dtype) * y.astype(self.dtype)
+
+
+class Attention(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, positions: Array, mask: Array, kv: tuple[Array, Array] | None,
+               cache_index: Array | int) -> tuple[Array, tuple[Array, Array]]:
+    """x [B,T,D], positions [B,T], mask [B,T,S]; kv is this layer's cache ([B,S,K,H] twice) or None.
+
+    Returns the output [B,T,D] and this step's rotated keys and values ([B,T,K,H] twice).
+    """
+    c = self.config
+    b, t, _ = x.shape
+    n, k, h = c.num_heads, c.num_kv_heads, c.head_dim
+    dense = dict(dtype=c.dtype, param_dtype=c.param_dtype)
+    q = Dense(n * h, ("embed", "q_heads"), c.qkv_bias, name="q_proj", **dense)(x).reshape(b, t, n, h)
+    kk = Dense(k * h, ("embed", "kv_heads"), c.qkv_bias, name="k_proj", **dense)(x).reshape(b, t, k, h)
+    vv = Dense(k * h, ("embed", "kv_heads"), c.qkv_bias, name="v_proj", **dense)(x).reshape(b, t, k, h)
+    inv_freq = rope_inv_freq(c)
+    q = nn.with_logical_constraint(apply_rope(q, positions, inv_freq), ("batch", "length", "heads", "head_dim"))
+    kk = apply_rope(kk, positions, inv_freq)
+    new_kv = (kk, vv)
+    if kv is not None:  # attend over the cache with this step's keys/values written in at cache_index
+      kk = jax.lax.dynamic_update_slice(kv[0], kk.astype(kv[0].dtype), (0, cache_index, 0, 0))
+      vv = jax.lax.dynamic_update_slice(kv[1], vv.astype(kv[1].dtype), (0, cache_index, 0, 0))
+    kk = nn.with_logical_constraint(kk, ("batch", "length", "kv_heads", "head_dim"))
+    q = q.reshape(b, t, k, n // k, h)  # [B,T,K,G,H]
+    scores = jnp.einsum("btkgh,bskh->bkgts", q, kk.astype(q.dtype), preferred_element_type=jnp.float32)
+    scores = jnp.where(mask[:, None, None], scores * (h ** -0.5), _NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(c.dtype)
+    out = jnp.einsum("bkgts,bskh->btkgh", probs, vv.astype(c.dtype)).reshape(b, t, n * h)
+    out = Dense(c.dim, ("q_heads", "embed"), c.out_bias, name="o_proj", **dense)(out)
+    return out, new_kv
+
+
+class MLP(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    c = self.config
+    dense = dict(use_bias=c.mlp_bias, dtype=c.dtype, param_dtype=c.param_dtype)
+    gate = Dense(c.mlp_dim, ("embed", "mlp"), name="gate_proj", **dense)(x)
+    up = Dense(c.mlp_dim, ("embed", "mlp"), name="up_proj", **dense)(x)
+    hidden = nn.with_logical_constraint(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
+    return Dense(c.dim, ("mlp", "embed"), name="down_proj", **dense)(hidden)
+
+
+class Block(nn.Module):
+  """One pre-norm decoder layer; the scan carry holds the residual stream and the whole (all-layer) KV cache."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, carry, layer: Array, positions: Array, mask: Array, cache_index: Array | int):
+    c = self.config
+    x, cache_k, cache_v = carry  # [B,T,D], [L,B,S,K,H] or None
+    kv = None
+    if cache_k is not None:
+      kv = (cache_k[layer], cache_v[layer])
+    norm = dict(eps=c.rms_norm_eps, dtype=c.dtype, param_dtype=c.param_dtype)
+    h, kv = Attention(c, name="attn")(RMSNorm(name="attn_norm", **norm)(x), positions, mask, kv, cache_index)
+    x = x + h
+    x = x + MLP(c, name="mlp")(RMSNorm(name="mlp_norm", **norm)(x))
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    if cache_k is not None:
+      new_k, new_v = (a.astype(cache_k.dtype)[None] for a in kv)
+      cache_k = jax.lax.dynamic_update_slice(cache_k, new_k, (layer, 0, cache_index, 0, 0))
+      cache_v = jax.lax.dynamic_update_slice(cache_v, new_v, (layer, 0, cache_index, 0, 0))
+    return (x, cache_k, cache_v), None
+
+
+class Transformer(nn.Module):
+  """tokens [B,T] -> logits [B,T,V] (float32), plus the updated cache when one is given."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens: Array, positions: Array | None = None, segment_ids: Array | None = None,
+               cache: Cache | None = None, last_only: bool = False):
+    c = self.config
+    b, t = tokens.shape
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    if segment_ids is None:
+      segment_ids = jnp.ones((b, t), jnp.int32)
+    embedding = self.param("embedding", nn.with_logical_partitioning(_INIT, ("vocab", "embed")),
+                           (c.vocab_size, c.dim), c.param_dtype)
+    x = jnp.take(embedding, tokens, axis=0).astype(c.dtype)  # [B,T,D]
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+    if cache is None:
+      index, kv_segment, cache_k, cache_v = 0, segment_ids, None, None
+    else:
+      index = cache["index"]
+      kv_segment = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids.astype(jnp.int32), (0, index))
+      cache_k, cache_v = cache["k"], cache["v"]
+    mask = attention_mask(segment_ids, kv_segment, index, c.sliding_window)  # [B,T,S]
+
+    layers = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True},
+                     in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=c.num_layers,
+                     metadata_params={nn.PARTITION_NAME: "layers"})
+    (x, cache_k, cache_v), _ = layers(c, name="layers")((x, cache_k, cache_v), jnp.arange(c.num_layers),
+                                                         positions, mask, index)
+    if last_only:
+      x = x[:, -1:]
+    x = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, name="final_norm")(x)
+    if c.tie_embeddings:
+      head = embedding.T
+    else:
+      head = self.param("lm_head", nn.with_logical_partitioning(_INIT, ("embed", "vocab")),
+                        (c.dim, c.vocab_size), c.param_dtype)
+    logits = jnp.einsum("btd,dv->btv", x, head.astype(c.dtype), preferred_element_type=jnp.float32)
+    logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+    if cache is None:
+      return logits
+    return logits, {"k": cache_k, "v": cache_v, "segment_ids": kv_segment, "index": index + t}
+
+
+def init_cache(config: ModelConfig, batch: int, length: int, dtype: Any = None) -> Cache:
+  """An empty KV cache of `length` slots (segment id 0 everywhere, so nothing is visible yet)."""
+  dtype = dtype or config.dtype
+  shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)
+  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+          "segment_ids": jnp.zeros((batch, length), jnp.int32), "index": jnp.zeros((), jnp.int32)}
+
+
+def init_params(config: ModelConfig, rng: Array) -> dict:
+  """Random params (plain nested dict), e.g. for tests and training from scratch."""
+  boxed = Transformer(config).init(rng, jnp.zeros((1, 2), jnp.int32))
+  return nn.meta.unbox(boxed)["params"]
+
+
+def param_axes(config: ModelConfig) -> dict:
+  """The logical axis names of every param, as a pytree of PartitionSpec-like tuples (no compute)."""
+  boxed = jax.eval_shape(lambda: Transformer(config).init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32)))
+  return nn.get_partition_spec(boxed)["params"]
