@@ -42,6 +42,10 @@ class ModelConfig:
   sliding_window: int | None = None  # Mistral: a key is seen only within the last `sliding_window` slots
   dtype: str = "float32"  # compute dtype of activations
   param_dtype: str = "float32"
+  # nn.scan over layers (params stacked on a leading [L] axis): flat compile time, the storage layout everywhere.
+  # False unrolls the layers (params under layers_0..layers_{L-1}); decoding uses it, as a scanned layer's weights
+  # and cache slice are copied out of the stack on every step.
+  scan_layers: bool = True
   model_type: str = "llama"  # the HF model_type this config came from (kept for export)
 
   def __post_init__(self):

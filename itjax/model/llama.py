@@ -25,7 +25,7 @@ import numpy as np
 from itjax.model.config import ModelConfig
 
 Array = jax.Array
-Cache = dict[str, Array]  # {'k': [L,B,S,K,H], 'v': [L,B,S,K,H], 'segment_ids': [B,S], 'index': []}
+Cache = dict[str, Array]  # {'k': [L,B,K,S,H], 'v': [L,B,K,S,H], 'segment_ids': [B,S], 'index': []}
 _NEG_INF = -1e30
 _INIT = nn.initializers.normal(stddev=0.02)
 
@@ -109,11 +109,12 @@ class Attention(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, positions: Array, mask: Array, kv: tuple[Array, Array] | None,
-               cache_index: Array | int) -> tuple[Array, tuple[Array, Array]]:
-    """x [B,T,D], positions [B,T], mask [B,T,S]; kv is this layer's cache ([B,S,K,H] twice) or None.
+  def __call__(self, x: Array, positions: Array, mask: Array, cached: tuple[Array, Array] | None,
+               cache_index: Array | int) -> tuple[Array, tuple[Array, Array] | None]:
+    """x [B,T,D], positions [B,T], mask [B,T,S]; cached = this layer's cache (keys, values [B,K,S,H]) or None.
 
-    Returns the output [B,T,D] and this step's rotated keys and values ([B,T,K,H] twice).
+    With a cache, this step's keys and values are first written into it at cache_index (in place, so the cache is
+    never copied) and the queries attend over all S slots; the updated layer cache is returned. Without one, S = T.
     """
     c = self.config
     b, t, _ = x.shape
@@ -124,19 +125,19 @@ class Attention(nn.Module):
     vv = Dense(k * h, ("embed", "kv_heads"), c.qkv_bias, name="v_proj", **dense)(x).reshape(b, t, k, h)
     inv_freq = rope_inv_freq(c)
     q = nn.with_logical_constraint(apply_rope(q, positions, inv_freq), ("batch", "length", "heads", "head_dim"))
-    kk = apply_rope(kk, positions, inv_freq)
-    new_kv = (kk, vv)
-    if kv is not None:  # attend over the cache with this step's keys/values written in at cache_index
-      kk = jax.lax.dynamic_update_slice(kv[0], kk.astype(kv[0].dtype), (0, cache_index, 0, 0))
-      vv = jax.lax.dynamic_update_slice(kv[1], vv.astype(kv[1].dtype), (0, cache_index, 0, 0))
-    kk = nn.with_logical_constraint(kk, ("batch", "length", "kv_heads", "head_dim"))
-    q = q.reshape(b, t, k, n // k, h)  # [B,T,K,G,H]
-    scores = jnp.einsum("btkgh,bskh->bkgts", q, kk.astype(q.dtype), preferred_element_type=jnp.float32)
-    scores = jnp.where(mask[:, None, None], scores * (h ** -0.5), _NEG_INF)
-    probs = jax.nn.softmax(scores, axis=-1).astype(c.dtype)
-    out = jnp.einsum("bkgts,bskh->btkgh", probs, vv.astype(c.dtype)).reshape(b, t, n * h)
+    kk = apply_rope(kk, positions, inv_freq).transpose(0, 2, 1, 3)  # [B,K,T,H], the cache layout
+    vv = vv.transpose(0, 2, 1, 3)
+    if cached is not None:
+      kk = jax.lax.dynamic_update_slice(cached[0], kk.astype(cached[0].dtype), (0, 0, cache_index, 0))
+      vv = jax.lax.dynamic_update_slice(cached[1], vv.astype(cached[1].dtype), (0, 0, cache_index, 0))
+      cached = (kk, vv)
+    kk = nn.with_logical_constraint(kk, ("batch", "kv_heads", "length", "head_dim"))
+    q = q.reshape(b, t, k, n // k, h) * jnp.asarray(h ** -0.5, c.dtype)  # [B,T,K,G,H]
+    scores = jnp.einsum("btkgh,bksh->bkgts", q, kk.astype(c.dtype), preferred_element_type=jnp.float32)
+    probs = jax.nn.softmax(jnp.where(mask[:, None, None], scores, _NEG_INF), axis=-1).astype(c.dtype)
+    out = jnp.einsum("bkgts,bksh->btkgh", probs, vv.astype(c.dtype)).reshape(b, t, n * h)
     out = Dense(c.dim, ("q_heads", "embed"), c.out_bias, name="o_proj", **dense)(out)
-    return out, new_kv
+    return out, cached
 
 
 class MLP(nn.Module):
@@ -153,26 +154,21 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-  """One pre-norm decoder layer; the scan carry holds the residual stream and the whole (all-layer) KV cache."""
+  """One pre-norm decoder layer. Scanned over layers: the carry is the residual stream, this layer's cache slice
+  comes in as a scanned input and this step's keys/values go out as a scanned output."""
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, carry, layer: Array, positions: Array, mask: Array, cache_index: Array | int):
+  def __call__(self, x: Array, cached: tuple[Array, Array] | None, positions: Array, mask: Array,
+               cache_index: Array | int):
     c = self.config
-    x, cache_k, cache_v = carry  # [B,T,D], [L,B,S,K,H] or None
-    kv = None
-    if cache_k is not None:
-      kv = (cache_k[layer], cache_v[layer])
     norm = dict(eps=c.rms_norm_eps, dtype=c.dtype, param_dtype=c.param_dtype)
-    h, kv = Attention(c, name="attn")(RMSNorm(name="attn_norm", **norm)(x), positions, mask, kv, cache_index)
+    h, cached = Attention(c, name="attn")(RMSNorm(name="attn_norm", **norm)(x), positions, mask, cached,
+                                          cache_index)
     x = x + h
     x = x + MLP(c, name="mlp")(RMSNorm(name="mlp_norm", **norm)(x))
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-    if cache_k is not None:
-      new_k, new_v = (a.astype(cache_k.dtype)[None] for a in kv)
-      cache_k = jax.lax.dynamic_update_slice(cache_k, new_k, (layer, 0, cache_index, 0, 0))
-      cache_v = jax.lax.dynamic_update_slice(cache_v, new_v, (layer, 0, cache_index, 0, 0))
-    return (x, cache_k, cache_v), None
+    return x, cached
 
 
 class Transformer(nn.Module):
@@ -194,39 +190,60 @@ class Transformer(nn.Module):
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
     if cache is None:
-      index, kv_segment, cache_k, cache_v = 0, segment_ids, None, None
-    else:
+      index, kv_segments, cached = 0, segment_ids, None
+    else:  # slots at and after index still have segment id 0 until written, so the mask hides them
       index = cache["index"]
-      kv_segment = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids.astype(jnp.int32), (0, index))
-      cache_k, cache_v = cache["k"], cache["v"]
-    mask = attention_mask(segment_ids, kv_segment, index, c.sliding_window)  # [B,T,S]
+      kv_segments = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids.astype(jnp.int32), (0, index))
+      cached = (cache["k"], cache["v"])
+    mask = attention_mask(segment_ids, kv_segments, index, c.sliding_window)  # [B,T,S]
 
-    layers = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True},
-                     in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=c.num_layers,
-                     metadata_params={nn.PARTITION_NAME: "layers"})
-    (x, cache_k, cache_v), _ = layers(c, name="layers")((x, cache_k, cache_v), jnp.arange(c.num_layers),
-                                                         positions, mask, index)
+    if c.scan_layers:
+      layers = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True},
+                       in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=c.num_layers,
+                       metadata_params={nn.PARTITION_NAME: "layers"})
+      x, cached = layers(c, name="layers")(x, cached, positions, mask, index)  # cached: [L,B,K,S,H] twice
+    else:  # the cache holds tuples of per-layer arrays
+      layer_caches = []
+      for i in range(c.num_layers):
+        layer_cache = None if cached is None else (cached[0][i], cached[1][i])
+        x, layer_cache = Block(c, name=f"layers_{i}")(x, layer_cache, positions, mask, index)
+        layer_caches.append(layer_cache)
+      if cached is not None:
+        cached = tuple(zip(*layer_caches))
     if last_only:
       x = x[:, -1:]
     x = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, name="final_norm")(x)
     if c.tie_embeddings:
-      head = embedding.T
+      logits = jnp.einsum("btd,vd->btv", x, embedding.astype(c.dtype), preferred_element_type=jnp.float32)
     else:
       head = self.param("lm_head", nn.with_logical_partitioning(_INIT, ("embed", "vocab")),
                         (c.dim, c.vocab_size), c.param_dtype)
-    logits = jnp.einsum("btd,dv->btv", x, head.astype(c.dtype), preferred_element_type=jnp.float32)
+      logits = jnp.einsum("btd,dv->btv", x, head.astype(c.dtype), preferred_element_type=jnp.float32)
     logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
     if cache is None:
       return logits
-    return logits, {"k": cache_k, "v": cache_v, "segment_ids": kv_segment, "index": index + t}
+    return logits, {"k": cached[0], "v": cached[1], "segment_ids": kv_segments, "index": index + t}
 
 
 def init_cache(config: ModelConfig, batch: int, length: int, dtype: Any = None) -> Cache:
   """An empty KV cache of `length` slots (segment id 0 everywhere, so nothing is visible yet)."""
   dtype = dtype or config.dtype
-  shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)
-  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+  shape = (batch, config.num_kv_heads, length, config.head_dim)
+  def zeros():
+    if config.scan_layers:
+      return jnp.zeros((config.num_layers,) + shape, dtype)
+    return tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+
+  return {"k": zeros(), "v": zeros(),
           "segment_ids": jnp.zeros((batch, length), jnp.int32), "index": jnp.zeros((), jnp.int32)}
+
+
+def unstack_layers(params: dict, num_layers: int) -> dict:
+  """Stacked params (scan_layers=True) -> the unrolled layout (layers_0 .. layers_{L-1})."""
+  out = {k: v for k, v in params.items() if k != "layers"}
+  for i in range(num_layers):
+    out[f"layers_{i}"] = jax.tree.map(lambda a: a[i], params["layers"])
+  return out
 
 
 def init_params(config: ModelConfig, rng: Array) -> dict:

@@ -1,0 +1,136 @@
+"""The `itjax` command line: `itjax COMMAND [--flags]`.
+
+  itjax generate --model SRC (--prompt TEXT | --prompts_file IN.jsonl --output OUT.jsonl) [--max_new_tokens N]
+                 [--temperature T] [--top_p P] [--top_k K] [--batch_size B] [--seed S] [--raw] [--stop STR ...]
+  itjax fetch-demo-model            prints the path of the SmolLM2-135M-Instruct GGUF (fetched once, cached)
+  itjax demo                        SmolLM2 answers the bundled prompts
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+
+COMMANDS = ("generate", "fetch-demo-model", "demo")
+
+flags.DEFINE_string("model", None, "A Hugging Face model directory or a .gguf file.")
+flags.DEFINE_string("prompt", None, "One prompt, rendered as a user turn (raw text with --raw).")
+flags.DEFINE_string("prompts_file", None, "JSONL: each line has 'prompt' (a string) or 'messages' (a chat list).")
+flags.DEFINE_string("output", None, "JSONL written with each input line's fields plus 'response'.")
+flags.DEFINE_integer("max_new_tokens", 128, "Tokens generated at most per prompt.", lower_bound=1)
+flags.DEFINE_float("temperature", 0.0, "0 is greedy.", lower_bound=0.0)
+flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
+flags.DEFINE_integer("top_k", 0, "Keep only the k most likely tokens (0 = off).", lower_bound=0)
+flags.DEFINE_integer("batch_size", 8, "Prompts per batch.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.DEFINE_bool("raw", False, "Do not apply the chat template: the prompt text is the model input.")
+flags.DEFINE_multi_string("stop", [], "Stop strings: a response is cut at the first one (repeatable).")
+flags.DEFINE_string("chat_template", None, "A built-in template name (chatml, llama3, alpaca) instead of the "
+                    "tokenizer's own.")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+flags.DEFINE_bool("echo", False, "Also print each prompt and response.")
+FLAGS = flags.FLAGS
+
+
+class UsageError(ValueError):
+  pass
+
+
+def _prompt_ids(tokenizer, record: dict, raw: bool, template: str | None, where: str) -> list[int]:
+  from itjax.prompts import record_messages
+  if raw:
+    if "prompt" not in record:
+      raise UsageError(f"{where}: --raw needs a 'prompt' string, not 'messages'")
+    return tokenizer.encode(record["prompt"])
+  return tokenizer.encode_chat(record_messages(record), add_generation_prompt=True, template=template)
+
+
+def cmd_generate() -> None:
+  from itjax.generate import Generator, Sampling, generate_texts
+  from itjax.loading import load_model
+  from itjax.prompts import read_prompts, record_messages
+
+  if not FLAGS.model:
+    raise UsageError("--model is required (a Hugging Face model directory or a .gguf file)")
+  if (FLAGS.prompt is None) == (FLAGS.prompts_file is None):
+    raise UsageError("give exactly one of --prompt TEXT or --prompts_file IN.jsonl")
+  if FLAGS.prompts_file and not FLAGS.output:
+    raise UsageError("--prompts_file needs --output OUT.jsonl")
+  sampling = Sampling(FLAGS.temperature, FLAGS.top_k, FLAGS.top_p)
+  records = [{"prompt": FLAGS.prompt}] if FLAGS.prompt is not None else read_prompts(FLAGS.prompts_file)
+  source = FLAGS.prompts_file or "--prompt"
+
+  t = time.time()
+  loaded = load_model(FLAGS.model, dtype=FLAGS.dtype)
+  tok = loaded.tokenizer
+  print(f"loaded {FLAGS.model} ({loaded.config.num_params / 1e6:.1f}M params) in {time.time() - t:.1f}s",
+        file=sys.stderr)
+  ids = [_prompt_ids(tok, r, FLAGS.raw, FLAGS.chat_template, f"{source}:{i + 1}") for i, r in enumerate(records)]
+  generator = Generator(loaded.config, loaded.params, tok.eos_ids, tok.pad_id)
+  responses = generate_texts(generator, tok, ids, FLAGS.max_new_tokens, sampling, FLAGS.batch_size, FLAGS.seed,
+                             FLAGS.stop)
+  if FLAGS.prompt is not None:
+    print(responses[0])
+    return
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+  tmp = FLAGS.output + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    for record, response in zip(records, responses):
+      f.write(json.dumps({**record, "response": response}, ensure_ascii=False) + "\n")
+  os.replace(tmp, FLAGS.output)
+  if FLAGS.echo:
+    for record, response in zip(records, responses):
+      print(f"\n>>> {record_messages(record)[-1]['content']}\n{response}")
+  print(f"\nwrote {len(records)} responses to {FLAGS.output}", file=sys.stderr)
+
+
+def cmd_fetch_demo_model() -> None:
+  from itjax import demo_model
+  print(demo_model.fetch())
+
+
+def cmd_demo() -> None:
+  """SmolLM2-135M-Instruct answers the bundled prompts (the training issue turns this into a tuning run)."""
+  from itjax import demo_model
+  FLAGS.model = FLAGS.model or demo_model.fetch()
+  FLAGS.prompts_file = FLAGS.prompts_file or os.path.join(os.path.dirname(__file__), "assets", "demo_prompts.jsonl")
+  FLAGS.output = FLAGS.output or os.path.join("runs", "demo", "answers.jsonl")
+  if not FLAGS["max_new_tokens"].present:
+    FLAGS.max_new_tokens = 96
+  FLAGS.echo = True
+  cmd_generate()
+
+
+def _parse(argv: list[str]) -> list[str]:
+  if len(argv) < 2 or argv[1] not in COMMANDS:
+    given = argv[1] if len(argv) > 1 else "nothing"
+    print(f"usage: itjax {{{','.join(COMMANDS)}}} [--flags]; got {given}\n{__doc__}", file=sys.stderr)
+    sys.exit(2)
+  try:
+    FLAGS([argv[0]] + argv[2:])
+  except flags.Error as e:
+    print(f"itjax {argv[1]}: {e}", file=sys.stderr)
+    sys.exit(2)
+  return argv[:2]
+
+
+def main(argv: list[str]) -> None:
+  command = {"generate": cmd_generate, "fetch-demo-model": cmd_fetch_demo_model, "demo": cmd_demo}[argv[1]]
+  try:
+    command()
+  except (UsageError, ValueError, FileNotFoundError, KeyError) as e:
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    print(f"itjax {argv[1]}: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run() -> None:
+  app.run(main, flags_parser=_parse)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,108 @@
+"""GGUF files -> (ModelConfig, params, tokenizer), dequantised with the `gguf` package.
+
+llama.cpp stores Llama's q/k projection rows permuted for its interleaved rotary layout; they are put back in HF's
+half-split order here (Qwen2 files are not permuted). The tokenizer is rebuilt from the file's metadata with
+transformers' GGUF tokenizer converters, as `AutoTokenizer.from_pretrained(..., gguf_file=...)` does.
+"""
+
+from __future__ import annotations
+
+import os
+
+import gguf
+import numpy as np
+
+from itjax.interop.hf import build_params
+from itjax.model.config import ModelConfig, RopeScaling
+from itjax.tokenizer import HFTokenizer
+
+SUPPORTED_ARCHS = ("llama", "qwen2")
+
+
+def _fields(reader: gguf.GGUFReader) -> dict:
+  return {name: field.contents() for name, field in reader.fields.items()}
+
+
+def config_from_metadata(meta: dict, tensor_names: set[str], source: str) -> ModelConfig:
+  arch = meta.get("general.architecture")
+  if arch not in SUPPORTED_ARCHS:
+    raise ValueError(f"{source}: unsupported GGUF architecture {arch!r}; itjax supports {SUPPORTED_ARCHS}")
+
+  def get(key, default=None):
+    value = meta.get(f"{arch}.{key}", default)
+    if value is None:
+      raise ValueError(f"{source}: GGUF metadata is missing {arch}.{key}")
+    return value
+
+  if "rope_freqs.weight" in tensor_names:
+    raise ValueError(f"{source}: per-frequency RoPE factors (rope_freqs.weight, llama3 scaling) are not supported "
+                     "in GGUF files yet; load the HF directory instead")
+  scaling = get("rope.scaling.type", "none")
+  if scaling not in ("none", "linear"):
+    raise ValueError(f"{source}: GGUF rope scaling {scaling!r} is not supported; expected 'none' or 'linear'")
+  rope = RopeScaling("linear", float(get("rope.scaling.factor"))) if scaling == "linear" else RopeScaling()
+  dim, heads = int(get("embedding_length")), int(get("attention.head_count"))
+  vocab = meta.get(f"{arch}.vocab_size") or len(meta["tokenizer.ggml.tokens"])
+  return ModelConfig(
+      vocab_size=int(vocab), dim=dim, mlp_dim=int(get("feed_forward_length")), num_layers=int(get("block_count")),
+      num_heads=heads, num_kv_heads=int(get("attention.head_count_kv", heads)),
+      head_dim=int(get("attention.key_length", dim // heads)),
+      rms_norm_eps=float(get("attention.layer_norm_rms_epsilon")), rope_theta=float(get("rope.freq_base", 10000.0)),
+      rope_scaling=rope, max_position_embeddings=int(get("context_length", 4096)),
+      tie_embeddings="output.weight" not in tensor_names, qkv_bias=arch == "qwen2",
+      model_type="qwen2" if arch == "qwen2" else "llama")
+
+
+def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
+  """Inverse of llama.cpp's q/k row permutation: per head, interleaved pairs back to two halves."""
+  return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def load_gguf_model(path: str, dtype: str = "float32", param_dtype: str = "float32") -> tuple[ModelConfig, dict]:
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"model path {path!r} does not exist")
+  reader = gguf.GGUFReader(path)
+  meta = _fields(reader)
+  tensors = {t.name: t for t in reader.tensors}
+  config = config_from_metadata(meta, set(tensors), path).replace(dtype=dtype, param_dtype=param_dtype)
+  permuted = meta["general.architecture"] == "llama"
+
+  def get(name, kind, layer):
+    full = name if layer is None else f"blk.{layer}.{name}"
+    if full not in tensors:
+      raise KeyError(f"{path}: GGUF file is missing tensor {full!r}")
+    t = tensors[full]
+    w = gguf.quants.dequantize(t.data, t.tensor_type).reshape(tuple(int(d) for d in t.shape[::-1]))
+    if permuted and name == "attn_q.weight":
+      w = _unpermute(w, config.num_heads)
+    elif permuted and name == "attn_k.weight":
+      w = _unpermute(w, config.num_kv_heads)
+    return w
+
+  return config, build_params(config, get, source=path, names=2)
+
+
+def load_gguf_tokenizer(path: str) -> HFTokenizer:
+  """The tokenizer and chat template described by a GGUF file's metadata."""
+  from transformers import PreTrainedTokenizerFast
+  try:
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_TOKENIZER_MAPPING, convert_gguf_tokenizer
+  except ImportError:  # transformers releases before the gguf subpackage
+    from transformers.integrations.ggml import convert_gguf_tokenizer
+    from transformers.integrations import GGUF_TOKENIZER_MAPPING
+
+  reader = gguf.GGUFReader(path)
+  meta = {k: reader.fields[k].contents() for k in reader.fields if k.startswith("tokenizer.") or k.startswith("general.")}
+  groups = {group: {name: meta[f"tokenizer.{key}"] for key, name in renames.items() if f"tokenizer.{key}" in meta}
+            for group, renames in GGUF_TOKENIZER_MAPPING.items()}
+  tokenizer_dict, tokenizer_config = groups["tokenizer"], groups["tokenizer_config"]
+  if tokenizer_dict.get("tokenizer_type") == "llama":  # sentencepiece vocabularies add BOS unless told otherwise
+    tokenizer_config.setdefault("add_bos_token", True)
+  tokens = tokenizer_dict["tokens"]
+  for name, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"), ("unk_token", "unk_token_id"),
+                    ("pad_token", "pad_token_id")):
+    token_id = tokenizer_dict.get(key)
+    tokenizer_config[name] = tokens[token_id] if token_id is not None else None
+  backend, extra = convert_gguf_tokenizer(meta["general.architecture"], tokenizer_dict)
+  tok = PreTrainedTokenizerFast(tokenizer_object=backend, **{**tokenizer_config, **extra})
+  return HFTokenizer(tok)
