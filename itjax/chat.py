@@ -27,10 +27,11 @@ BUILTIN_TEMPLATES: dict[str, str] = {
     # the preamble; each response ends with EOS.
     "alpaca": (
         "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}"
-        "{% else %}Below is an instruction that describes a task. Write a response that appropriately completes "
-        "the request.{% endif %}\n\n"
-        "{% for m in messages if m['role'] != 'system' %}{% if m['role'] == 'user' %}### Instruction:\n"
-        "{{ m['content'] }}\n\n### Response:\n{% else %}{{ m['content'] }}{{ eos_token }}\n\n{% endif %}{% endfor %}"),
+        "{% else %}{{ 'Below is an instruction that describes a task. Write a response that appropriately completes "
+        "the request.' }}{% endif %}{{ '\\n\\n' }}"
+        "{% for m in messages if m['role'] != 'system' %}"
+        "{% if m['role'] == 'user' %}{{ '### Instruction:\\n' + m['content'] + '\\n\\n### Response:\\n' }}"
+        "{% else %}{{ m['content'] + eos_token + '\\n\\n' }}{% endif %}{% endfor %}"),
 }
 
 

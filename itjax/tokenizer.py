@@ -84,7 +84,7 @@ class HFTokenizer(Tokenizer):
 
 
 class SentencePieceTokenizer(Tokenizer):
-  """A raw SentencePiece `.model`; control and user-defined pieces written in text map to their ids."""
+  """A raw SentencePiece `.model`; special pieces written in text (e.g. a template's `<s>`) map to their ids."""
 
   def __init__(self, path: str, add_bos: bool = True, chat_template: str | None = None):
     import sentencepiece as spm
@@ -95,8 +95,8 @@ class SentencePieceTokenizer(Tokenizer):
     self.pad_id = sp.pad_id() if sp.pad_id() >= 0 else (self.eos_ids[0] if self.eos_ids else 0)
     self.add_bos = add_bos and self.bos_id is not None
     self.chat_template = chat_template
-    specials = [i for i in range(sp.get_piece_size()) if sp.is_control(i) or sp.is_unknown(i)
-                or sp.is_user_defined(i)]
+    # Control pieces (<s>, </s>, ...) written in text map to their ids; user-defined pieces SentencePiece keeps whole.
+    specials = [i for i in range(sp.get_piece_size()) if sp.is_control(i) or sp.is_unknown(i)]
     self._special_ids = {sp.id_to_piece(i): i for i in specials if sp.id_to_piece(i)}
     names = sorted(self._special_ids, key=len, reverse=True)
     self._split = re.compile("(" + "|".join(map(re.escape, names)) + ")") if names else None

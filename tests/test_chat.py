@@ -1,0 +1,101 @@
+"""Chat rendering and tokenizers: token ids equal transformers' apply_chat_template; SentencePiece round trips."""
+
+import pytest
+import sentencepiece as spm
+
+from conftest import CORPUS, make_llama3_style_tokenizer
+from itjax import chat
+from itjax.loading import load_tokenizer
+from itjax.tokenizer import HFTokenizer, SentencePieceTokenizer
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hello there!"}],
+    [{"role": "system", "content": "You are a helpful assistant."},
+     {"role": "user", "content": "What is the capital of France?"},
+     {"role": "assistant", "content": "Paris is the capital of France."},
+     {"role": "user", "content": "List three colours."}],
+    [{"role": "system", "content": "Answer briefly."},
+     {"role": "user", "content": "1 2 3?"},
+     {"role": "assistant", "content": " 4 5 6 \n"},
+     {"role": "user", "content": "Numbers: 7 8 9"},
+     {"role": "assistant", "content": "10."}],
+]
+
+
+def hf_ids(tok, conversation, add_generation_prompt):
+  out = tok.apply_chat_template(conversation, tokenize=True, add_generation_prompt=add_generation_prompt)
+  return out["input_ids"] if hasattr(out, "keys") else out
+
+
+@pytest.mark.parametrize("add_generation_prompt", [True, False])
+def test_llama3_style_template_matches_transformers(tiny_hf_dir, add_generation_prompt):
+  hf = make_llama3_style_tokenizer()
+  ours = load_tokenizer(tiny_hf_dir)  # the same tokenizer, read back from a HF directory
+  assert isinstance(ours, HFTokenizer) and ours.add_bos
+  for conversation in CONVERSATIONS:
+    want = hf_ids(hf, conversation, add_generation_prompt)
+    assert ours.encode_chat(conversation, add_generation_prompt) == want
+    # The built-in llama3 template renders the same format; the template's BOS is not doubled.
+    assert ours.encode_chat(conversation, add_generation_prompt, template="llama3") == want
+    assert want.count(hf.bos_token_id) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("add_generation_prompt", [True, False])
+def test_smollm2_template_matches_transformers(smollm2_gguf, add_generation_prompt):
+  import os
+  transformers = pytest.importorskip("transformers")
+  pytest.importorskip("torch")
+  directory, name = os.path.split(smollm2_gguf)
+  hf = transformers.AutoTokenizer.from_pretrained(directory, gguf_file=name)
+  ours = load_tokenizer(smollm2_gguf)
+  assert not ours.add_bos
+  for conversation in CONVERSATIONS:
+    want = hf_ids(hf, conversation, add_generation_prompt)
+    assert ours.encode_chat(conversation, add_generation_prompt) == want
+    if conversation[0]["role"] == "system":  # SmolLM2's template is chatml once a system message is given
+      assert ours.encode_chat(conversation, add_generation_prompt, template="chatml") == want
+
+
+def test_builtin_templates_render():
+  conv = CONVERSATIONS[1][:3]
+  text = chat.render(chat.BUILTIN_TEMPLATES["alpaca"], conv, False, bos_token="<s>", eos_token="</s>")
+  assert text == ("<s>You are a helpful assistant.\n\n### Instruction:\nWhat is the capital of France?\n\n"
+                  "### Response:\nParis is the capital of France.</s>\n\n")
+  text = chat.render(chat.BUILTIN_TEMPLATES["chatml"], conv[1:2], True)
+  assert text == "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+  with pytest.raises(ValueError, match="message 0"):
+    chat.render(chat.BUILTIN_TEMPLATES["chatml"], [{"role": "robot", "content": "hi"}], True)
+  with pytest.raises(ValueError, match="no chat template"):
+    chat.resolve(None, None)
+
+
+@pytest.fixture(scope="module")
+def sp_model(tmp_path_factory):
+  prefix = str(tmp_path_factory.mktemp("sp") / "tiny")
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=prefix, vocab_size=400,
+                                 model_type="bpe", character_coverage=1.0, byte_fallback=True,
+                                 user_defined_symbols=["<|im_start|>", "<|im_end|>"], minloglevel=2)
+  return prefix + ".model"
+
+
+def test_sentencepiece_round_trip(sp_model):
+  tok = load_tokenizer(sp_model)
+  assert isinstance(tok, SentencePieceTokenizer)
+  for text in ["The quick brown fox.", "Paris is the capital of France!", "Unseen wörds: Zebra-42 ünd ✓"]:
+    ids = tok.encode(text)
+    assert ids[0] == tok.bos_id and ids.count(tok.bos_id) == 1
+    assert tok.decode(ids) == text
+
+
+def test_sentencepiece_chat(sp_model):
+  tok = load_tokenizer(sp_model)
+  conv = CONVERSATIONS[1][:3]
+  ids = tok.encode_chat(conv, add_generation_prompt=False, template="alpaca")
+  assert ids.count(tok.bos_id) == 1 and ids[0] == tok.bos_id  # template BOS text, not doubled
+  assert ids[-1] == tok.eos_ids[0] and ids.count(tok.eos_ids[0]) == 1  # the response ends with EOS
+  # (SentencePiece's normaliser folds the template's newlines into spaces; the words survive.)
+  assert tok.decode(ids).endswith("### Response: Paris is the capital of France.")
+  im = tok.encode_chat(conv[1:2], True, template="chatml")
+  start = tok.sp.piece_to_id("<|im_start|>")
+  assert im.count(start) == 2  # user-defined pieces in the text map to their ids
