@@ -28,7 +28,7 @@ CASES = {
 }
 
 
-def make_hf_model(model_type, overrides, path, seed=0):
+def make_hf_model(model_type, overrides, path, seed=0, max_shard_size=None):
   torch.manual_seed(seed)
   config = transformers.AutoConfig.for_model(model_type, **{**BASE, **overrides})
   config._attn_implementation = "eager"
@@ -37,7 +37,7 @@ def make_hf_model(model_type, overrides, path, seed=0):
     for name, p in model.named_parameters():
       if name.endswith("norm.weight") or name.endswith("bias"):
         p.copy_(torch.randn_like(p) * 0.5 + (1.0 if "norm" in name else 0.0))
-  model.save_pretrained(path)
+  model.save_pretrained(path, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
   return model
 
 
@@ -52,3 +52,24 @@ def test_logits_match_transformers(case, tmp_path):
   got = np.asarray(Transformer(config).apply({"params": params}, tokens))
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+def test_sharded_safetensors_with_index(tmp_path):
+  hf = make_hf_model("llama", dict(num_key_value_heads=2), tmp_path, max_shard_size="100KB")
+  assert (tmp_path / "model.safetensors.index.json").exists() and not (tmp_path / "model.safetensors").exists()
+  config, params = load_hf_model(str(tmp_path))
+  tokens = np.arange(16)[None]
+  with torch.no_grad():
+    want = hf(torch.tensor(tokens)).logits.numpy()
+  np.testing.assert_allclose(np.asarray(Transformer(config).apply({"params": params}, tokens)), want, atol=1e-4)
+
+
+def test_bfloat16_compute_tracks_float32(tmp_path):
+  make_hf_model("llama", dict(num_key_value_heads=2), tmp_path)
+  config, params = load_hf_model(str(tmp_path))
+  tokens = np.random.default_rng(0).integers(0, BASE["vocab_size"], size=(2, 16))
+  f32 = np.asarray(Transformer(config).apply({"params": params}, tokens))
+  bf16 = Transformer(config.replace(dtype="bfloat16")).apply({"params": params}, tokens)
+  assert bf16.dtype == np.float32  # logits stay float32
+  assert np.abs(np.asarray(bf16) - f32).max() < 0.1 * np.abs(f32).max()
+  assert (np.asarray(bf16).argmax(-1) == f32.argmax(-1)).mean() > 0.9

@@ -132,10 +132,13 @@ class Attention(nn.Module):
       vv = jax.lax.dynamic_update_slice(cached[1], vv.astype(cached[1].dtype), (0, 0, cache_index, 0))
       cached = (kk, vv)
     kk = nn.with_logical_constraint(kk, ("batch", "kv_heads", "length", "head_dim"))
-    q = q.reshape(b, t, k, n // k, h) * jnp.asarray(h ** -0.5, c.dtype)  # [B,T,K,G,H]
-    scores = jnp.einsum("btkgh,bksh->bkgts", q, kk.astype(c.dtype), preferred_element_type=jnp.float32)
-    probs = jax.nn.softmax(jnp.where(mask[:, None, None], scores, _NEG_INF), axis=-1).astype(c.dtype)
-    out = jnp.einsum("bkgts,bksh->btkgh", probs, vv.astype(c.dtype)).reshape(b, t, n * h)
+    # Queries grouped by their key/value head: [B,K,G*T,H] (g major), so both products are plain batched matmuls.
+    q = q.reshape(b, t, k, n // k, h).transpose(0, 2, 3, 1, 4).reshape(b, k, -1, h) * jnp.asarray(h ** -0.5, c.dtype)
+    scores = jnp.einsum("bkqh,bksh->bkqs", q, kk.astype(c.dtype), preferred_element_type=jnp.float32)
+    mask = jnp.tile(mask, (1, n // k, 1))[:, None]  # [B,1,G*T,S]
+    probs = jax.nn.softmax(jnp.where(mask, scores, _NEG_INF), axis=-1).astype(c.dtype)
+    out = jnp.einsum("bkqs,bksh->bkqh", probs, vv.astype(c.dtype))  # [B,K,G*T,H]
+    out = out.reshape(b, k, n // k, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n * h)
     out = Dense(c.dim, ("q_heads", "embed"), c.out_bias, name="o_proj", **dense)(out)
     return out, cached
 
