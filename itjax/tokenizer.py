@@ -131,6 +131,9 @@ class SentencePieceTokenizer(Tokenizer):
 def load_tokenizer_dir(path: str) -> HFTokenizer:
   """A local HF tokenizer directory (tokenizer.json / tokenizer_config.json); never reaches a hub."""
   from transformers import AutoTokenizer
+  files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+  if not any(os.path.exists(os.path.join(path, f)) for f in files):
+    raise FileNotFoundError(f"{path}: no tokenizer files (expected one of {', '.join(files)})")
   tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
   extra: tuple[int, ...] = ()
   gen = os.path.join(path, "generation_config.json")

@@ -43,6 +43,13 @@ def test_safetensors_wrong_shape(tiny_hf_dir, tmp_path):
     load_model(str(broken))
 
 
+def test_missing_tokenizer_files(tiny_hf_dir, tmp_path):
+  bare = tmp_path / "bare"
+  shutil.copytree(tiny_hf_dir, bare, ignore=shutil.ignore_patterns("tokenizer*", "special_tokens*", "chat_template*"))
+  with pytest.raises(FileNotFoundError, match="no tokenizer files"):
+    load_model(str(bare))
+
+
 def test_pickle_checkpoints_are_refused(tiny_hf_dir, tmp_path):
   broken = tmp_path / "pickled"
   shutil.copytree(tiny_hf_dir, broken)

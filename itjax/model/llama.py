@@ -3,9 +3,10 @@
 Shapes: B batch, T query length, S key/value length (cache slots), L layers, N query heads, K key/value heads,
 G = N // K query heads per key/value head, H head dim, D model dim, F mlp dim, V vocab.
 
-Params are a plain nested dict (`model.apply({'params': params}, ...)` is the only way in). Layers are scanned with
-`nn.scan`, so every per-layer param carries a leading [L] axis. Every param and major activation carries logical
-axis names; the rules that map them to mesh axes live in one table elsewhere.
+Params are a plain nested dict (`model.apply({'params': params}, ...)` is the only way in). By default layers are
+scanned with `nn.scan`, so every per-layer param carries a leading [L] axis; with `scan_layers=False` they are
+unrolled into `layers_0 .. layers_{L-1}` (`unstack_layers` converts), which decoding uses. Every param and major
+activation carries logical axis names; the rules that map them to mesh axes live in one table elsewhere.
 
 The attention mask is built from slot indices and segment ids: a query sees a key when the key's slot is not later
 than its own, both belong to the same non-zero segment, and (with a sliding window) the key is recent enough. Segment
@@ -25,7 +26,8 @@ import numpy as np
 from itjax.model.config import ModelConfig
 
 Array = jax.Array
-Cache = dict[str, Array]  # {'k': [L,B,K,S,H], 'v': [L,B,K,S,H], 'segment_ids': [B,S], 'index': []}
+# {'k', 'v': [L,B,K,S,H] (scanned) or L-tuples of [B,K,S,H] (unrolled), 'segment_ids': [B,S], 'index': []}
+Cache = dict[str, Any]
 _NEG_INF = -1e30
 _INIT = nn.initializers.normal(stddev=0.02)
 
@@ -157,8 +159,8 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-  """One pre-norm decoder layer. Scanned over layers: the carry is the residual stream, this layer's cache slice
-  comes in as a scanned input and this step's keys/values go out as a scanned output."""
+  """One pre-norm decoder layer: x [B,T,D] -> (x, this layer's updated cache or None). Under nn.scan, x is the carry
+  and the layer's cache slice is the scanned input and output."""
   config: ModelConfig
 
   @nn.compact
