@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 COMMANDS = ("generate", "fetch-demo-model", "demo")
 
@@ -119,6 +119,8 @@ def _parse(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # JAX's backend probing logs at INFO
   command = {"generate": cmd_generate, "fetch-demo-model": cmd_fetch_demo_model, "demo": cmd_demo}[argv[1]]
   try:
     command()
@@ -129,6 +131,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
+  os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # itjax uses transformers' tokenizers only, never torch
   app.run(main, flags_parser=_parse)
 
 

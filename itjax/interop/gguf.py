@@ -67,7 +67,7 @@ def load_gguf_model(path: str, dtype: str = "float32", param_dtype: str = "float
   config = config_from_metadata(meta, set(tensors), path).replace(dtype=dtype, param_dtype=param_dtype)
   permuted = meta["general.architecture"] == "llama"
 
-  def get(name, kind, layer):
+  def get(name, layer):
     full = name if layer is None else f"blk.{layer}.{name}"
     if full not in tensors:
       raise KeyError(f"{path}: GGUF file is missing tensor {full!r}")
@@ -79,7 +79,7 @@ def load_gguf_model(path: str, dtype: str = "float32", param_dtype: str = "float
       w = _unpermute(w, config.num_kv_heads)
     return w
 
-  return config, build_params(config, get, source=path, names=2)
+  return config, build_params(config, get, source=path, column=2)
 
 
 def load_gguf_tokenizer(path: str) -> HFTokenizer:

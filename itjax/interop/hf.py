@@ -61,18 +61,19 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
   tree[path[-1]] = value
 
 
-def build_params(config: ModelConfig, get: Callable[[str, str, int | None], np.ndarray], source: str,
-                 names: int = 1) -> dict:
-  """Assembles the params dict. `get(name, kind, layer)` returns a tensor in HF layout ([out, in] for weights).
+def build_params(config: ModelConfig, get: Callable[[str, int | None], np.ndarray], source: str,
+                 column: int = 1) -> dict:
+  """Assembles the (scanned-layout) params dict; every tensor's shape is checked against the config.
 
-  `names` picks the column of the tables (1 = HF names, 2 = GGUF names). Layers are stacked on a leading axis.
+  `get(name, layer)` returns a tensor in HF layout ([out, in] for weights) by its name in `column` of the tables
+  (1 = HF names, 2 = GGUF names); layer is None for the top-level tensors. Layers are stacked on a leading axis.
   """
   dtype = jnp.dtype(config.param_dtype)
   expect = _expected_shapes(config)
 
   def fetch(entry, layer):
-    path, name, is_kernel = entry[0], entry[names], entry[3]
-    arr = get(name, path[-1], layer)
+    path, name, is_kernel = entry[0], entry[column], entry[3]
+    arr = get(name, layer)
     want = expect[path if layer is None else ("layers",) + path]
     got = tuple(arr.shape[::-1]) if is_kernel else tuple(arr.shape)
     if got != want:
@@ -91,6 +92,7 @@ def build_params(config: ModelConfig, get: Callable[[str, str, int | None], np.n
 
 
 def _expected_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+  config = config.replace(scan_layers=True)
   shapes = jax.eval_shape(lambda: Transformer(config).init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32)))
   flat = traverse_util.flatten_dict(nn.meta.unbox(shapes)["params"])
   out = {}
@@ -148,7 +150,7 @@ def load_hf_model(path: str, dtype: str = "float32", param_dtype: str = "float32
   config = config.replace(dtype=dtype, param_dtype=param_dtype)
   tensors = SafetensorsDir(path)
 
-  def get(name, kind, layer):
+  def get(name, layer):
     return tensors.get(name if layer is None else f"model.layers.{layer}.{name}")
 
   return config, build_params(config, get, source=path)
