@@ -4,9 +4,6 @@
 
 Both load the same GGUF (dequantised to fp32). Tokens/s counts generated tokens (every row runs the full 128 steps:
 EOS stopping is disabled on both sides so the work is equal). itjax's compile time is reported apart.
-
-On a 2-core AVX2 CPU, XLA's YNNPACK fusions made itjax's decode step slower (about 175 vs 142 ms);
-`XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=` switches them off for a comparison.
 """
 
 import argparse
