@@ -41,11 +41,10 @@ def load_model(src: str, dtype: str = "float32", param_dtype: str = "float32") -
   """(config, params, tokenizer) from a HF directory or a GGUF file; params are host numpy arrays."""
   _check_exists(src)
   if src.endswith(".gguf"):
-    from itjax.interop.gguf import load_gguf_model
-    config, params = load_gguf_model(src, dtype, param_dtype)
-  elif os.path.isdir(src):
-    from itjax.interop.hf import load_hf_model
-    config, params = load_hf_model(src, dtype, param_dtype)
-  else:
+    from itjax.interop.gguf import load_gguf
+    return LoadedModel(*load_gguf(src, dtype, param_dtype), src)
+  if not os.path.isdir(src):
     raise ValueError(f"model path {src!r} is neither a directory nor a .gguf file")
+  from itjax.interop.hf import load_hf_model
+  config, params = load_hf_model(src, dtype, param_dtype)
   return LoadedModel(config, params, load_tokenizer(src), src)

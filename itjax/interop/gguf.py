@@ -19,10 +19,6 @@ from itjax.tokenizer import HFTokenizer
 SUPPORTED_ARCHS = ("llama", "qwen2")
 
 
-def _fields(reader: gguf.GGUFReader) -> dict:
-  return {name: field.contents() for name, field in reader.fields.items()}
-
-
 def config_from_metadata(meta: dict, tensor_names: set[str], source: str) -> ModelConfig:
   arch = meta.get("general.architecture")
   if arch not in SUPPORTED_ARCHS:
@@ -58,11 +54,17 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
   return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def load_gguf_model(path: str, dtype: str = "float32", param_dtype: str = "float32") -> tuple[ModelConfig, dict]:
+def _read(path: str) -> tuple[gguf.GGUFReader, dict]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"model path {path!r} does not exist")
   reader = gguf.GGUFReader(path)
-  meta = _fields(reader)
+  return reader, {name: field.contents() for name, field in reader.fields.items()}
+
+
+def load_gguf(path: str, dtype: str = "float32",
+              param_dtype: str = "float32") -> tuple[ModelConfig, dict, HFTokenizer]:
+  """(ModelConfig, params, tokenizer) from one read of a GGUF file."""
+  reader, meta = _read(path)
   tensors = {t.name: t for t in reader.tensors}
   config = config_from_metadata(meta, set(tensors), path).replace(dtype=dtype, param_dtype=param_dtype)
   permuted = meta["general.architecture"] == "llama"
@@ -79,20 +81,18 @@ def load_gguf_model(path: str, dtype: str = "float32", param_dtype: str = "float
       w = _unpermute(w, config.num_kv_heads)
     return w
 
-  return config, build_params(config, get, source=path, column=2)
+  return config, build_params(config, get, source=path, column=2), tokenizer_from_metadata(meta)
 
 
 def load_gguf_tokenizer(path: str) -> HFTokenizer:
+  return tokenizer_from_metadata(_read(path)[1])
+
+
+def tokenizer_from_metadata(meta: dict) -> HFTokenizer:
   """The tokenizer and chat template described by a GGUF file's metadata."""
   from transformers import PreTrainedTokenizerFast
-  try:
-    from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_TOKENIZER_MAPPING, convert_gguf_tokenizer
-  except ImportError:  # transformers releases before the gguf subpackage
-    from transformers.integrations.ggml import convert_gguf_tokenizer
-    from transformers.integrations import GGUF_TOKENIZER_MAPPING
+  from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_TOKENIZER_MAPPING, convert_gguf_tokenizer
 
-  reader = gguf.GGUFReader(path)
-  meta = {k: reader.fields[k].contents() for k in reader.fields if k.startswith("tokenizer.") or k.startswith("general.")}
   groups = {group: {name: meta[f"tokenizer.{key}"] for key, name in renames.items() if f"tokenizer.{key}" in meta}
             for group, renames in GGUF_TOKENIZER_MAPPING.items()}
   tokenizer_dict, tokenizer_config = groups["tokenizer"], groups["tokenizer_config"]
