@@ -10,15 +10,13 @@ import json
 import os
 from collections.abc import Callable
 
-import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 from safetensors import safe_open
 
 from itjax.model.config import ModelConfig, from_hf_config
-from itjax.model.llama import Transformer
+from itjax.model.llama import param_shapes
 
 # (path under params['layers'], HF name under model.layers.{i}., GGUF name under blk.{i}., is a matmul weight)
 LAYER_TENSORS: list[tuple[tuple[str, ...], str, str, bool]] = [
@@ -92,9 +90,7 @@ def build_params(config: ModelConfig, get: Callable[[str, int | None], np.ndarra
 
 
 def _expected_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-  config = config.replace(scan_layers=True)
-  shapes = jax.eval_shape(lambda: Transformer(config).init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32)))
-  flat = traverse_util.flatten_dict(nn.meta.unbox(shapes)["params"])
+  flat = traverse_util.flatten_dict(param_shapes(config.replace(scan_layers=True)))
   out = {}
   for path, leaf in flat.items():
     shape = tuple(leaf.shape)

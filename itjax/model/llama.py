@@ -251,13 +251,21 @@ def unstack_layers(params: dict, num_layers: int) -> dict:
   return out
 
 
+def _init_boxed(config: ModelConfig, rng: Array) -> dict:
+  """Transformer.init: variables with their params boxed in logical-axis metadata."""
+  return Transformer(config).init(rng, jnp.zeros((1, 2), jnp.int32))
+
+
 def init_params(config: ModelConfig, rng: Array) -> dict:
   """Random params (plain nested dict), e.g. for tests and training from scratch."""
-  boxed = Transformer(config).init(rng, jnp.zeros((1, 2), jnp.int32))
-  return nn.meta.unbox(boxed)["params"]
+  return nn.meta.unbox(_init_boxed(config, rng))["params"]
+
+
+def param_shapes(config: ModelConfig) -> dict:
+  """Every param's shape and dtype (jax.ShapeDtypeStruct leaves), computed without allocating anything."""
+  return nn.meta.unbox(jax.eval_shape(lambda: _init_boxed(config, jax.random.key(0))))["params"]
 
 
 def param_axes(config: ModelConfig) -> dict:
   """The logical axis names of every param, as a pytree of PartitionSpec-like tuples (no compute)."""
-  boxed = jax.eval_shape(lambda: Transformer(config).init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32)))
-  return nn.get_partition_spec(boxed)["params"]
+  return nn.get_partition_spec(jax.eval_shape(lambda: _init_boxed(config, jax.random.key(0))))["params"]
