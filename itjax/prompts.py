@@ -11,12 +11,16 @@ def read_prompts(path: str) -> list[dict]:
   """Returns the records in order; a malformed line stops with `path:line: what is wrong`. Blank lines are skipped."""
   records = []
   try:
-    f = open(path, encoding="utf-8")
+    f = open(path, "rb")
   except OSError as e:
     raise FileNotFoundError(f"{path}: cannot open prompts file ({e.strerror})") from None
   with f:
-    for number, line in enumerate(f, start=1):
+    for number, raw in enumerate(f, start=1):
       where = f"{path}:{number}"
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise ValueError(f"{where}: not valid UTF-8 (byte {e.start})") from None
       if not line.strip():
         continue
       try:

@@ -71,3 +71,10 @@ def test_bad_prompts_file_line(tmp_path, line, message):
   path.write_text('{"prompt": "fine"}\n' + line + "\n")
   with pytest.raises(ValueError, match=message):
     read_prompts(str(path))
+
+
+def test_prompts_file_invalid_utf8(tmp_path):
+  path = tmp_path / "p.jsonl"
+  path.write_bytes(b'{"prompt": "fine"}\n{"prompt": "caf\xe9"}\n')
+  with pytest.raises(ValueError, match=r"p.jsonl:2: not valid UTF-8"):
+    read_prompts(str(path))
