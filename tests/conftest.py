@@ -48,6 +48,17 @@ def make_llama3_style_tokenizer():
 
 
 @pytest.fixture(scope="session")
+def sp_model(tmp_path_factory):
+  """A SentencePiece BPE model trained here on CORPUS (BOS <s>, EOS </s>), with two user-defined chat pieces."""
+  import sentencepiece as spm
+  prefix = str(tmp_path_factory.mktemp("sp") / "tiny")
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=prefix, vocab_size=400,
+                                 model_type="bpe", character_coverage=1.0, byte_fallback=True,
+                                 user_defined_symbols=["<|im_start|>", "<|im_end|>"], minloglevel=2)
+  return prefix + ".model"
+
+
+@pytest.fixture(scope="session")
 def tiny_hf_dir(tmp_path_factory):
   """A HF model directory: a tiny random Llama (GQA) with the Llama-3-style tokenizer above."""
   torch = pytest.importorskip("torch")

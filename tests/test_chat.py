@@ -1,7 +1,6 @@
 """Chat rendering and tokenizers: token ids equal transformers' apply_chat_template; SentencePiece round trips."""
 
 import pytest
-import sentencepiece as spm
 
 from conftest import CORPUS, make_llama3_style_tokenizer
 from itjax import chat
@@ -68,15 +67,6 @@ def test_builtin_templates_render():
     chat.render(chat.BUILTIN_TEMPLATES["chatml"], [{"role": "robot", "content": "hi"}], True)
   with pytest.raises(ValueError, match="no chat template"):
     chat.resolve(None, None)
-
-
-@pytest.fixture(scope="module")
-def sp_model(tmp_path_factory):
-  prefix = str(tmp_path_factory.mktemp("sp") / "tiny")
-  spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=prefix, vocab_size=400,
-                                 model_type="bpe", character_coverage=1.0, byte_fallback=True,
-                                 user_defined_symbols=["<|im_start|>", "<|im_end|>"], minloglevel=2)
-  return prefix + ".model"
 
 
 def test_sentencepiece_round_trip(sp_model):
