@@ -1,0 +1,92 @@
+"""The batch pipeline: epochs, mixtures, host shards and exact resume from a saved iterator state."""
+
+import collections
+import json
+
+import numpy as np
+import pytest
+
+from itjax.data.pipeline import Pipeline, Source
+
+
+def make_source(name, tag, n, seed, weight=1.0):
+  """Examples whose first token (tag * 1000 + index) names them; random lengths and masks."""
+  rng = np.random.default_rng(seed)
+  examples = []
+  for i in range(n):
+    length = int(rng.integers(3, 40))
+    ids = np.concatenate([[tag * 1000 + i], rng.integers(1, 999, length - 1)]).astype(np.int32)
+    mask = rng.random(length) < 0.6
+    mask[0], mask[-1] = False, True
+    examples.append((ids, mask))
+  return Source(name, examples, weight)
+
+
+SOURCES = [make_source("instructions", 1, 37, 0, 0.8), make_source("text", 2, 11, 1, 0.2)]
+
+
+def pipeline(**kw):
+  args = dict(sources=SOURCES, max_len=64, batch_size=4, seed=3, epochs=3, process_index=0, process_count=1)
+  return Pipeline(**{**args, **kw})
+
+
+def seen(batch):
+  """The example names in a batch, row by row, segment by segment."""
+  out = []
+  for inputs, seg in zip(batch["inputs"], batch["segment_ids"]):
+    out += [int(inputs[np.flatnonzero(seg == s)[0]]) for s in range(1, seg.max() + 1)]
+  return out
+
+
+def test_epochs_and_mixture_weights():
+  batches = list(pipeline())
+  names = [n for b in batches for n in seen(b)]
+  counts = collections.Counter(n // 1000 for n in names)
+  assert counts[1] == 3 * 37  # every instruction example exactly once per epoch ...
+  assert collections.Counter(n for n in names if n // 1000 == 1) == {1000 + i: 3 for i in range(37)}
+  assert counts[2] == 3 * round(37 * 0.2 / 0.8)  # ... and text at its weight: 9 per epoch
+  assert all(b["inputs"].shape == (4, 64) and b["inputs"].dtype == np.int32 for b in batches)
+  assert batches[-1]["weights"].sum() > 0
+  assert seen(next(iter(pipeline(seed=3)))) == seen(batches[0])
+  assert seen(next(iter(pipeline(seed=4)))) != seen(batches[0])
+  unpacked = list(pipeline(pack=False, epochs=1))
+  assert all(b["segment_ids"].max() <= 1 for b in unpacked) and len(unpacked) == -(-(37 + 9) // 4)
+
+
+@pytest.mark.parametrize("stop_after", [1, 5, 9])  # within the first epoch, at its end, in the second
+def test_resume_yields_the_uninterrupted_batches(stop_after):
+  straight = list(pipeline())
+  first = pipeline()
+  for _ in range(stop_after):
+    next(first)
+  state = json.loads(json.dumps(first.get_state()))  # the state survives a JSON round trip
+  resumed = pipeline()
+  resumed.set_state(state)
+  rest = list(resumed)
+  assert len(rest) == len(straight) - stop_after
+  for a, b in zip(rest, straight[stop_after:]):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  with pytest.raises(ValueError, match="other data or settings"):
+    pipeline(seed=4).set_state(state)
+
+
+def test_hosts_see_disjoint_shards_whose_union_is_the_epoch():
+  whole = [n for b in pipeline(epochs=1) for n in seen(b)]
+  hosts = [list(pipeline(epochs=1, process_index=h, process_count=2)) for h in range(2)]
+  assert len(hosts[0]) == len(hosts[1])  # every host takes the same number of steps
+  assert all(b["inputs"].shape == (2, 64) for h in hosts for b in h)
+  names = [[n for b in h for n in seen(b)] for h in hosts]
+  assert not set(names[0]) & set(names[1])
+  assert sorted(names[0] + names[1]) == sorted(whole)
+  with pytest.raises(ValueError, match="batch_size 3 is not divisible by the 2 processes"):
+    pipeline(batch_size=3, process_index=0, process_count=2)
+
+
+def test_bad_pipeline_settings():
+  with pytest.raises(ValueError, match="instructions: an example fills .* > max_len 8"):
+    pipeline(max_len=8)
+  with pytest.raises(ValueError, match="text: weight must be > 0"):
+    Pipeline([SOURCES[0], make_source("text", 2, 3, 0, 0.0)], 64, 4, process_index=0, process_count=1)
+  with pytest.raises(ValueError, match="empty: no usable examples"):
+    Pipeline([Source("empty", [])], 64, 4, process_index=0, process_count=1)
