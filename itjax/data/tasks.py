@@ -1,0 +1,358 @@
+"""Verifiable instruction-following tasks: a content operation with a computed answer plus formatting constraints.
+
+Each record is a user instruction, the assistant response computed for it, the task types it combines and the
+JSON-serialisable kwargs with which `verify` checks any response (a model's too) for every constraint and the answer.
+Type ids belong to groups, so single types or whole groups can be held out of training to test composition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import random
+from collections import Counter
+from typing import Callable, Iterable
+
+from itjax.data.verify import CASES, LAYOUTS, LIST_LAYOUTS, verify
+
+__all__ = ["TYPES", "DEFAULT_HOLDOUT", "make_task", "verify", "expand_holdout", "make_splits", "write_splits"]
+
+WORDS = (
+    "apple", "banana", "cherry", "dragon", "eagle", "forest", "garden", "harbor", "island", "jacket", "kettle",
+    "lemon", "meadow", "needle", "orange", "pencil", "quartz", "river", "silver", "tiger", "umbrella", "valley",
+    "window", "yellow", "zebra", "anchor", "basket", "candle", "desert", "engine", "falcon", "guitar", "hammer",
+    "igloo", "jungle", "kitten", "ladder", "mirror", "nectar", "oyster", "planet", "rocket", "saddle", "tunnel",
+    "violet", "walnut", "bridge", "cloud", "marble", "pepper", "spider", "thunder", "velvet", "wagon", "copper")
+NOUNS = ("apples", "books", "chairs", "birds", "coins", "lamps", "stones", "tickets", "boxes", "shells")
+SUBJECTS = ("A shop", "The museum", "My neighbour", "The school", "A farmer", "The library")
+VERBS = ("sold", "counted", "bought", "ordered", "collected", "received")
+UNITS = (("kilometres", "metres", 1000), ("kilograms", "grams", 1000), ("hours", "minutes", 60),
+         ("metres", "centimetres", 100))
+END_PHRASES = ("Is there anything else I can help with?", "Hope this helps.", "Let me know if you have more questions.",
+               "That is all.")
+_MAX_TRIES = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+  """A content operation: its group, answer kind ('list', 'int' or 'str') and how to draw a prompt and answer."""
+  group: str
+  kind: str
+  letters: bool  # the answer has letters, so a case modifier changes it
+  title: str
+  noun: str  # what a bare scalar answer is called in the instruction
+  make: Callable[[random.Random], tuple[str, list | int | str]]
+
+
+OPS: dict[str, Op] = {}
+
+
+def _op(name: str, group: str, kind: str, title: str, letters: bool = False, noun: str = "number"):
+  def register(make):
+    OPS[name] = Op(group, kind, letters, title, noun, make)
+    return make
+  return register
+
+
+def _listing(rng: random.Random, values) -> str:
+  return rng.choice((", ", " ")).join(str(v) for v in values)
+
+
+@_op("sort_words", "order", "list", "Sorted Words", letters=True)
+def _sort_words(rng):
+  words = rng.sample(WORDS, rng.randint(4, 7))
+  text = rng.choice(("Sort these words alphabetically: {}.", "Put the following words in alphabetical order: {}.",
+                     "Arrange these words from A to Z: {}."))
+  return text.format(_listing(rng, words)), sorted(words)
+
+
+@_op("reverse_words", "order", "list", "Reversed Words", letters=True)
+def _reverse_words(rng):
+  words = rng.sample(WORDS, rng.randint(3, 7))
+  text = rng.choice(("Reverse the order of these words: {}.", "List these words from last to first: {}.",
+                     "Write the following words in reverse order: {}."))
+  return text.format(_listing(rng, words)), words[::-1]
+
+
+@_op("sort_numbers", "order", "list", "Sorted Numbers")
+def _sort_numbers(rng):
+  numbers = rng.sample(range(1, 1000), rng.randint(4, 7))
+  descending = rng.random() < 0.5
+  order = rng.choice(("in descending order", "from largest to smallest") if descending else
+                     ("in ascending order", "from smallest to largest"))
+  text = rng.choice(("Sort these numbers {}: {}.", "Order the following numbers {}: {}."))
+  return text.format(order, _listing(rng, numbers)), sorted(numbers, reverse=descending)
+
+
+@_op("dedupe", "text", "list", "Unique Words", letters=True)
+def _dedupe(rng):
+  unique = rng.sample(WORDS, rng.randint(3, 5))
+  words = unique + rng.choices(unique, k=rng.randint(2, 4))
+  rng.shuffle(words)
+  text = rng.choice(("Remove the duplicates from this list, keeping the first occurrence of each word: {}.",
+                     "Write each word of this list once, in the order it first appears: {}."))
+  return text.format(_listing(rng, words)), list(dict.fromkeys(words))
+
+
+@_op("extract_numbers", "text", "list", "Numbers Found")
+def _extract_numbers(rng):
+  numbers = [rng.randint(1, 999) for _ in range(rng.randint(3, 5))]
+  counted = [f"{n} {noun}" for n, noun in zip(numbers, rng.sample(NOUNS, len(numbers)))]
+  sentence = f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {', '.join(counted[:-1])} and {counted[-1]}."
+  text = rng.choice(('List the numbers that appear in this sentence, in order: "{}"',
+                     'Extract every number from the following sentence in the order they appear: "{}"'))
+  return text.format(sentence), numbers
+
+
+@_op("acronym", "text", "str", "Acronym", letters=True, noun="acronym")
+def _acronym(rng):
+  words = rng.sample(WORDS, rng.randint(3, 5))
+  text = rng.choice(('Form an acronym from the first letters of the words in "{}".',
+                     'What is the acronym (the initial letters) of the phrase "{}"?'))
+  return text.format(" ".join(words)), "".join(w[0] for w in words).upper()
+
+
+@_op("count_letter", "count", "int", "Letter Count")
+def _count_letter(rng):
+  words = rng.sample(WORDS, rng.randint(3, 6))
+  letter = rng.choice("".join(words))
+  text = rng.choice(("How many times does the letter '{}' appear in these words: {}?",
+                     "Count the occurrences of the letter '{}' in: {}."))
+  return text.format(letter, _listing(rng, words)), "".join(words).count(letter)
+
+
+@_op("word_count", "count", "int", "Word Count")
+def _word_count(rng):
+  words = [rng.choice(WORDS) for _ in range(rng.randint(4, 12))]
+  text = rng.choice(('How many words are in the following text: "{}"?', 'Count the words in "{}".'))
+  return text.format(" ".join(words)), len(words)
+
+
+@_op("max_number", "count", "int", "Largest Number")
+def _max_number(rng):
+  numbers = rng.sample(range(1, 1000), rng.randint(4, 8))
+  text = rng.choice(("What is the largest of these numbers: {}?", "Which of the following numbers is the biggest: {}?"))
+  return text.format(_listing(rng, numbers)), max(numbers)
+
+
+@_op("arithmetic", "math", "int", "Result")
+def _arithmetic(rng):
+  a, b, c = (rng.randint(2, 50) for _ in range(3))
+  form = rng.randrange(3)
+  if form == 0:
+    return rng.choice(("Compute {} + {} * {}.", "What is {} + {} * {}?")).format(a, b, c), a + b * c
+  if form == 1:
+    return rng.choice(("Compute {} * {} - {}.", "What is {} * {} - {}?")).format(a, b, c), a * b - c
+  numbers = [rng.randint(1, 200) for _ in range(rng.randint(3, 6))]
+  return f"What is the sum of {_listing(rng, numbers)}?", sum(numbers)
+
+
+@_op("unit_convert", "math", "int", "Converted Value")
+def _unit_convert(rng):
+  big, small, factor = rng.choice(UNITS)
+  value = rng.randint(2, 250)
+  text = rng.choice(("Convert {} {} to {}.", "How many {2} are there in {0} {1}?"))
+  return text.format(value, big, small), value * factor
+
+
+@_op("date_add", "math", "str", "New Date", noun="date")
+def _date_add(rng):
+  start = datetime.date(2000, 1, 1) + datetime.timedelta(days=rng.randint(0, 30 * 365))
+  days = rng.randint(1, 500)
+  text = rng.choice(("What date is {} days after {}? Use the YYYY-MM-DD format.",
+                     "Add {} days to the date {} and give the result as YYYY-MM-DD."))
+  return text.format(days, start.isoformat()), (start + datetime.timedelta(days=days)).isoformat()
+
+
+MODIFIERS = ("lowercase", "uppercase", "title", "end_phrase", "no_commas", "quotes")
+CONSTRAINTS = {"bullets": "structure", "numbered": "structure", "paragraphs": "structure", "json": "structure",
+               "lowercase": "case", "uppercase": "case", "title": "wrap", "quotes": "wrap",
+               "end_phrase": "punctuation", "no_commas": "punctuation"}
+TYPES: dict[str, str] = {**{name: op.group for name, op in OPS.items()}, **CONSTRAINTS}
+
+# Held out: one op, one layout and one modifier, each a close sibling of a seen type (max_number ~ sort_numbers
+# descending, numbered ~ bullets, uppercase ~ lowercase), so held-out records test composing familiar skills.
+DEFAULT_HOLDOUT = "max_number,numbered,uppercase"
+
+_PHRASINGS = {
+    "bullets": ("Format your answer as exactly {n} markdown bullet points, each line starting with \"* \".",
+                "Answer with a bulleted list of exactly {n} items, like \"* item\"."),
+    "numbered": ("Present the answer as a numbered list (1. 2. 3. ...), one item per line.",
+                 "Write the items as a numbered list starting at 1."),
+    "paragraphs": ("Write exactly {n} paragraphs, one item per paragraph, separated by a line containing only ***.",
+                   "Put each item in its own paragraph: exactly {n} paragraphs with the divider *** between them."),
+    "json": ("Return only a JSON object of the form {shape} and nothing else.",
+             "Wrap your entire output in JSON: a single object shaped like {shape}."),
+    "lowercase": ("Your entire response should be in lowercase letters; no capital letters are allowed.",
+                  "Write everything in lowercase."),
+    "uppercase": ("Your entire response must be in English capital letters only.",
+                  "Write the whole response in uppercase."),
+    "title": ("Include a title wrapped in double angular brackets on the first line, such as <<the answer>>.",
+              "Start with a title in double angular brackets, for example <<my reply>>."),
+    "end_phrase": ('End your response with the exact phrase "{phrase}"; nothing may follow it.',
+                   'Finish your reply with this exact phrase: "{phrase}"'),
+    "no_commas": ("Do not use any commas in your response.", "Refrain from using commas anywhere in your reply."),
+    "quotes": ("Wrap your entire response in double quotation marks.", "Put the whole response inside double quotes."),
+}
+
+
+def _compatible(op: Op, layout: str | None, mods: set[str]) -> bool:
+  """Whether every constraint can hold at once for this op's answer."""
+  if layout in LIST_LAYOUTS and op.kind != "list":
+    return False
+  # JSON is the whole response with lowercase keys, and a list in JSON needs commas.
+  if layout == "json" and (mods & {"quotes", "title", "end_phrase", "uppercase"} or
+                           (op.kind == "list" and "no_commas" in mods)):
+    return False
+  cases = mods.intersection(CASES)  # a case modifier needs letters to act on
+  return len(cases) < 2 and (not cases or op.letters or bool(mods & {"title", "end_phrase"}))
+
+
+def _draw_types(rng: random.Random) -> list[str] | None:
+  """An op and 0-3 constraints (layout first, then modifiers), or None for an incompatible draw."""
+  op = rng.choice(tuple(OPS))
+  picked = set(rng.sample(tuple(CONSTRAINTS), rng.choices(range(4), weights=(2, 4, 4, 3))[0]))
+  layouts = [c for c in LAYOUTS if c in picked]
+  mods = picked.difference(layouts)
+  if len(layouts) > 1 or not _compatible(OPS[op], layouts[0] if layouts else None, mods):
+    return None
+  return [op, *layouts, *(m for m in MODIFIERS if m in mods)]
+
+
+def render(answer: list | int | str, layout: str | None, mods: Iterable[str], title: str = "",
+           phrase: str = "") -> str:
+  """The response stating `answer` in `layout` with the modifiers applied (title, end phrase, case, quotes)."""
+  mods = set(mods)
+  items = [str(x) for x in answer] if isinstance(answer, list) else None
+  if layout == "json":
+    body = json.dumps({"items": answer} if items is not None else {"answer": answer}, ensure_ascii=False)
+  elif layout == "bullets":
+    body = "\n".join(f"* {x}" for x in items)
+  elif layout == "numbered":
+    body = "\n".join(f"{i}. {x}" for i, x in enumerate(items, 1))
+  elif layout == "paragraphs":
+    body = "\n\n***\n\n".join(items)
+  else:
+    body = "\n".join(items) if items is not None else str(answer)
+  if "title" in mods:
+    body = f"<<{title}>>\n\n{body}"
+  if "end_phrase" in mods:
+    body = f"{body}\n\n{phrase}"
+  if "lowercase" in mods:
+    body = body.lower()
+  if "uppercase" in mods:
+    body = body.upper()
+  return f'"{body}"' if "quotes" in mods else body
+
+
+def make_task(rng: random.Random, allowed: Callable[[list[str]], bool] | None = None) -> dict:
+  """One record; combinations of types for which `allowed(types)` is False are redrawn."""
+  for _ in range(_MAX_TRIES):
+    types = _draw_types(rng)
+    if types is not None and (allowed is None or allowed(types)):
+      break
+  else:
+    raise ValueError("no allowed combination of task types was drawn; is everything held out?")
+  op_id, constraints = types[0], types[1:]
+  op = OPS[op_id]
+  layout = next((c for c in constraints if c in LAYOUTS), None)
+  mods = [c for c in constraints if c not in LAYOUTS]
+  prompt, answer = op.make(rng)
+  n = len(answer) if isinstance(answer, list) else None
+  phrase = rng.choice(END_PHRASES) if "end_phrase" in mods else None
+  if phrase and "lowercase" in mods:
+    phrase = phrase.lower()
+  elif phrase and "uppercase" in mods:
+    phrase = phrase.upper()
+  keys = (["items"] if n is not None else ["answer"]) if layout == "json" else None
+  shape = '{"items": [...]}' if n is not None else '{"answer": ...}'
+  extra = [rng.choice(_PHRASINGS[c]).format(n=n, phrase=phrase, shape=shape) for c in constraints]
+  rng.shuffle(extra)
+  if layout is None:
+    if n is not None:
+      default = ("Put each item on its own line.", "Write one item per line.")
+    elif {"title", "end_phrase"}.intersection(mods):
+      default = (f"Write the {op.noun} on a line by itself.", f"Put the {op.noun} alone on its own line.")
+    else:
+      default = (f"Reply with only the {op.noun}.", f"Give just the {op.noun}.")
+    extra.insert(0, rng.choice(default))
+  response = render(answer, layout, mods, op.title, phrase or "")
+  verifier = {"op": op_id, "answer": answer, "layout": layout, "modifiers": mods, "n": n, "phrase": phrase,
+              "keys": keys}
+  return {"messages": [{"role": "user", "content": " ".join([prompt, *extra])},
+                       {"role": "assistant", "content": response}],
+          "types": types, "verifier": verifier}
+
+
+def expand_holdout(spec: str | Iterable[str]) -> set[str]:
+  """Comma-separated type ids or group names -> the set of type ids they name."""
+  names = spec.split(",") if isinstance(spec, str) else list(spec)
+  groups: dict[str, set[str]] = {}
+  for type_id, group in TYPES.items():
+    groups.setdefault(group, set()).add(type_id)
+  held, unknown = set(), []
+  for name in (str(n).strip() for n in names):
+    if name in TYPES:
+      held.add(name)
+    elif name in groups:
+      held |= groups[name]
+    elif name:
+      unknown.append(name)
+  if unknown:
+    raise ValueError(f"unknown task type or group {', '.join(map(repr, unknown))}; known types: "
+                     f"{', '.join(TYPES)}; known groups: {', '.join(groups)}")
+  return held
+
+
+def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOUT,
+                validation_fraction: float = 0.1) -> dict[str, list[dict]]:
+  """Train and validation records without held-out types; heldout records combine held-out with seen types.
+
+  Each split draws from its own seeded stream, and no instruction appears twice across the splits. With nothing
+  held out the heldout split is empty.
+  """
+  held = expand_holdout(holdout)
+  extra = max(1, round(n * validation_fraction))
+  prompts: set[str] = set()
+
+  def draw(split: str, count: int, allowed: Callable[[list[str]], bool]) -> list[dict]:
+    rng = random.Random(f"itjax-tasks:{seed}:{split}")
+    records = []
+    for _ in range(100 * count + _MAX_TRIES):
+      if len(records) == count:
+        return records
+      record = make_task(rng, allowed)
+      if record["messages"][0]["content"] not in prompts:
+        prompts.add(record["messages"][0]["content"])
+        records.append(record)
+    raise ValueError(f"could not draw {count} distinct {split} records")
+
+  def seen(types: list[str]) -> bool:
+    return held.isdisjoint(types)
+
+  def mixed(types: list[str]) -> bool:
+    return not seen(types) and not held.issuperset(types)
+
+  return {"train": draw("train", n, seen), "validation": draw("validation", extra, seen),
+          "heldout": draw("heldout", extra, mixed) if held else []}
+
+
+def write_splits(out_dir: str, n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOUT) -> dict[str, str]:
+  """Writes train/validation/heldout JSONL files and a tasks.json summary into `out_dir`; returns {split: path}."""
+  splits = make_splits(n, seed, holdout)
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {}
+  for split, records in splits.items():
+    paths[split] = os.path.join(out_dir, f"{split}.jsonl")
+    with open(paths[split], "w", encoding="utf-8") as f:
+      f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+  summary = {"seed": seed, "n": n, "holdout": sorted(expand_holdout(holdout)),
+             "sizes": {split: len(records) for split, records in splits.items()},
+             "counts": {split: dict(sorted(Counter(t for r in records for t in r["types"]).items()))
+                        for split, records in splits.items()}}
+  with open(os.path.join(out_dir, "tasks.json"), "w", encoding="utf-8") as f:
+    json.dump(summary, f, ensure_ascii=False, indent=2)
+    f.write("\n")
+  return paths

@@ -1,0 +1,202 @@
+"""Verifiable instruction tasks: coverage, self-consistency, constraint violations, determinism, holdout, files."""
+
+import copy
+import json
+import random
+
+import pytest
+
+from itjax.data import tasks
+from itjax.data.verify import LAYOUTS
+
+
+def draw(seed, n, allowed=None):
+  rng = random.Random(seed)
+  return [tasks.make_task(rng, allowed) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def records():
+  return draw(0, 3000)
+
+
+def response(record):
+  return record["messages"][1]["content"]
+
+
+def rerender(record, answer=None, layout="same", mods=None, title=None):
+  """The record's response rebuilt with some parts changed."""
+  v = record["verifier"]
+  return tasks.render(v["answer"] if answer is None else answer, v["layout"] if layout == "same" else layout,
+                      v["modifiers"] if mods is None else mods, title or tasks.OPS[v["op"]].title, v["phrase"] or "")
+
+
+def without(verifier, constraint):
+  """The verifier kwargs with one constraint dropped."""
+  v = copy.deepcopy(verifier)
+  if constraint in LAYOUTS:
+    v.update(layout=None, n=None, keys=None)
+  else:
+    v["modifiers"].remove(constraint)
+  return v
+
+
+def test_types_groups_and_coverage(records):
+  assert len(tasks.TYPES) >= 16
+  groups = set(tasks.TYPES.values())
+  assert {"order", "count", "math", "text", "case", "structure", "wrap", "punctuation"} <= groups
+  for group in groups:
+    assert sum(g == group for g in tasks.TYPES.values()) >= 2, group
+  assert not groups & set(tasks.TYPES)  # a name is a type or a group, never both
+  seen = {t for r in records for t in r["types"]}
+  assert seen == set(tasks.TYPES)
+  sizes = [len(r["types"]) - 1 for r in records]
+  assert set(sizes) == {0, 1, 2, 3} and sum(s >= 2 for s in sizes) > len(records) // 5
+
+
+def test_records_are_json_and_answers_have_no_commas(records):
+  for record in records[:500]:
+    assert json.loads(json.dumps(record)) == record
+    assert list(record) == ["messages", "types", "verifier"]
+    assert [m["role"] for m in record["messages"]] == ["user", "assistant"]
+    answer = record["verifier"]["answer"]
+    assert "," not in "".join(map(str, answer if isinstance(answer, list) else [answer]))
+
+
+def test_generated_responses_pass_their_verifier():
+  for seed in range(5):
+    for record in draw(seed, 1000):
+      assert tasks.verify(response(record), record["verifier"]), record
+
+
+def test_verifier_accepts_other_wordings():
+  v = {"op": "sort_words", "answer": ["apple", "pear"], "layout": "bullets", "modifiers": ["title", "end_phrase"],
+       "n": 2, "phrase": "Hope this helps.", "keys": None}
+  assert tasks.verify("  <<Fruit>>\n- apple\n-   pear  \nHope this helps.\n", v)
+  assert not tasks.verify("<<Fruit>>\n- apple\n- pear\n- plum\nHope this helps.", v)
+  v = {"op": "acronym", "answer": "EMLOP", "layout": "json", "modifiers": ["lowercase"], "n": None, "phrase": None,
+       "keys": ["answer"]}
+  assert tasks.verify('\n{ "answer" : "emlop" }\n', v)
+  assert not tasks.verify('{"answer": "emlop", "extra": 1}', v)
+  assert not tasks.verify('{"answer": "EMLOP"}', v)
+
+
+def _drop_last_bullet(text):
+  lines = text.splitlines()
+  last = max(i for i, line in enumerate(lines) if line.lstrip('"').startswith("* "))
+  return "\n".join(lines[:last] + lines[last + 1:])
+
+
+CRUDE = {  # constraint -> a violating edit of a response that satisfies it
+    "lowercase": str.upper,
+    "uppercase": str.lower,
+    "title": lambda text: text.split("\n", 1)[1],
+    "end_phrase": lambda text: text.rstrip('"').rsplit("\n", 1)[0],
+    "no_commas": lambda text: text.replace("\n", ",\n", 1) if "\n" in text else text + ",",
+    "quotes": lambda text: text[:-1],
+    "bullets": _drop_last_bullet,
+    "numbered": lambda text: text.replace("1. ", "3. ", 1),
+    "paragraphs": lambda text: text.replace("***", "", 1),
+    "json": lambda text: text[:-1],
+}
+
+
+@pytest.mark.parametrize("constraint", sorted(CRUDE))
+def test_each_constraint_rejects_a_violation(records, constraint):
+  with_it = [r for r in records if constraint in r["types"]]
+  assert len(with_it) >= 20
+  targeted = 0
+  for record in with_it:
+    v = record["verifier"]
+    mutated = CRUDE[constraint](response(record))
+    if mutated != response(record):
+      assert not tasks.verify(mutated, v), (constraint, mutated)
+    # A response that keeps everything else but breaks this constraint: only this constraint's check rejects it.
+    if constraint in LAYOUTS:
+      broken = rerender(record, layout=None)
+    elif constraint == "no_commas":
+      broken = rerender(record, title="Words, numbers and more") if "title" in v["modifiers"] else response(record)
+    else:
+      broken = rerender(record, mods=[m for m in v["modifiers"] if m != constraint])
+    if broken != response(record):
+      targeted += 1
+      assert not tasks.verify(broken, v), (constraint, broken)
+      assert tasks.verify(broken, without(v, constraint)), (constraint, broken)
+  assert targeted >= 5, constraint
+
+
+def _wrong(answer):
+  if isinstance(answer, list):
+    last = answer[-1]
+    return answer[:-1] + [last + 1 if isinstance(last, int) else last + "s"]
+  return answer + 1 if isinstance(answer, int) else answer[:-1] + ("0" if answer[-1] != "0" else "1")
+
+
+@pytest.mark.parametrize("kind", [list, int, str])
+def test_wrong_answers_are_rejected(records, kind):
+  chosen = [r for r in records if isinstance(r["verifier"]["answer"], kind)]
+  assert len(chosen) >= 100
+  for record in chosen:
+    assert not tasks.verify(rerender(record, answer=_wrong(record["verifier"]["answer"])), record["verifier"])
+  if kind is list:  # the right items in the wrong order
+    record = next(r for r in chosen if r["verifier"]["op"] == "sort_words")
+    assert not tasks.verify(rerender(record, answer=record["verifier"]["answer"][::-1]), record["verifier"])
+
+
+def test_malformed_responses_return_false(records):
+  rng = random.Random(1)
+  junk = ["", " ", '"', "<<>>", "***", "* ", "1.", "{", "[" * 5000, "1" * 5000, '{"items": [1.5]}',
+          '{"answer": null}', '{"items": "x"}', "\x00\n\n", "9" * 20 + ". x"]
+  for record in records[:600]:
+    text = response(record)
+    for candidate in junk + [text[:rng.randrange(len(text) + 1)], text[::-1]]:
+      assert tasks.verify(candidate, record["verifier"]) in (True, False)
+    assert tasks.verify(None, record["verifier"]) is False
+
+
+def test_splits_are_deterministic():
+  dump = lambda splits: json.dumps(splits, sort_keys=True)
+  first = tasks.make_splits(300, seed=7)
+  assert dump(first) == dump(tasks.make_splits(300, seed=7))
+  assert dump(first) != dump(tasks.make_splits(300, seed=8))
+  assert {k: len(v) for k, v in first.items()} == {"train": 300, "validation": 30, "heldout": 30}
+  prompts = [r["messages"][0]["content"] for split in first.values() for r in split]
+  assert len(prompts) == len(set(prompts))
+
+
+@pytest.mark.parametrize("holdout", [tasks.DEFAULT_HOLDOUT, "case,sort_words", ["json", "math"]])
+def test_holdout_types_stay_out_of_training(holdout):
+  held = tasks.expand_holdout(holdout)
+  splits = tasks.make_splits(400, seed=3, holdout=holdout, validation_fraction=0.25)
+  assert len(splits["heldout"]) == 100
+  for record in splits["train"] + splits["validation"]:
+    assert held.isdisjoint(record["types"])
+  for record in splits["heldout"]:
+    assert held.intersection(record["types"]) and not held.issuperset(record["types"])
+    assert tasks.verify(response(record), record["verifier"])
+
+
+def test_expand_holdout():
+  assert tasks.expand_holdout(tasks.DEFAULT_HOLDOUT) == set(tasks.DEFAULT_HOLDOUT.split(","))
+  assert tasks.expand_holdout("case") == {"lowercase", "uppercase"}
+  assert tasks.expand_holdout(" math , json ") == {t for t, g in tasks.TYPES.items() if g == "math"} | {"json"}
+  assert tasks.expand_holdout(["quotes"]) == {"quotes"} and tasks.expand_holdout("") == set()
+  with pytest.raises(ValueError, match=r"'no_such_type'.*known types: .*sort_words.*known groups: .*case"):
+    tasks.expand_holdout("case,no_such_type")
+
+
+def test_write_splits(tmp_path):
+  out = tmp_path / "made" / "tasks"
+  paths = tasks.write_splits(str(out), n=40, seed=5, holdout="title")
+  assert sorted(paths) == ["heldout", "train", "validation"]
+  sizes = {"train": 40, "validation": 4, "heldout": 4}
+  for split, path in paths.items():
+    lines = open(path, encoding="utf-8").read().splitlines()
+    assert len(lines) == sizes[split]
+    for line in lines:
+      record = json.loads(line)
+      assert list(record) == ["messages", "types", "verifier"]
+      assert tasks.verify(record["messages"][1]["content"], record["verifier"])
+  summary = json.loads((out / "tasks.json").read_text())
+  assert summary["seed"] == 5 and summary["n"] == 40 and summary["holdout"] == ["title"]
+  assert summary["counts"]["heldout"]["title"] == 4 and "title" not in summary["counts"]["train"]
