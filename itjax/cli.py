@@ -4,6 +4,9 @@
                  [--temperature T] [--top_p P] [--top_k K] [--batch_size B] [--seed S] [--raw] [--stop STR ...]
   itjax fetch-demo-model            prints the path of the SmolLM2-135M-Instruct GGUF (fetched once, cached)
   itjax demo                        SmolLM2 answers the bundled prompts
+  itjax inspect-data --data FILE[:WEIGHT][,FILE...] --model SRC [--max_len N] [--show K] [--json]
+                     [--train_on all|last] [--length_policy truncate|drop] [--format F] [--chat_template T]
+  itjax make-tasks --out DIR [--n N] [--seed S] [--holdout TYPES]
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 
 from absl import app, flags, logging
 
-COMMANDS = ("generate", "fetch-demo-model", "demo")
+COMMANDS = ("generate", "fetch-demo-model", "demo", "inspect-data", "make-tasks")
 
 flags.DEFINE_string("model", None, "A Hugging Face model directory or a .gguf file.")
 flags.DEFINE_string("prompt", None, "One prompt, rendered as a user turn (raw text with --raw).")
@@ -33,6 +36,21 @@ flags.DEFINE_string("chat_template", None, "A built-in template name (chatml, ll
                     "tokenizer's own.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 flags.DEFINE_bool("echo", False, "Also print each prompt and response.")
+flags.DEFINE_string("data", None, "Data files, comma-separated, each optionally PATH:WEIGHT.")
+flags.DEFINE_integer("max_len", 2048, "Token slots per packed row; longer examples follow --length_policy.",
+                     lower_bound=1)
+flags.DEFINE_enum("length_policy", "truncate", ["truncate", "drop"], "Examples longer than max_len: cut the "
+                  "response (the prompt is kept) or drop them; either way they are counted.")
+flags.DEFINE_enum("train_on", "all", ["all", "last"], "Train on every assistant turn or only the last one.")
+flags.DEFINE_enum("format", None, ["alpaca", "messages", "sharegpt", "prompt_completion", "text"],
+                  "Data format (default: detected per file).")
+flags.DEFINE_integer("show", 0, "Print this many examples with the trained tokens marked.", lower_bound=0)
+flags.DEFINE_bool("json", False, "Print the summary as one JSON object.")
+flags.DEFINE_string("out", None, "Output directory.")
+flags.DEFINE_integer("n", 2000, "Training examples to generate (validation and held-out get n/10 each).",
+                     lower_bound=1)
+flags.DEFINE_string("holdout", None, "Task types or groups kept out of training, comma-separated "
+                    "(default: the generator's held-out set).")
 FLAGS = flags.FLAGS
 
 
@@ -105,6 +123,36 @@ def cmd_demo() -> None:
   cmd_generate()
 
 
+def cmd_inspect_data() -> None:
+  from itjax.data import dataset, inspect
+  from itjax.loading import load_tokenizer
+  if not FLAGS.data or not FLAGS.model:
+    raise UsageError("--data FILE[,FILE...] and --model SRC (whose tokenizer and chat template are used) are "
+                     "required")
+  tokenizer = load_tokenizer(FLAGS.model)
+  options = dataset.Options(max_len=FLAGS.max_len, length_policy=FLAGS.length_policy, train_on=FLAGS.train_on,
+                            template=FLAGS.chat_template, format=FLAGS.format)
+  report, examples = inspect.inspect(FLAGS.data, tokenizer, options)
+  if FLAGS.json:
+    print(json.dumps({**report.summary(), "problems": report.problems}, ensure_ascii=False))
+  else:
+    print(inspect.human_summary(FLAGS.data, report, FLAGS.max_len))
+  for i, (ids, mask) in enumerate(examples[:FLAGS.show]):
+    print(f"\n--- example {i + 1} ({len(ids)} tokens, {int(mask.sum())} trained, "
+          f"between {inspect.OPEN} {inspect.CLOSE}) ---", file=sys.stderr if FLAGS.json else sys.stdout)
+    print(inspect.mark_trained(tokenizer, ids, mask), file=sys.stderr if FLAGS.json else sys.stdout)
+
+
+def cmd_make_tasks() -> None:
+  from itjax.data import tasks
+  if not FLAGS.out:
+    raise UsageError("--out DIR is required")
+  holdout = tasks.DEFAULT_HOLDOUT if FLAGS.holdout is None else FLAGS.holdout
+  paths = tasks.write_splits(FLAGS.out, FLAGS.n, FLAGS.seed, holdout)
+  for split, path in paths.items():
+    print(f"{split}: {path}")
+
+
 def _parse(argv: list[str]) -> list[str]:
   if len(argv) < 2 or argv[1] not in COMMANDS:
     given = argv[1] if len(argv) > 1 else "nothing"
@@ -121,7 +169,8 @@ def _parse(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # JAX's backend probing logs at INFO
-  command = {"generate": cmd_generate, "fetch-demo-model": cmd_fetch_demo_model, "demo": cmd_demo}[argv[1]]
+  command = {"generate": cmd_generate, "fetch-demo-model": cmd_fetch_demo_model, "demo": cmd_demo,
+             "inspect-data": cmd_inspect_data, "make-tasks": cmd_make_tasks}[argv[1]]
   try:
     command()
   except (UsageError, ValueError, FileNotFoundError, KeyError) as e:

@@ -1,8 +1,12 @@
-"""`itjax generate` end to end on a tiny HF model directory."""
+"""The command line end to end: `generate` on a tiny HF model directory, `inspect-data`, `make-tasks`."""
 
 import json
 import subprocess
 import sys
+
+import pytest
+
+from conftest import make_llama3_style_tokenizer
 
 
 def itjax(*args):
@@ -48,3 +52,49 @@ def test_generate_usage_errors(tmp_path):
   assert result.returncode == 1 and "--model is required" in result.stderr
   result = itjax("frobnicate")
   assert result.returncode == 2 and "usage: itjax" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("tok")
+  make_llama3_style_tokenizer().save_pretrained(path)
+  return str(path)
+
+
+def test_inspect_data_counts_every_record(tokenizer_dir, tmp_path):
+  chat = {"messages": [{"role": "user", "content": "What is the capital of France?"},
+                       {"role": "assistant", "content": "Paris is the capital of France."}]}
+  long = {"instruction": "List three colours. " * 10, "output": "Red, green and blue. " * 30}
+  lines = [json.dumps(chat), "{broken", json.dumps({"messages": [{"role": "user", "content": "no answer"}]}),
+           json.dumps(chat), json.dumps({"messages": [{"role": "bot", "content": "x"}]})]
+  data = tmp_path / "chats.jsonl"
+  data.write_text("\n".join(lines) + "\n")
+  alpaca = tmp_path / "alpaca.jsonl"
+  alpaca.write_text(json.dumps(long) + "\n" + json.dumps({"instruction": "Q", "output": ""}) + "\n")
+  result = itjax("inspect-data", "--data", f"{data},{alpaca}", "--model", tokenizer_dir, "--max_len", "128",
+                 "--json")
+  assert result.returncode == 0, result.stderr
+  summary = json.loads(result.stdout)
+  assert {k: summary[k] for k in ("records", "used", "skipped", "truncated")} == {
+      "records": 7, "used": 3, "skipped": 4, "truncated": 1}
+  assert summary["skipped_by_reason"] == {"not valid JSON": 1, "conversation does not end with an assistant turn": 1,
+                                          "unknown role": 1, "empty field 'output'": 1}
+  assert [p.split(": ")[0] for p in summary["problems"]] == [f"{data}:2", f"{data}:3", f"{data}:5", f"{alpaca}:2"]
+  assert summary["tokens"] > summary["target_tokens"] > 0 and 0 < summary["packing_efficiency"] <= 1
+
+  shown = itjax("inspect-data", "--data", str(data), "--model", tokenizer_dir, "--show", "1")
+  assert shown.returncode == 0, shown.stderr
+  assert "records 5   used 2   skipped 3" in shown.stdout
+  assert "\u27e6Paris is the capital of France.<|eot_id|>\u27e7" in shown.stdout
+  assert f"{data}:2: not valid JSON" in shown.stdout
+
+
+def test_make_tasks_writes_the_splits(tmp_path):
+  out = tmp_path / "tasks"
+  result = itjax("make-tasks", "--out", str(out), "--n", "40", "--seed", "1")
+  assert result.returncode == 0, result.stderr
+  counts = {s: len((out / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "validation", "heldout")}
+  assert counts == {"train": 40, "validation": 4, "heldout": 4}
+  again = tmp_path / "again"
+  assert itjax("make-tasks", "--out", str(again), "--n", "40", "--seed", "1").returncode == 0
+  assert (again / "train.jsonl").read_text() == (out / "train.jsonl").read_text()
