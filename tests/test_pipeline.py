@@ -90,3 +90,26 @@ def test_bad_pipeline_settings():
     Pipeline([SOURCES[0], make_source("text", 2, 3, 0, 0.0)], 64, 4, process_index=0, process_count=1)
   with pytest.raises(ValueError, match="empty: no usable examples"):
     Pipeline([Source("empty", [])], 64, 4, process_index=0, process_count=1)
+
+
+def test_data_files_to_batches(tmp_path):
+  """Files -> tokenized sources (weights from the spec) -> batches; bad records raise or are counted."""
+  from conftest import make_llama3_style_tokenizer
+  from itjax.data import dataset
+  from itjax.data.formats import DataError
+  from itjax.tokenizer import HFTokenizer
+  tok = HFTokenizer(make_llama3_style_tokenizer())
+  chats = tmp_path / "chats.jsonl"
+  chats.write_text("".join(json.dumps({"instruction": f"Say {i}.", "output": f"{i}"}) + "\n" for i in range(10)))
+  text = tmp_path / "text.jsonl"
+  text.write_text(json.dumps({"text": "The quick brown fox."}) + "\n" + "{oops\n")
+  assert dataset.parse_sources(f"{chats}:0.8, {text}:0.2") == [(str(chats), 0.8), (str(text), 0.2)]
+  assert dataset.parse_sources(f"{chats}") == [(str(chats), 1.0)]
+  with pytest.raises(DataError, match="text.jsonl:2: not valid JSON"):
+    dataset.load_sources(f"{chats}:0.8,{text}:0.2", tok, dataset.Options(max_len=64))
+  options = dataset.Options(max_len=64, on_error="skip")
+  sources, report = dataset.load_sources(f"{chats}:0.8,{text}:0.2", tok, options)
+  assert [(s.name, s.weight, len(s.examples)) for s in sources] == [(str(chats), 0.8, 10), (str(text), 0.2, 1)]
+  assert (report.records, report.used, report.skipped) == (12, 11, 1)
+  batches = list(Pipeline(sources, 64, 2, epochs=1, pad_id=tok.pad_id, process_index=0, process_count=1))
+  assert sum(int(b["weights"].sum()) for b in batches) == 10 * 2 + 2 * (report.target_tokens - 20)  # text x2
