@@ -24,10 +24,11 @@ LLAMA2_STYLE = (
     "{% endif %}{{ m['content'] }} [/INST]{% else %} {{ m['content'] }} {{ eos_token }}{% endif %}{% endfor %}")
 
 
-@pytest.fixture(scope="module", params=["smollm2", "llama3-style", "sentencepiece-llama2", "sentencepiece-alpaca"])
+@pytest.fixture(scope="module", params=["smollm2", "smollm2-builtin-chatml", "llama3-style", "sentencepiece-llama2",
+                                        "sentencepiece-alpaca"])
 def tok_and_template(request, smollm2_gguf, sp_model):
-  if request.param == "smollm2":
-    return load_tokenizer(smollm2_gguf), None  # the GGUF's own chat template
+  if request.param.startswith("smollm2"):  # the GGUF's own chat template, or the built-in chatml
+    return load_tokenizer(smollm2_gguf), "chatml" if request.param.endswith("chatml") else None
   if request.param == "llama3-style":
     return HFTokenizer(make_llama3_style_tokenizer()), None
   return load_tokenizer(sp_model), LLAMA2_STYLE if request.param == "sentencepiece-llama2" else "alpaca"
