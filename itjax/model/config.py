@@ -20,6 +20,36 @@ class RopeScaling:
   original_max_position_embeddings: int = 8192  # llama3 only
 
 
+# Every attention and MLP projection (regexes over param paths such as 'layers/attn/q_proj/kernel').
+LORA_TARGETS_ALL = (r".*/(q|k|v|o)_proj/kernel", r".*/(gate|up|down)_proj/kernel")
+REMAT_POLICIES = ("none", "full", "dots")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSpec:
+  """Low-rank adapters on the projections whose kernel path matches a target: y = x W + scale * (x A) B.
+
+  A [in, R] starts random, B [R, out] at zero (so the adapted model starts as the base); scale = alpha / R, or
+  alpha / sqrt(R) with rsLoRA. Dropout (on the adapter input) is active only when a 'dropout' rng is given.
+  """
+
+  rank: int
+  alpha: float
+  targets: tuple[str, ...] = LORA_TARGETS_ALL
+  rslora: bool = False
+  dropout: float = 0.0
+
+  def __post_init__(self):
+    if self.rank <= 0:
+      raise ValueError(f"lora.rank must be > 0, got {self.rank}")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+
+  @property
+  def scale(self) -> float:
+    return self.alpha / (self.rank ** 0.5 if self.rslora else self.rank)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture of one Llama-family decoder (Llama 2/3.x, SmolLM2, Mistral, Qwen2)."""
@@ -47,12 +77,16 @@ class ModelConfig:
   # and cache slice are copied out of the stack on every step.
   scan_layers: bool = True
   model_type: str = "llama"  # the HF model_type this config came from (kept for export)
+  lora: LoraSpec | None = None  # adapters (their params appear beside the kernels they adapt)
+  remat: str = "none"  # recompute each layer's activations in the backward pass: none, full, or dots (keep matmuls)
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
     if self.head_dim % 2:
       raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"remat policy {self.remat!r} is not one of {REMAT_POLICIES}")
     if self.rope_scaling.kind not in SUPPORTED_ROPE_TYPES:
       raise ValueError(f"rope type {self.rope_scaling.kind!r} is not supported; expected one of {SUPPORTED_ROPE_TYPES}")
 

@@ -1,7 +1,7 @@
 """The Llama-family decoder as pure-functional Flax Linen modules.
 
 Shapes: B batch, T query length, S key/value length (cache slots), L layers, N query heads, K key/value heads,
-G = N // K query heads per key/value head, H head dim, D model dim, F mlp dim, V vocab.
+G = N // K query heads per key/value head, H head dim, D model dim, F mlp dim, V vocab, R LoRA rank.
 
 Params are a plain nested dict (`model.apply({'params': params}, ...)` is the only way in). By default layers are
 scanned with `nn.scan`, so every per-layer param carries a leading [L] axis; with `scan_layers=False` they are
@@ -16,6 +16,7 @@ KV cache with left-padded prompts.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import flax.linen as nn
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from itjax.model.config import ModelConfig
+from itjax.model.config import LoraSpec, ModelConfig
 
 Array = jax.Array
 # {'k', 'v': [L,B,K,S,H] (scanned) or L-tuples of [B,K,S,H] (unrolled), 'segment_ids': [B,S], 'index': []}
@@ -73,23 +74,42 @@ def attention_mask(q_segment: Array, kv_segment: Array, q_offset: Array | int,
   return visible[None] & same
 
 
+def lora_a_init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+  """LoRA A [..., in, R]: uniform in +-1/sqrt(in), the bound of PEFT's kaiming_uniform(a=sqrt(5)) default."""
+  bound = shape[-2] ** -0.5
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
 class Dense(nn.Module):
-  """y = x @ kernel (+ bias), kernel [in, out] with logical axes."""
+  """y = x @ kernel (+ bias), kernel [in, out] with logical axes; plus a LoRA update where `lora` targets it."""
   features: int
   axes: tuple[str, str]
   use_bias: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  lora: LoraSpec | None = None
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     kernel = self.param("kernel", nn.with_logical_partitioning(_INIT, self.axes),
                         (x.shape[-1], self.features), self.param_dtype)
-    y = jnp.einsum("...d,df->...f", x.astype(self.dtype), kernel.astype(self.dtype))
+    x = x.astype(self.dtype)
+    y = jnp.einsum("...d,df->...f", x, kernel.astype(self.dtype))
     if self.use_bias:
       bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[1:]),
                         (self.features,), self.param_dtype)
       y = y + bias.astype(self.dtype)
+    path = "/".join(self.scope.path) + "/kernel"
+    if self.lora is not None and any(re.fullmatch(t, path) for t in self.lora.targets):
+      r = self.lora.rank
+      a = self.param("lora_a", nn.with_logical_partitioning(lora_a_init, (self.axes[0], "lora_rank")),
+                     (x.shape[-1], r), jnp.float32)  # [in, R]
+      b = self.param("lora_b", nn.with_logical_partitioning(nn.initializers.zeros, ("lora_rank", self.axes[1])),
+                     (r, self.features), jnp.float32)  # [R, out]
+      if self.lora.dropout > 0 and self.has_rng("dropout"):
+        x = nn.Dropout(self.lora.dropout, deterministic=False)(x)
+      xa = jnp.einsum("...d,dr->...r", x, a.astype(self.dtype))
+      y = y + jnp.einsum("...r,rf->...f", xa, (b * self.lora.scale).astype(self.dtype))
     return y
 
 
@@ -121,7 +141,7 @@ class Attention(nn.Module):
     c = self.config
     b, t, _ = x.shape
     n, k, h = c.num_heads, c.num_kv_heads, c.head_dim
-    dense = dict(dtype=c.dtype, param_dtype=c.param_dtype)
+    dense = dict(dtype=c.dtype, param_dtype=c.param_dtype, lora=c.lora)
     q = Dense(n * h, ("embed", "q_heads"), c.qkv_bias, name="q_proj", **dense)(x).reshape(b, t, n, h)
     kk = Dense(k * h, ("embed", "kv_heads"), c.qkv_bias, name="k_proj", **dense)(x).reshape(b, t, k, h)
     vv = Dense(k * h, ("embed", "kv_heads"), c.qkv_bias, name="v_proj", **dense)(x).reshape(b, t, k, h)
@@ -151,7 +171,7 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     c = self.config
-    dense = dict(use_bias=c.mlp_bias, dtype=c.dtype, param_dtype=c.param_dtype)
+    dense = dict(use_bias=c.mlp_bias, dtype=c.dtype, param_dtype=c.param_dtype, lora=c.lora)
     gate = Dense(c.mlp_dim, ("embed", "mlp"), name="gate_proj", **dense)(x)
     up = Dense(c.mlp_dim, ("embed", "mlp"), name="up_proj", **dense)(x)
     hidden = nn.with_logical_constraint(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
@@ -182,7 +202,9 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens: Array, positions: Array | None = None, segment_ids: Array | None = None,
-               cache: Cache | None = None, last_only: bool = False):
+               cache: Cache | None = None, last_only: bool = False, return_hidden: bool = False):
+    """With return_hidden, the final-normed hidden states [B,T,D] (compute dtype) instead of logits: a training
+    loss can then apply the output projection chunk by chunk (see `output_embedding`)."""
     c = self.config
     b, t = tokens.shape
     if positions is None:
@@ -202,8 +224,12 @@ class Transformer(nn.Module):
       cached = (cache["k"], cache["v"])
     mask = attention_mask(segment_ids, kv_segments, index, c.sliding_window)  # [B,T,S]
 
+    block = Block
+    if c.remat != "none":
+      policy = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}[c.remat]
+      block = nn.remat(Block, policy=policy, prevent_cse=not c.scan_layers)
     if c.scan_layers:
-      layers = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True},
+      layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=c.num_layers,
                        metadata_params={nn.PARTITION_NAME: "layers"})
       x, cached = layers(c, name="layers")(x, cached, positions, mask, index)  # cached: [L,B,K,S,H] twice
@@ -211,13 +237,18 @@ class Transformer(nn.Module):
       layer_caches = []
       for i in range(c.num_layers):
         layer_cache = None if cached is None else (cached[0][i], cached[1][i])
-        x, layer_cache = Block(c, name=f"layers_{i}")(x, layer_cache, positions, mask, index)
+        x, layer_cache = block(c, name=f"layers_{i}")(x, layer_cache, positions, mask, index)
         layer_caches.append(layer_cache)
       if cached is not None:
         cached = tuple(zip(*layer_caches))
     if last_only:
       x = x[:, -1:]
     x = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, name="final_norm")(x)
+    if return_hidden:
+      if not c.tie_embeddings:  # create the head param all the same, so the params are complete
+        self.param("lm_head", nn.with_logical_partitioning(_INIT, ("embed", "vocab")), (c.dim, c.vocab_size),
+                   c.param_dtype)
+      return x
     if c.tie_embeddings:
       logits = jnp.einsum("btd,vd->btv", x, embedding.astype(c.dtype), preferred_element_type=jnp.float32)
     else:
@@ -228,6 +259,11 @@ class Transformer(nn.Module):
     if cache is None:
       return logits
     return logits, {"k": cached[0], "v": cached[1], "segment_ids": kv_segments, "index": index + t}
+
+
+def output_embedding(config: ModelConfig, params: dict) -> Array:
+  """The output projection [D,V]: the lm_head, or the transposed embedding when tied."""
+  return params["embedding"].T if config.tie_embeddings else params["lm_head"]
 
 
 def init_cache(config: ModelConfig, batch: int, length: int, dtype: Any = None) -> Cache:
