@@ -7,6 +7,7 @@
   itjax inspect-data --data FILE[:WEIGHT][,FILE...] --model SRC [--max_len N] [--show K] [--json]
                      [--train_on all|last] [--length_policy truncate|drop] [--format F] [--chat_template T]
   itjax make-tasks --out DIR [--n N] [--seed S] [--holdout TYPES]
+  itjax train --config configs/X.py[:ARG] --workdir DIR [--config.KEY=VALUE ...]   (re-run to resume)
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import sys
 import time
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 
-COMMANDS = ("generate", "fetch-demo-model", "demo", "inspect-data", "make-tasks")
+COMMANDS = ("generate", "fetch-demo-model", "demo", "inspect-data", "make-tasks", "train")
 
 flags.DEFINE_string("model", None, "A Hugging Face model directory or a .gguf file.")
 flags.DEFINE_string("prompt", None, "One prompt, rendered as a user turn (raw text with --raw).")
@@ -51,6 +53,8 @@ flags.DEFINE_integer("n", 2000, "Training examples to generate (validation and h
                      lower_bound=1)
 flags.DEFINE_string("holdout", None, "Task types or groups kept out of training, comma-separated "
                     "(default: the generator's held-out set).")
+config_flags.DEFINE_config_file("config", None, "A training config file (configs/*.py[:ARG]).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Training directory: checkpoints, metrics.jsonl, TensorBoard events, plots.")
 FLAGS = flags.FLAGS
 
 
@@ -153,6 +157,14 @@ def cmd_make_tasks() -> None:
     print(f"{split}: {path}")
 
 
+def cmd_train() -> None:
+  from itjax.train import train
+  if FLAGS.config is None or not FLAGS.workdir:
+    raise UsageError("--config configs/X.py[:ARG] and --workdir DIR are required")
+  summary = train(FLAGS.config, FLAGS.workdir)
+  print(json.dumps(summary))
+
+
 def _parse(argv: list[str]) -> list[str]:
   if len(argv) < 2 or argv[1] not in COMMANDS:
     given = argv[1] if len(argv) > 1 else "nothing"
@@ -163,6 +175,10 @@ def _parse(argv: list[str]) -> list[str]:
   except flags.Error as e:
     print(f"itjax {argv[1]}: {e}", file=sys.stderr)
     sys.exit(2)
+  except (AttributeError, KeyError) as e:  # ml_collections: an unknown --config.KEY
+    detail = " ".join(str(e.args[0] if e.args else e).replace("\\'", "").replace("\\n", " ").strip("'").split())
+    print(f"itjax {argv[1]}: unknown config key {detail}", file=sys.stderr)
+    sys.exit(2)
   return argv[:2]
 
 
@@ -170,7 +186,7 @@ def main(argv: list[str]) -> None:
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # JAX's backend probing logs at INFO
   command = {"generate": cmd_generate, "fetch-demo-model": cmd_fetch_demo_model, "demo": cmd_demo,
-             "inspect-data": cmd_inspect_data, "make-tasks": cmd_make_tasks}[argv[1]]
+             "inspect-data": cmd_inspect_data, "make-tasks": cmd_make_tasks, "train": cmd_train}[argv[1]]
   try:
     command()
   except (UsageError, ValueError, FileNotFoundError, KeyError) as e:

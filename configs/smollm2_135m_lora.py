@@ -1,0 +1,38 @@
+"""LoRA-tune SmolLM2-135M-Instruct on generated verifiable instruction tasks (the demo's run).
+
+  itjax train --config configs/smollm2_135m_lora.py --workdir runs/smollm2_lora
+  itjax train --config configs/smollm2_135m_lora.py:smoke --workdir /tmp/smoke   # a few steps, well under a minute
+"""
+
+from itjax.config import base_config
+
+
+def get_config(arg: str = ""):
+  c = base_config()
+  c.model = "demo"
+  c.tasks.n = 2000  # written into WORKDIR/tasks first
+  c.data.train = "{workdir}/tasks/train.jsonl"
+  c.data.validation = "{workdir}/tasks/validation.jsonl"
+  c.steps = 120
+  c.batch_size = 8
+  c.max_len = 256
+  c.learning_rate = 1e-3
+  c.warmup_steps = 10
+  c.lora.rank = 8
+  c.lora.alpha = 16.0
+  c.log_every = 10
+  c.eval_every = 60
+  c.eval_batches = 4
+  c.checkpoint_every = 60
+  if arg == "smoke":
+    c.tasks.n = 64
+    c.steps = 4
+    c.batch_size = 4
+    c.max_len = 128
+    c.log_every = 1
+    c.eval_every = 2
+    c.eval_batches = 1
+    c.checkpoint_every = 2
+  elif arg:
+    raise ValueError(f"unknown variant {arg!r} of {__name__}; expected '' or 'smoke'")
+  return c

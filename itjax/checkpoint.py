@@ -1,0 +1,63 @@
+"""Checkpoints with orbax: the trainable params and their optimizer state, the step, the RNG and the data state.
+
+The frozen params are never saved: the checkpoint refers to the base weights by path and sha256, and a resume
+checks that they are the same. In full fine-tuning every param is trainable, so everything is saved. The last
+`keep` checkpoints are kept in WORKDIR/checkpoints, and with keep_best the one with the lowest validation loss in
+WORKDIR/best.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import orbax.checkpoint as ocp
+
+
+def sha256_file(path: str) -> str:
+  """sha256 of a file, or of a directory's weight files in name order."""
+  h = hashlib.sha256()
+  files = [path] if os.path.isfile(path) else sorted(
+      os.path.join(path, f) for f in os.listdir(path) if f.endswith((".safetensors", ".gguf", ".json")))
+  for name in files:
+    with open(name, "rb") as f:
+      for block in iter(lambda: f.read(1 << 22), b""):
+        h.update(block)
+  return h.hexdigest()
+
+
+class Checkpointer:
+  def __init__(self, workdir: str, keep: int, keep_best: bool):
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    self.manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+    self.best = None
+    if keep_best:
+      self.best = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "best")),
+                                        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: dict, meta: dict, best: bool = False) -> None:
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    if step != self.manager.latest_step():
+      self.manager.save(step, args=args, force=True)
+    if best and self.best is not None and step != self.best.latest_step():
+      self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                     force=True)
+
+  def restore(self, abstract_state: dict, step: int | None = None) -> tuple[dict, dict]:
+    step = self.manager.latest_step() if step is None else step
+    out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                                            meta=ocp.args.JsonRestore()))
+    return out["state"], out["meta"]
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+    if self.best is not None:
+      self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+    if self.best is not None:
+      self.best.close()

@@ -1,0 +1,118 @@
+"""The training config: one shared base (ml_collections), checked key by key before anything runs.
+
+Config files in configs/ start from `base_config()` and change what their run needs; absl flags override any key
+(`--config.lora.rank=16`). The base is locked, so an unknown key is an error, and ml_collections refuses a value of
+the wrong type; `validate` checks ranges and combinations and names the key it rejects.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from itjax.model.config import LORA_TARGETS_ALL, REMAT_POLICIES
+
+METHODS = ("lora", "full")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.model = ""  # a HF model directory, a .gguf file, or 'demo' (SmolLM2-135M-Instruct, fetched once)
+  c.method = "lora"  # 'lora': adapters train, the base is frozen; 'full': every param trains
+  c.trainable = ()  # extra regexes over param paths that train too, e.g. ('.*norm/scale',)
+  c.steps = 100
+  c.batch_size = 8  # rows of max_len tokens per step (global, over all hosts)
+  c.microbatches = 1  # gradient accumulation: the batch is split into this many sequential microbatches
+  c.max_len = 512
+  c.seed = 0
+  c.learning_rate = 2e-4
+  c.warmup_steps = 10
+  c.lr_decay = "cosine"  # cosine, linear or constant after warmup
+  c.final_lr_fraction = 0.1
+  c.weight_decay = 0.0
+  c.adam_b1 = 0.9
+  c.adam_b2 = 0.999
+  c.adam_eps = 1e-8
+  c.clip_norm = 1.0  # 0 disables clipping
+  c.compute_dtype = "float32"  # or bfloat16
+  c.base_dtype = "float32"  # dtype of the frozen base params in LoRA mode (bfloat16 halves their memory)
+  c.remat = "none"  # none, full or dots
+  c.loss_chunk = 128  # sequence positions per chunk of the output projection + cross-entropy
+  c.mesh = (1, -1, 1)  # devices along (data, fsdp, tensor); one -1 takes the rest
+  c.log_every = 10
+  c.eval_every = 50  # 0: only at the start and the end
+  c.eval_batches = 0  # 0: the whole validation split
+  c.checkpoint_every = 100
+  c.keep_checkpoints = 2
+  c.keep_best = True  # also keep the checkpoint with the lowest validation loss (in WORKDIR/best)
+  c.peak_flops = 0.0  # per device, for MFU; 0 = known accelerators only
+  c.lora = ml_collections.ConfigDict(dict(rank=8, alpha=16.0, rslora=False, dropout=0.0,
+                                          targets=LORA_TARGETS_ALL))
+  c.data = ml_collections.ConfigDict(dict(
+      train="",  # FILE[:WEIGHT][,FILE[:WEIGHT]...]
+      validation="",
+      format="",  # '' = detected per file
+      chat_template="",  # '' = the tokenizer's own
+      train_on="all",
+      length_policy="truncate",
+      on_error="raise",
+      pack=True))
+  # Generated verifiable tasks (itjax.data.tasks): n > 0 writes WORKDIR/tasks/{train,validation,heldout}.jsonl
+  # before training (unless present), and data paths may say {workdir}.
+  c.tasks = ml_collections.ConfigDict(dict(n=0, seed=0, holdout="max_number,numbered,uppercase"))
+  return c
+
+
+def _check(ok: bool, key: str, message: str, value) -> None:
+  if not ok:
+    raise ValueError(f"config.{key} {message}, got {value!r}")
+
+
+def data_paths(c: ml_collections.ConfigDict, key: str, workdir: str) -> str:
+  """config.data.<key> with {workdir} filled in."""
+  return c.data[key].replace("{workdir}", workdir)
+
+
+def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
+  """Raises ValueError naming the first bad key; with a workdir, also checks that the data files exist."""
+  _check(c.method in METHODS, "method", f"must be one of {METHODS}", c.method)
+  _check(bool(c.model), "model", "must name a model (a HF directory, a .gguf file or 'demo')", c.model)
+  for key in ("steps", "batch_size", "microbatches", "max_len", "log_every", "checkpoint_every",
+              "keep_checkpoints"):
+    _check(c[key] > 0, key, "must be > 0", c[key])
+  for key in ("eval_every", "eval_batches", "warmup_steps", "weight_decay", "clip_norm", "peak_flops",
+              "loss_chunk"):
+    _check(c[key] >= 0, key, "must be >= 0", c[key])
+  _check(c.learning_rate > 0, "learning_rate", "must be > 0", c.learning_rate)
+  _check(c.batch_size % c.microbatches == 0, "microbatches", f"must divide batch_size {c.batch_size}",
+         c.microbatches)
+  _check(c.lr_decay in ("cosine", "linear", "constant"), "lr_decay", "must be cosine, linear or constant",
+         c.lr_decay)
+  _check(0 <= c.final_lr_fraction <= 1, "final_lr_fraction", "must be in [0, 1]", c.final_lr_fraction)
+  for key in ("compute_dtype", "base_dtype"):
+    _check(c[key] in ("float32", "bfloat16"), key, "must be float32 or bfloat16", c[key])
+  _check(c.remat in REMAT_POLICIES, "remat", f"must be one of {REMAT_POLICIES}", c.remat)
+  _check(len(c.mesh) == 3 and all(isinstance(x, int) and (x > 0 or x == -1) for x in c.mesh)
+         and list(c.mesh).count(-1) <= 1, "mesh", "must be 3 sizes (data, fsdp, tensor), each > 0 or one -1",
+         c.mesh)
+  if c.method == "lora":
+    _check(c.lora.rank > 0, "lora.rank", "must be > 0", c.lora.rank)
+    _check(c.lora.alpha > 0, "lora.alpha", "must be > 0", c.lora.alpha)
+    _check(0 <= c.lora.dropout < 1, "lora.dropout", "must be in [0, 1)", c.lora.dropout)
+    _check(len(c.lora.targets) > 0, "lora.targets", "must list at least one regex", c.lora.targets)
+  d = c.data
+  _check(bool(d.train), "data.train", "must name the training data (FILE[:WEIGHT],...)", d.train)
+  _check(d.train_on in ("all", "last"), "data.train_on", "must be all or last", d.train_on)
+  _check(d.length_policy in ("truncate", "drop"), "data.length_policy", "must be truncate or drop",
+         d.length_policy)
+  _check(d.on_error in ("raise", "skip"), "data.on_error", "must be raise or skip", d.on_error)
+  _check(c.tasks.n >= 0, "tasks.n", "must be >= 0", c.tasks.n)
+  if c.model != "demo":
+    _check(os.path.exists(c.model), "model", "does not exist", c.model)
+  if workdir is not None:
+    from itjax.data.dataset import parse_sources
+    for key in ("train", "validation"):
+      spec = data_paths(c, key, workdir)
+      for path, _ in parse_sources(spec) if spec else []:
+        _check(os.path.isfile(path), f"data.{key}", f"names a file that does not exist ({path})", spec)

@@ -1,0 +1,289 @@
+"""`itjax train`: LoRA (or full) fine-tuning of a loaded model on the data path, sharded over a device mesh.
+
+The only module that knows model, data, optimizer, sharding and checkpoints. Re-running on a workdir resumes from
+its latest checkpoint (params, optimizer state, step, RNG and the data iterator), so a resumed run is the
+uninterrupted run. SIGTERM saves a checkpoint at the end of the current step and exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from itjax import config as config_lib
+from itjax import lora as lora_lib
+from itjax import metrics as metrics_lib
+from itjax import optim, sharding
+from itjax.checkpoint import Checkpointer, sha256_file
+from itjax.data import dataset
+from itjax.data.pipeline import Pipeline
+from itjax.model.config import LoraSpec
+from itjax.model.llama import param_axes, param_shapes
+from itjax.train_step import make_eval_step, make_train_step
+
+
+class NonFiniteError(FloatingPointError):
+  pass
+
+
+def _log(message: str) -> None:
+  if jax.process_index() == 0:
+    tqdm.write(message, file=sys.stderr)
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything a training run holds besides the loop: built by `setup`, used by `train` and tests."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  model_config: object
+  tokenizer: object
+  state: dict  # step, params (trainable), opt_state, rng
+  frozen: dict
+  train_step: object
+  eval_step: object
+  pipeline: Pipeline
+  validation: list
+  mesh: object
+  batch_sharding: object
+  eval_sharding: object
+  base: dict  # {'path', 'sha256'}
+  report: object
+  flops_per_token: float
+
+  @property
+  def trainable_count(self) -> int:
+    return lora_lib.count_params(self.state["params"])
+
+  @property
+  def total_count(self) -> int:
+    return self.trainable_count + lora_lib.count_params(self.frozen)
+
+
+def model_source(config) -> str:
+  if config.model == "demo":
+    from itjax import demo_model
+    return demo_model.fetch()
+  return config.model
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
+  """Loads model and data, builds the mesh (over `devices`, default all), state, and the compiled steps."""
+  from itjax.loading import load_model
+  config_lib.validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  if config.tasks.n > 0 and not os.path.exists(os.path.join(workdir, "tasks", "train.jsonl")):
+    from itjax.data.tasks import write_splits
+    write_splits(os.path.join(workdir, "tasks"), config.tasks.n, config.tasks.seed, config.tasks.holdout)
+  config_lib.validate(config, workdir)
+
+  src = model_source(config)
+  loaded = load_model(src)
+  lora = None
+  if config.method == "lora":
+    lora = LoraSpec(config.lora.rank, float(config.lora.alpha), tuple(config.lora.targets), config.lora.rslora,
+                    config.lora.dropout)
+  mcfg = loaded.config.replace(lora=lora, dtype=config.compute_dtype, remat=config.remat, scan_layers=True)
+  patterns = (lora_lib.LORA_ONLY if lora else lora_lib.FULL) + tuple(config.trainable)
+
+  # Data: tokenized once, batches by the pipeline (host shard of the global batch).
+  options = dataset.Options(config.max_len, config.data.length_policy, config.data.train_on,
+                            config.data.chat_template or None, config.data.format or None, config.data.on_error)
+  sources, report = dataset.load_sources(config_lib.data_paths(config, "train", workdir), loaded.tokenizer, options)
+  pipeline = Pipeline(sources, config.max_len, config.batch_size, config.seed, pack=config.data.pack,
+                      pad_id=loaded.tokenizer.pad_id)
+  report.packing_efficiency = pipeline.efficiency(0)
+  validation = []
+  if config.data.validation:
+    val_sources, _ = dataset.load_sources(config_lib.data_paths(config, "validation", workdir), loaded.tokenizer,
+                                          options)
+    validation = list(Pipeline(val_sources, config.max_len, config.batch_size, seed=0, epochs=1,
+                               pack=config.data.pack, pad_id=loaded.tokenizer.pad_id))
+    if config.eval_batches:
+      validation = validation[:config.eval_batches]
+
+  # Params: the base plus fresh adapters, cut into trainable and frozen, placed on the mesh by logical axes.
+  try:
+    mesh = sharding.make_mesh(tuple(config.mesh), devices)
+  except ValueError as e:
+    raise ValueError(f"config.mesh: {e}") from None
+  rng = jax.random.PRNGKey(config.seed)
+  params = lora_lib.join(lora_lib.init_adapters(mcfg, jax.random.fold_in(rng, 1)), loaded.params)
+  trainable, frozen = lora_lib.split(params, patterns)
+  if lora is not None and config.base_dtype != "float32":
+    frozen = jax.tree.map(lambda x: np.asarray(x).astype(jnp.dtype(config.base_dtype)), frozen)
+  shapes, axes = param_shapes(mcfg), param_axes(mcfg)
+  missing = set(lora_lib.flatten(shapes)) - set(lora_lib.flatten(params))
+  if missing:
+    raise ValueError(f"the model is missing params {sorted(missing)[:5]}")
+  place = lambda tree: jax.device_put(tree, sharding.tree_shardings(mesh, axes, tree))
+  trainable, frozen = place(trainable), place(frozen)
+
+  lr = optim.schedule(config.learning_rate, config.steps, config.warmup_steps, config.lr_decay,
+                      config.final_lr_fraction)
+  tx = optim.optimizer(trainable, lr, config.weight_decay, config.adam_b1, config.adam_b2, config.adam_eps,
+                       config.clip_norm or None)
+  state = {"step": jnp.zeros((), jnp.int32), "params": trainable, "opt_state": jax.jit(tx.init)(trainable),
+           "rng": rng}
+  state = jax.device_put(state, jax.tree.map(lambda x: x.sharding if hasattr(x, "sharding") and isinstance(
+      x.sharding, jax.sharding.NamedSharding) else sharding.replicated(mesh), state))
+  state_sh = jax.tree.map(lambda x: x.sharding, state)
+  frozen_sh = jax.tree.map(lambda x: x.sharding, frozen)
+  batch_sh, eval_sh = sharding.batch_sharding(mesh, leading=1), sharding.batch_sharding(mesh)
+  train_step = jax.jit(make_train_step(mcfg, tx, lr, config.loss_chunk),
+                       in_shardings=(state_sh, frozen_sh, batch_sh),
+                       out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=(0,))
+  eval_step = jax.jit(make_eval_step(mcfg, config.loss_chunk), in_shardings=(state_sh["params"], frozen_sh, eval_sh),
+                      out_shardings=sharding.replicated(mesh))
+  flops = metrics_lib.train_flops_per_token(mcfg, shapes, set(lora_lib.flatten(trainable)), config.max_len)
+  base = {"path": os.path.abspath(src), "sha256": sha256_file(src)}
+  return Run(config, workdir, mcfg, loaded.tokenizer, state, frozen, train_step, eval_step, pipeline, validation,
+             mesh, batch_sh, eval_sh, base, report, flops)
+
+
+def global_batch(run: Run, host_batch: dict, microbatches: int) -> dict:
+  """Host rows [B/H, T] -> a global array [M, B/M, T] split over ('data', 'fsdp')."""
+  out = {}
+  for k, v in host_batch.items():
+    local = v.reshape(microbatches, v.shape[0] // microbatches, v.shape[1])
+    out[k] = jax.make_array_from_process_local_data(run.batch_sharding, local)
+  return out
+
+
+def evaluate(run: Run) -> float | None:
+  """Mean validation loss per target token over the validation batches."""
+  if not run.validation:
+    return None
+  loss = count = 0.0
+  for b in run.validation:
+    batch = {k: jax.make_array_from_process_local_data(run.eval_sharding, v) for k, v in b.items()}
+    l, _, n = jax.device_get(run.eval_step(run.state["params"], run.frozen, batch))
+    loss, count = loss + float(l), count + float(n)
+  return loss / max(count, 1.0)
+
+
+def _meta(run: Run, best_eval: float | None) -> dict:
+  mcfg = dataclasses.asdict(run.model_config)
+  return {"data_state": run.pipeline.get_state(), "base": run.base, "config": json.loads(run.config.to_json()),
+          "model_config": mcfg, "trainable": sorted(lora_lib.flatten(run.state["params"])), "best_eval": best_eval}
+
+
+def _check_finite(step: int, values: dict) -> None:
+  for k, v in values.items():
+    if not math.isfinite(v):
+      raise NonFiniteError(f"step {step}: {k} is {v}; stopping (the last checkpoint is intact)")
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = None) -> dict:
+  """Trains (or resumes) to config.steps; returns a summary."""
+  run = run or setup(config, workdir)
+  c = run.config
+  ckpt = Checkpointer(workdir, c.keep_checkpoints, c.keep_best)
+  resumed = ckpt.latest_step()
+  best_eval = None
+  if resumed is not None:
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), run.state)
+    run.state, meta = ckpt.restore(abstract)
+    if meta["base"]["sha256"] != run.base["sha256"]:
+      raise ValueError(f"{workdir}: the checkpoint was trained on base weights {meta['base']['path']} "
+                       f"(sha256 {meta['base']['sha256'][:12]}), not {run.base['path']}")
+    run.pipeline.set_state(meta["data_state"])
+    best_eval = meta.get("best_eval")
+    _log(f"resuming {workdir} at step {resumed}")
+  writer = metrics_lib.MetricsWriter(workdir, resumed)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(c.to_json_best_effort(indent=2) + "\n")
+
+  stop = {"signal": None}
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+  peak = metrics_lib.peak_flops(c.peak_flops)
+  start = int(jax.device_get(run.state["step"]))
+  summary = {"trainable_params": run.trainable_count, "total_params": run.total_count, "resumed_from": resumed}
+  if start == 0:
+    summary["eval_loss_start"] = evaluate(run)
+    writer.write(0, {"eval_loss": summary["eval_loss_start"]})
+  bar = tqdm(total=c.steps, initial=start, desc="train", unit="step", disable=jax.process_index() != 0,
+             dynamic_ncols=True)
+  pending = None  # (step, metrics on device): fetched one step late, so dispatch runs ahead of the device
+  last_time = time.perf_counter()
+  step = start
+  try:
+    while step < c.steps and stop["signal"] is None:
+      batch = global_batch(run, next(run.pipeline), c.microbatches)
+      run.state, metrics = run.train_step(run.state, run.frozen, batch)
+      step += 1
+      if pending is not None:
+        last_time = _finish(run, writer, bar, pending, last_time, peak)
+      pending = (step, metrics)
+      eval_now = bool(c.eval_every) and step % c.eval_every == 0 and step < c.steps
+      save_now = step % c.checkpoint_every == 0 or step == c.steps or stop["signal"] is not None
+      if step % c.log_every == 0 or eval_now or save_now:
+        last_time = _finish(run, writer, bar, pending, last_time, peak)
+        pending = None
+      eval_loss = evaluate(run) if eval_now else None
+      if eval_loss is not None:
+        writer.write(step, {"eval_loss": eval_loss})
+        bar.set_postfix_str(f"eval loss {eval_loss:.4f}")
+      improved = eval_loss is not None and (best_eval is None or eval_loss < best_eval)
+      best_eval = eval_loss if improved else best_eval
+      if save_now or improved:
+        ckpt.save(step, run.state, _meta(run, best_eval), best=improved)
+    if pending is not None:
+      _finish(run, writer, bar, pending, last_time, peak)
+    if stop["signal"] is not None and ckpt.latest_step() != step:  # the signal came after this step's save check
+      ckpt.save(step, run.state, _meta(run, best_eval))
+  finally:
+    bar.close()
+    ckpt.wait()
+    signal.signal(signal.SIGTERM, previous)
+  if stop["signal"] is not None and step < c.steps:
+    ckpt.close()
+    writer.close()
+    _log(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved, re-run the command to resume")
+    summary.update(stopped_at=step)
+    return summary
+  summary["eval_loss_end"] = evaluate(run)
+  if summary["eval_loss_end"] is not None:
+    writer.write(step, {"eval_loss": summary["eval_loss_end"]})
+    if c.keep_best and (best_eval is None or summary["eval_loss_end"] < best_eval):
+      best_eval = summary["eval_loss_end"]
+      ckpt.save(step, run.state, _meta(run, best_eval), best=True)
+      ckpt.wait()
+  ckpt.close()
+  writer.close()
+  summary["plot"] = metrics_lib.plot_losses(workdir)
+  summary["steps"] = step
+  return summary
+
+
+def _finish(run: Run, writer, bar, pending, last_time: float, peak: float | None) -> float:
+  """Fetches a step's metrics (stopping on NaN/Inf), logs them at log_every, advances the bar."""
+  step, metrics = pending
+  values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  _check_finite(step, values)
+  now = time.perf_counter()
+  seconds = now - last_time
+  steps_done = step - bar.n
+  bar.update(steps_done)
+  per_step = seconds / max(steps_done, 1)
+  c = run.config
+  if step % c.log_every == 0 or step == c.steps:
+    tokens = c.batch_size * c.max_len
+    flops = run.flops_per_token * tokens / per_step
+    values.update(step_time=per_step, target_tokens_per_s=values["target_tokens"] / per_step,
+                  tokens_per_s=tokens / per_step, tflops=flops / 1e12, mfu=flops / peak if peak else None)
+    writer.write(step, values)
+    bar.set_postfix_str(f"loss {values['loss']:.4f} lr {values['learning_rate']:.2e} "
+                        f"{values['target_tokens_per_s']:.0f} target tok/s")
+  return now

@@ -1,0 +1,65 @@
+"""Sharded training on 8 simulated CPU devices equals training on one device."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from itjax import sharding
+from itjax.model.config import LoraSpec, PRESETS
+from itjax.model.llama import param_axes
+from itjax.lora import flatten
+
+SCRIPT = r"""
+import sys
+import jax
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from test_train import load_config, run_steps
+from itjax.train import setup
+from itjax.lora import flatten
+
+assert len(jax.devices()) == 8
+results = {}
+for mesh in [(1, 1, 1), (8, 1, 1), (2, 4, 1), (2, 2, 2)]:
+  config = load_config(model=sys.argv[1], mesh=mesh, max_len=256, **{"data.on_error": "skip"})
+  devices = jax.devices()[:1] if mesh == (1, 1, 1) else None
+  run = setup(config, sys.argv[3], devices=devices)
+  losses = run_steps(run, 3)
+  params = {k: np.asarray(jax.device_get(v)) for k, v in flatten(run.state["params"]).items()}
+  if mesh == (2, 2, 2):
+    spec = flatten(run.frozen)["layers/attn/q_proj/kernel"].sharding.spec
+    assert tuple(spec) == (None, "fsdp", "tensor"), spec
+  results[mesh] = (losses, params)
+base_losses, base_params = results.pop((1, 1, 1))
+for mesh, (losses, params) in results.items():
+  np.testing.assert_allclose(losses, base_losses, atol=1e-5, rtol=0, err_msg=str(mesh))
+  for k, v in params.items():
+    np.testing.assert_allclose(v, base_params[k], atol=1e-5, rtol=0, err_msg=f"{mesh} {k}")
+  print(mesh, "losses", losses)
+print("OK")
+"""
+
+
+@pytest.mark.slow
+def test_meshes_match_one_device(tiny_hf_dir, tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  here = os.path.dirname(os.path.abspath(__file__))
+  result = subprocess.run([sys.executable, "-c", SCRIPT, tiny_hf_dir, here, str(tmp_path)], capture_output=True,
+                          text=True, timeout=900, env=env)
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert result.stdout.strip().endswith("OK")
+
+
+def test_every_param_has_a_rule_and_divides_the_mesh():
+  config = PRESETS["smollm2-135m"].replace(lora=LoraSpec(8, 16.0))
+  for path, axes in flatten(param_axes(config)).items():
+    sharding.spec(tuple(axes), where=path)  # raises for a logical axis without a rule
+  with pytest.raises(ValueError, match="layers/x: logical axis 'nope' has no rule"):
+    sharding.spec(("layers", "nope"), where="layers/x")
+  with pytest.raises(ValueError, match=r"w: dimension 1 \(mlp, 6\) is not divisible by mesh axes \('tensor',\)"):
+    sharding.spec(("embed", "mlp"), {"data": 1, "fsdp": 1, "tensor": 4}, (8, 6), "w")
+  assert sharding.mesh_shape((2, -1, 1), 8) == (2, 4, 1)
+  with pytest.raises(ValueError, match="does not divide the 8 devices"):
+    sharding.mesh_shape((3, -1, 1), 8)

@@ -1,0 +1,168 @@
+"""Training: LoRA freezes the base, optimizer state only for trainable leaves, accumulation, resume, SIGTERM."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from itjax import lora as lora_lib
+from itjax.config import validate
+from itjax.model.config import LoraSpec, PRESETS
+from itjax.train import global_batch, setup, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name="tiny_lora.py", arg="", **overrides):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "configs", name))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config(arg)
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def host(tree):
+  return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def run_steps(run, n):
+  losses = []
+  for _ in range(n):
+    batch = global_batch(run, next(run.pipeline), run.config.microbatches)
+    run.state, metrics = run.train_step(run.state, run.frozen, batch)
+    losses.append(float(metrics["loss"]))
+  return losses
+
+
+def test_lora_trains_only_adapters_and_keeps_the_base_bitwise(tiny_hf_dir, tmp_path):
+  run = setup(load_config(model=tiny_hf_dir), str(tmp_path))
+  frozen_before = host(run.frozen)
+  params_before = host(run.state["params"])
+  assert set(lora_lib.flatten(params_before)) == {k for k in lora_lib.flatten(params_before)
+                                                  if k.endswith(("lora_a", "lora_b"))}
+  losses = run_steps(run, 4)
+  assert all(np.isfinite(losses))
+  for k, v in lora_lib.flatten(host(run.frozen)).items():
+    np.testing.assert_array_equal(v, lora_lib.flatten(frozen_before)[k], err_msg=k)  # bitwise unchanged
+  after = lora_lib.flatten(host(run.state["params"]))
+  assert all(not np.array_equal(after[k], v) for k, v in lora_lib.flatten(params_before).items() if "lora_b" in k)
+  # AdamW keeps two float32 moments per trainable value, and nothing for frozen ones.
+  trainable_bytes = sum(x.nbytes for x in jax.tree.leaves(params_before))
+  state_bytes = sum(x.nbytes for x in jax.tree.leaves(run.state["opt_state"]) if x.ndim > 0)
+  assert state_bytes == 2 * trainable_bytes
+
+
+def test_full_fine_tuning_updates_every_param(tiny_hf_dir, tmp_path):
+  run = setup(load_config(arg="full", model=tiny_hf_dir), str(tmp_path))
+  assert run.frozen == {} and not any("lora" in k for k in lora_lib.flatten(run.state["params"]))
+  before = lora_lib.flatten(host(run.state["params"]))
+  run_steps(run, 2)
+  after = lora_lib.flatten(host(run.state["params"]))
+  assert sorted(k for k in before if np.array_equal(before[k], after[k])) == []
+
+
+def test_smollm2_rank8_trainable_fraction_matches_the_analytical_count():
+  c = PRESETS["smollm2-135m"].replace(lora=LoraSpec(8, 16.0))
+  shapes = lora_lib.flatten(jax.eval_shape(lambda: lora_lib.init_adapters(c, jax.random.PRNGKey(0))))
+  d, f, k = c.dim, c.mlp_dim, c.num_kv_heads * c.head_dim
+  per_layer = 8 * ((d + d) + (d + k) * 2 + (d + d) + 3 * (d + f))  # q, k, v, o, gate, up, down
+  assert sum(s.size for s in shapes.values()) == c.num_layers * per_layer == 2_442_240
+  assert round(2_442_240 / c.num_params, 4) == 0.0182
+
+
+def test_gradient_accumulation_equals_one_big_batch(tiny_hf_dir, tmp_path):
+  from itjax.train_step import accumulate, make_loss
+  run = setup(load_config(model=tiny_hf_dir, batch_size=8), str(tmp_path))
+  rows = next(run.pipeline)
+  rows["weights"][:4] *= (np.arange(rows["weights"].shape[1]) % 3 == 0)  # uneven target counts per microbatch
+  assert len({int(w.sum()) for w in rows["weights"].reshape(4, 2, -1).sum(1)}) > 1
+  loss_fn = make_loss(run.model_config, loss_chunk=32)
+  key = jax.random.PRNGKey(0)
+  one = accumulate(loss_fn, run.state["params"], run.frozen, {k: v[None] for k, v in rows.items()}, key)
+  four = accumulate(loss_fn, run.state["params"], run.frozen, {k: v.reshape(4, 2, -1) for k, v in rows.items()},
+                    key)
+  np.testing.assert_allclose(float(four[1]["loss"]), float(one[1]["loss"]), atol=1e-5, rtol=0)
+  for a, b in zip(jax.tree.leaves(four[0]), jax.tree.leaves(one[0])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+
+
+def itjax(*args, **kw):
+  return subprocess.run([sys.executable, "-m", "itjax.cli", *args], capture_output=True, text=True, timeout=900,
+                        **kw)
+
+
+def losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [(r["step"], r["loss"]) for r in map(json.loads, f) if "loss" in r]
+
+
+@pytest.mark.slow
+def test_resume_after_exit_repeats_the_uninterrupted_run(tiny_hf_dir, tmp_path):
+  config = ["--config", os.path.join(ROOT, "configs", "tiny_lora.py"), f"--config.model={tiny_hf_dir}",
+            "--config.data.train={workdir}/tasks/train.jsonl:0.75,{workdir}/tasks/heldout.jsonl:0.25"]
+  straight, parts = str(tmp_path / "straight"), str(tmp_path / "parts")
+  assert itjax("train", *config, "--workdir", straight).returncode == 0
+  first = itjax("train", *config, "--workdir", parts, "--config.steps=3")
+  assert first.returncode == 0, first.stderr
+  second = itjax("train", *config, "--workdir", parts)
+  assert second.returncode == 0, second.stderr
+  assert "resuming" in second.stderr
+  assert losses(parts) == losses(straight) and len(losses(straight)) == 6
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_to_resume_from(tiny_hf_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  args = [sys.executable, "-m", "itjax.cli", "train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"),
+          f"--config.model={tiny_hf_dir}", "--config.steps=400", "--config.checkpoint_every=1000",
+          "--config.eval_every=0", "--workdir", workdir]
+  proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while time.time() < deadline and len(losses(workdir) if os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+                                       else []) < 3:
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err
+  stopped = json.loads(out.strip().splitlines()[-1])["stopped_at"]
+  assert 3 <= stopped < 400 and "re-run the command to resume" in err
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == [str(stopped)]
+  resumed = itjax("train", *args[3:-2], f"--config.steps={stopped + 2}", "--workdir", workdir)
+  assert resumed.returncode == 0, resumed.stderr
+  assert f"resuming {workdir} at step {stopped}" in resumed.stderr
+  assert [s for s, _ in losses(workdir)][-2:] == [stopped + 1, stopped + 2]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.lora.rnak=4", "rnak"),
+    ("--config.steps=ten", "steps"),
+    ("--config.lora.rank=0", "config.lora.rank must be > 0"),
+    ("--config.mesh=(3,1,1)", "mesh .* needs 3 devices"),
+    ("--config.data.train=nowhere.jsonl", "config.data.train names a file that does not exist"),
+    ("--config.batch_size=-2", "config.batch_size must be > 0"),
+    ("--config.compute_dtype=float16", "config.compute_dtype must be float32 or bfloat16"),
+])
+def test_bad_config_names_the_key(tiny_hf_dir, tmp_path, override, message):
+  result = itjax("train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"), f"--config.model={tiny_hf_dir}",
+                 override, "--workdir", str(tmp_path / "w"))
+  assert result.returncode != 0
+  assert __import__("re").search(message, result.stderr), result.stderr[-2000:]
+
+
+def test_configs_validate():
+  for name, arg in [("smollm2_135m_lora.py", ""), ("smollm2_135m_lora.py", "smoke"), ("tiny_lora.py", "full")]:
+    c = load_config(name, arg, model="demo")
+    validate(c)
