@@ -37,8 +37,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.clip_norm = 1.0  # 0 disables clipping
   c.compute_dtype = "float32"  # or bfloat16
   c.base_dtype = "float32"  # dtype of the frozen base params in LoRA mode (bfloat16 halves their memory)
-  c.remat = "none"  # none, full or dots
-  c.loss_chunk = 128  # sequence positions per chunk of the output projection + cross-entropy
+  c.remat = "attention"  # recompute in the backward pass: none, attention (probabilities only), dots or full
+  c.loss_chunk = 64  # sequence positions per chunk of the output projection + cross-entropy
   c.mesh = (1, -1, 1)  # devices along (data, fsdp, tensor); one -1 takes the rest
   c.log_every = 10
   c.eval_every = 50  # 0: only at the start and the end

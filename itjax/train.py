@@ -30,7 +30,7 @@ from itjax.data import dataset
 from itjax.data.pipeline import Pipeline
 from itjax.model.config import LoraSpec
 from itjax.model.llama import param_axes, param_shapes
-from itjax.train_step import make_eval_step, make_train_step
+from itjax.train_step import compiler_options, make_eval_step, make_train_step
 
 
 class NonFiniteError(FloatingPointError):
@@ -143,9 +143,11 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
   batch_sh, eval_sh = sharding.batch_sharding(mesh, leading=1), sharding.batch_sharding(mesh)
   train_step = jax.jit(make_train_step(mcfg, tx, lr, config.loss_chunk),
                        in_shardings=(state_sh, frozen_sh, batch_sh),
-                       out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=(0,))
-  eval_step = jax.jit(make_eval_step(mcfg, config.loss_chunk), in_shardings=(state_sh["params"], frozen_sh, eval_sh),
-                      out_shardings=sharding.replicated(mesh))
+                       out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=(0,),
+                       compiler_options=compiler_options())
+  eval_step = jax.jit(make_eval_step(mcfg, config.loss_chunk),
+                      in_shardings=(state_sh["params"], frozen_sh, eval_sh), out_shardings=sharding.replicated(mesh),
+                      compiler_options=compiler_options())
   flops = metrics_lib.train_flops_per_token(mcfg, shapes, set(lora_lib.flatten(trainable)), config.max_len)
   base = {"path": os.path.abspath(src), "sha256": sha256_file(src)}
   return Run(config, workdir, mcfg, loaded.tokenizer, state, frozen, train_step, eval_step, pipeline, validation,

@@ -2,13 +2,14 @@
 
 Batches come from itjax.data.pipeline already shifted (inputs, targets, weights); the loss is the sum of the
 target tokens' cross-entropies divided by the number of target tokens in the whole batch, so microbatches with
-uneven target counts weigh each token the same as one big batch would. The output projection is applied in
-chunks of the sequence under jax.checkpoint: the full [B, T, V] float32 logits never exist at once, in the forward
-or the backward pass.
+uneven target counts weigh each token the same as one big batch would. The output projection and the
+cross-entropy run over chunks of the sequence, with their gradient formed in the same sweep: the full [B, T, V]
+float32 logits never exist, and are never recomputed.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -19,33 +20,105 @@ from itjax.lora import join
 from itjax.model.config import ModelConfig
 from itjax.model.llama import Transformer, output_embedding
 
+# XLA:CPU's YNNPACK elementwise and reduce fusions slowed the LoRA step (SmolLM2-135M, batch 8 x 256): 6.05 s per
+# step with them, 5.55 s with YNNPACK for the matmuls only, in one process on 2 cores.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
+                        "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+@functools.cache
+def compiler_options() -> dict | None:
+  """The options the training steps are compiled with: CPU_COMPILER_OPTIONS on CPU when this XLA knows them."""
+  if jax.default_backend() != "cpu":
+    return None
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=CPU_COMPILER_OPTIONS)(1.0)
+  except Exception:  # an XLA without that option: its defaults
+    return None
+  return CPU_COMPILER_OPTIONS
+
+
 Batch = dict[str, jax.Array]  # inputs, targets, weights, segment_ids, positions: [B, T] (or [M, B/M, T])
 State = dict[str, Any]  # step, params (the trainable ones), opt_state, rng
 
 
-def chunked_cross_entropy(hidden: jax.Array, head: jax.Array, targets: jax.Array, weights: jax.Array,
-                          chunk: int) -> tuple[jax.Array, jax.Array]:
-  """(sum of weighted token losses, weighted count of argmax hits) for hidden [B,T,D] and head [D,V]."""
-  b, t, d = hidden.shape
-  chunk = chunk if 0 < chunk < t and t % chunk == 0 else t
-  n = t // chunk
-  split = lambda x: x.reshape(b, n, chunk, *x.shape[2:]).swapaxes(0, 1)  # [n, B, C, ...]
+def _chunks(x: jax.Array, n: int) -> jax.Array:
+  """[B, T, ...] -> [n, B, T/n, ...]."""
+  return x.reshape(x.shape[0], n, x.shape[1] // n, *x.shape[2:]).swapaxes(0, 1)
 
-  @jax.checkpoint
-  def one(h, y, w):
-    logits = jnp.einsum("bcd,dv->bcv", h, head.astype(h.dtype), preferred_element_type=jnp.float32)
-    target_logit = jnp.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
-    loss = (jax.nn.logsumexp(logits, axis=-1) - target_logit) * w
-    hit = (jnp.argmax(logits, axis=-1) == y) * w
-    return loss.sum(), hit.sum()
+
+def _unchunk(x: jax.Array) -> jax.Array:
+  return x.swapaxes(0, 1).reshape(x.shape[1], -1, *x.shape[3:])
+
+
+def _head_forward(hidden, head, targets, weights, chunk, head_grad):
+  """Loss and hits, and already the gradients of the loss sum w.r.t. hidden (and head, if it trains)."""
+  b, t, d = hidden.shape
+  n = t // chunk
 
   def body(carry, xs):
-    loss, hit = one(*xs)
-    return (carry[0] + loss, carry[1] + hit), None
+    h, y, w = xs  # [B,C,D], [B,C], [B,C]
+    logits = jnp.einsum("bcd,dv->bcv", h, head.astype(h.dtype), preferred_element_type=jnp.float32)
+    top = jnp.max(logits, axis=-1)
+    e = jnp.exp(logits - top[..., None])
+    total = jnp.sum(e, axis=-1)
+    lse = top + jnp.log(total)
+    target_logit = jnp.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
+    loss = jnp.sum((lse - target_logit) * w)
+    hits = jnp.sum((target_logit >= top) * w)
+    # d(loss sum)/d(logits) = (softmax - onehot) * weight
+    dlogits = e * (w / total)[..., None] - jax.nn.one_hot(y, logits.shape[-1], dtype=e.dtype) * w[..., None]
+    dlogits = dlogits.astype(h.dtype)
+    dh = jnp.einsum("bcv,dv->bcd", dlogits, head.astype(h.dtype), preferred_element_type=jnp.float32)
+    dhead = carry[2]
+    if head_grad:
+      dhead = dhead + jnp.einsum("bcd,bcv->dv", h, dlogits, preferred_element_type=jnp.float32)
+    return (carry[0] + loss, carry[1] + hits, dhead), dh.astype(hidden.dtype)
 
   zero = jnp.zeros((), jnp.float32)
-  (loss, hits), _ = jax.lax.scan(body, (zero, zero), (split(hidden), split(targets), split(weights)))
+  dhead0 = jnp.zeros(head.shape, jnp.float32) if head_grad else zero
+  (loss, hits, dhead), dh = jax.lax.scan(body, (zero, zero, dhead0),
+                                         (_chunks(hidden, n), _chunks(targets, n), _chunks(weights, n)))
+  return loss, hits, _unchunk(dh), dhead
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def linear_cross_entropy(hidden: jax.Array, head: jax.Array, targets: jax.Array, weights: jax.Array,
+                         chunk: int) -> tuple[jax.Array, jax.Array]:
+  """(sum over target tokens of weight * cross-entropy, weighted count of argmax hits) of logits hidden @ head.
+
+  hidden [B,T,D], head [D,V], targets and weights [B,T]. The logits exist one chunk of `chunk` positions at a
+  time, in float32; the backward pass is formed in the same sweep (softmax minus one-hot, times the head), so the
+  logits are neither stored nor recomputed.
+  """
+  loss, hits, _, _ = _head_forward(hidden, head, targets, weights, chunk, head_grad=False)
   return loss, hits
+
+
+def _lce_fwd(hidden, head, targets, weights, chunk):
+  head_grad = head.perturbed
+  loss, hits, dh, dhead = _head_forward(hidden.value, head.value, targets.value, weights.value, chunk, head_grad)
+  return (loss, hits), (dh, dhead if head_grad else None)
+
+
+def _lce_bwd(chunk, res, cotangents):
+  dh, dhead = res
+  g = cotangents[0]
+  if isinstance(g, jax.custom_derivatives.SymbolicZero):
+    g = jnp.zeros((), jnp.float32)
+  dhidden = (dh * g).astype(dh.dtype)
+  return dhidden, None if dhead is None else (dhead * g), None, None
+
+
+linear_cross_entropy.defvjp(_lce_fwd, _lce_bwd, symbolic_zeros=True)
+
+
+def chunked_cross_entropy(hidden: jax.Array, head: jax.Array, targets: jax.Array, weights: jax.Array,
+                          chunk: int) -> tuple[jax.Array, jax.Array]:
+  """linear_cross_entropy with a chunk size that divides the length (the whole length if none given fits)."""
+  t = hidden.shape[1]
+  chunk = chunk if 0 < chunk < t and t % chunk == 0 else t
+  return linear_cross_entropy(hidden, head, targets, weights, chunk)
 
 
 def make_loss(config: ModelConfig, loss_chunk: int = 256, train: bool = True) -> Callable:

@@ -22,7 +22,7 @@ class RopeScaling:
 
 # Every attention and MLP projection (regexes over param paths such as 'layers/attn/q_proj/kernel').
 LORA_TARGETS_ALL = (r".*/(q|k|v|o)_proj/kernel", r".*/(gate|up|down)_proj/kernel")
-REMAT_POLICIES = ("none", "full", "dots")
+REMAT_POLICIES = ("none", "full", "dots", "attention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +78,9 @@ class ModelConfig:
   scan_layers: bool = True
   model_type: str = "llama"  # the HF model_type this config came from (kept for export)
   lora: LoraSpec | None = None  # adapters (their params appear beside the kernels they adapt)
-  remat: str = "none"  # recompute each layer's activations in the backward pass: none, full, or dots (keep matmuls)
+  # Recompute activations in the backward pass: none; full (all of a layer's); dots (keep the matmul outputs);
+  # attention (only the attention probabilities, [B, N, T, T] per layer, the largest activation).
+  remat: str = "none"
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
