@@ -3,7 +3,7 @@
   itjax generate --model SRC (--prompt TEXT | --prompts_file IN.jsonl --output OUT.jsonl) [--max_new_tokens N]
                  [--temperature T] [--top_p P] [--top_k K] [--batch_size B] [--seed S] [--raw] [--stop STR ...]
   itjax fetch-demo-model            prints the path of the SmolLM2-135M-Instruct GGUF (fetched once, cached)
-  itjax demo                        SmolLM2 answers the bundled prompts
+  itjax demo [--workdir runs/demo]  LoRA-tunes SmolLM2-135M-Instruct on generated tasks; before/after figures
   itjax inspect-data --data FILE[:WEIGHT][,FILE...] --model SRC [--max_len N] [--show K] [--json]
                      [--train_on all|last] [--length_policy truncate|drop] [--format F] [--chat_template T]
   itjax make-tasks --out DIR [--n N] [--seed S] [--holdout TYPES]
@@ -116,15 +116,10 @@ def cmd_fetch_demo_model() -> None:
 
 
 def cmd_demo() -> None:
-  """SmolLM2-135M-Instruct answers the bundled prompts (the training issue turns this into a tuning run)."""
-  from itjax import demo_model
-  FLAGS.model = FLAGS.model or demo_model.fetch()
-  FLAGS.prompts_file = FLAGS.prompts_file or os.path.join(os.path.dirname(__file__), "assets", "demo_prompts.jsonl")
-  FLAGS.output = FLAGS.output or os.path.join("runs", "demo", "answers.jsonl")
-  if not FLAGS["max_new_tokens"].present:
-    FLAGS.max_new_tokens = 96
-  FLAGS.echo = True
-  cmd_generate()
+  """LoRA-tunes SmolLM2-135M-Instruct on generated tasks (configs/smollm2_135m_lora.py) and shows before/after."""
+  from itjax.demo import load_config, run_demo
+  config = FLAGS.config if FLAGS.config is not None else load_config()
+  run_demo(FLAGS.workdir or os.path.join("runs", "demo"), config)
 
 
 def cmd_inspect_data() -> None:

@@ -11,7 +11,7 @@ import os
 
 import ml_collections
 
-from itjax.model.config import LORA_TARGETS_ALL, REMAT_POLICIES
+from itjax.model.config import LORA_TARGETS_ALL, REMAT_POLICIES, LoraSpec, ModelConfig
 
 METHODS = ("lora", "full")
 
@@ -116,3 +116,11 @@ def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
       spec = data_paths(c, key, workdir)
       for path, _ in parse_sources(spec) if spec else []:
         _check(os.path.isfile(path), f"data.{key}", f"names a file that does not exist ({path})", spec)
+
+
+def training_model_config(c: ml_collections.ConfigDict, model_config: ModelConfig) -> ModelConfig:
+  """The loaded model's architecture with the run's adapters, compute dtype and remat policy (layers scanned)."""
+  lora = None
+  if c.method == "lora":
+    lora = LoraSpec(c.lora.rank, float(c.lora.alpha), tuple(c.lora.targets), c.lora.rslora, c.lora.dropout)
+  return model_config.replace(lora=lora, dtype=c.compute_dtype, remat=c.remat, scan_layers=True)

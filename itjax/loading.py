@@ -1,7 +1,8 @@
 """`load_model(SRC)`: one entry point for every model source a command accepts.
 
-SRC is a Hugging Face model directory (config.json + safetensors + tokenizer files) or a `.gguf` file. A raw
-SentencePiece `.model` is a tokenizer source only (`load_tokenizer`).
+SRC is a Hugging Face model directory (config.json + safetensors + tokenizer files), a `.gguf` file, or an
+`itjax train` workdir (its base model with the latest checkpoint's trained params, LoRA merged into the kernels).
+A raw SentencePiece `.model` is a tokenizer source only (`load_tokenizer`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,15 @@ def _check_exists(src: str) -> None:
                             ".gguf file)")
 
 
+def is_workdir(src: str) -> bool:
+  return os.path.isdir(os.path.join(src, "checkpoints"))
+
+
 def load_tokenizer(src: str) -> Tokenizer:
   _check_exists(src)
+  if is_workdir(src):
+    from itjax.checkpoint import read_meta
+    return load_tokenizer(read_meta(src)["base"]["path"])
   if src.endswith(".gguf"):
     from itjax.interop.gguf import load_gguf_tokenizer
     return load_gguf_tokenizer(src)
@@ -40,6 +48,8 @@ def load_tokenizer(src: str) -> Tokenizer:
 def load_model(src: str, dtype: str = "float32", param_dtype: str = "float32") -> LoadedModel:
   """(config, params, tokenizer) from a HF directory or a GGUF file; params are host numpy arrays."""
   _check_exists(src)
+  if is_workdir(src):
+    return load_workdir(src, dtype, param_dtype)
   if src.endswith(".gguf"):
     from itjax.interop.gguf import load_gguf
     return LoadedModel(*load_gguf(src, dtype, param_dtype), src)
@@ -48,3 +58,21 @@ def load_model(src: str, dtype: str = "float32", param_dtype: str = "float32") -
   from itjax.interop.hf import load_hf_model
   config, params = load_hf_model(src, dtype, param_dtype)
   return LoadedModel(config, params, load_tokenizer(src), src)
+
+
+def load_workdir(workdir: str, dtype: str = "float32", param_dtype: str = "float32",
+                 step: int | None = None) -> LoadedModel:
+  """A training workdir as a plain model: base params with the trained ones in place and LoRA merged."""
+  import numpy as np
+  from itjax import lora
+  from itjax.checkpoint import read_trained
+  trained, meta = read_trained(workdir, step)
+  base = load_model(meta["base"]["path"], dtype, param_dtype)
+  spec = meta["model_config"].get("lora")
+  config = base.config
+  if spec is not None:
+    from itjax.model.config import LoraSpec
+    config = config.replace(lora=LoraSpec(**{**spec, "targets": tuple(spec["targets"])}))
+  trained = lora.unflatten({k: np.asarray(v) for k, v in lora.flatten(trained).items()})
+  config, params = lora.merge_adapters(config, lora.join(trained, base.params))
+  return LoadedModel(config, params, base.tokenizer, workdir)

@@ -28,7 +28,6 @@ from itjax import optim, sharding
 from itjax.checkpoint import Checkpointer, sha256_file
 from itjax.data import dataset
 from itjax.data.pipeline import Pipeline
-from itjax.model.config import LoraSpec
 from itjax.model.llama import param_axes, param_shapes
 from itjax.train_step import compiler_options, make_eval_step, make_train_step
 
@@ -90,11 +89,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
 
   src = model_source(config)
   loaded = load_model(src)
-  lora = None
-  if config.method == "lora":
-    lora = LoraSpec(config.lora.rank, float(config.lora.alpha), tuple(config.lora.targets), config.lora.rslora,
-                    config.lora.dropout)
-  mcfg = loaded.config.replace(lora=lora, dtype=config.compute_dtype, remat=config.remat, scan_layers=True)
+  mcfg = config_lib.training_model_config(config, loaded.config)
+  lora = mcfg.lora
   patterns = (lora_lib.LORA_ONLY if lora else lora_lib.FULL) + tuple(config.trainable)
 
   # Data: tokenized once, batches by the pipeline (host shard of the global batch).
@@ -163,12 +159,13 @@ def global_batch(run: Run, host_batch: dict, microbatches: int) -> dict:
   return out
 
 
-def evaluate(run: Run) -> float | None:
-  """Mean validation loss per target token over the validation batches."""
-  if not run.validation:
+def evaluate(run: Run, batches: list | None = None) -> float | None:
+  """Mean loss per target token over the validation batches (or the given ones)."""
+  batches = run.validation if batches is None else batches
+  if not batches:
     return None
   loss = count = 0.0
-  for b in run.validation:
+  for b in batches:
     batch = {k: jax.make_array_from_process_local_data(run.eval_sharding, v) for k, v in b.items()}
     l, _, n = jax.device_get(run.eval_step(run.state["params"], run.frozen, batch))
     loss, count = loss + float(l), count + float(n)

@@ -166,3 +166,35 @@ def test_configs_validate():
   for name, arg in [("smollm2_135m_lora.py", ""), ("smollm2_135m_lora.py", "smoke"), ("tiny_lora.py", "full")]:
     c = load_config(name, arg, model="demo")
     validate(c)
+
+
+def test_a_workdir_loads_as_the_trained_model(tiny_hf_dir, tmp_path):
+  """`itjax generate --model WORKDIR`: the base with the final LoRA merged gives the trained params' logits."""
+  from itjax.loading import load_model
+  from itjax.model.llama import Transformer
+  workdir = str(tmp_path / "w")
+  config = load_config(model=tiny_hf_dir, steps=3, eval_every=0)
+  run = setup(config, workdir)
+  train(config, workdir, run)
+  tokens = np.asarray([run.tokenizer.encode_chat([{"role": "user", "content": "Sort: b, a."}])])
+  trained = lora_lib.join(host(run.state["params"]), host(run.frozen))
+  want = Transformer(run.model_config.replace(remat="none")).apply({"params": trained}, tokens)
+  loaded = load_model(workdir)
+  assert loaded.config.lora is None and loaded.tokenizer.encode("a b") == run.tokenizer.encode("a b")
+  got = Transformer(loaded.config).apply({"params": loaded.params}, tokens)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4, rtol=0)
+  assert np.abs(np.asarray(trained["layers"]["attn"]["q_proj"]["lora_b"])).max() > 0  # the adapters did train
+
+
+@pytest.mark.slow
+def test_smollm2_smoke_config_runs(smollm2_gguf, tmp_path):
+  workdir = tmp_path / "smoke"
+  result = itjax("train", "--config", os.path.join(ROOT, "configs", "smollm2_135m_lora.py:smoke"),
+                 "--workdir", str(workdir))
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary["trainable_params"] == 2_442_240 and summary["steps"] == 4
+  assert [s for s, _ in losses(str(workdir))] == [1, 2, 3, 4]
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir / "tensorboard"))
+  assert os.listdir(workdir / "checkpoints") and (workdir / "loss.png").stat().st_size > 0
+  assert summary["eval_loss_end"] < summary["eval_loss_start"]
