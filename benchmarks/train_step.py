@@ -1,11 +1,13 @@
 """A LoRA training step: itjax vs transformers + peft on SmolLM2-135M, same run, plus a matmul FLOP/s reference.
 
     python benchmarks/train_step.py [--batch 8] [--length 256] [--rank 8] [--steps 4]
+    python benchmarks/train_step.py --model smollm2-135m --dtype bfloat16 --batch 32 --length 1024   # on a GPU
 
-Both sides: the same GGUF weights dequantised to float32, LoRA rank 8 (alpha 16) on every linear layer of the
-blocks, AdamW, batch 8 x 256 tokens of the same data, the loss on every token. Tokens/s is batch * length over the
-best step time after warm-up (itjax's compile time is reported apart). FLOP/s uses the per-token count documented
-in itjax/metrics.py (about 4 x params for LoRA), against the best of a large float32 matmul in JAX and in torch.
+Both sides: the same GGUF weights dequantised to float32 (or, with --model PRESET, random weights of that shape on
+both sides), LoRA rank 8 (alpha 16) on every linear layer of the blocks, AdamW, the same batch of tokens, the loss
+on every token. Tokens/s is batch * length over the best step time after warm-up (itjax's compile time is reported
+apart). FLOP/s uses the per-token count documented in itjax/metrics.py (about 4 x params for LoRA), against a large
+matmul of the same dtype in JAX and in torch, on the device each runs on (the GPU when there is one).
 """
 
 from __future__ import annotations
@@ -35,24 +37,38 @@ def best_time(fn, steps: int) -> float:
   return min(times)
 
 
-def matmul_flops(n: int = 2048) -> tuple[float, float]:
-  """FLOP/s of an n x n x n float32 matmul in JAX and in torch."""
+def torch_device():
   import torch
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def torch_sync():
+  import torch
+  if torch.cuda.is_available():
+    torch.cuda.synchronize()
+
+
+def matmul_flops(dtype: str, n: int) -> tuple[float, float]:
+  """FLOP/s of an n x n x n matmul in JAX and in torch."""
+  import torch
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.dtype(dtype))
   mm = jax.jit(lambda x: x @ x)
   mm(a).block_until_ready()
   t_jax = best_time(lambda: mm(a).block_until_ready(), 5)
-  ta = torch.randn(n, n)
+  ta = torch.randn(n, n, device=torch_device(), dtype=getattr(torch, dtype))
   torch.mm(ta, ta)
-  t_torch = best_time(lambda: torch.mm(ta, ta), 5)
+  torch_sync()
+  t_torch = best_time(lambda: (torch.mm(ta, ta), torch_sync()), 5)
   return 2 * n ** 3 / t_jax, 2 * n ** 3 / t_torch
 
 
-def itjax_step(loaded, batch: dict, rank: int, steps: int) -> tuple[float, float, float]:
+def itjax_step(model_config, base_params, batch: dict, rank: int, steps: int,
+               dtype: str) -> tuple[float, float, float]:
   """(best seconds per step, compile seconds, FLOPs per token)."""
-  config = loaded.config.replace(lora=LoraSpec(rank, 2.0 * rank), remat="attention")
-  params = lora_lib.join(lora_lib.init_adapters(config, jax.random.PRNGKey(0)), loaded.params)
+  config = model_config.replace(lora=LoraSpec(rank, 2.0 * rank), remat="attention", dtype=dtype)
+  params = lora_lib.join(lora_lib.init_adapters(config, jax.random.PRNGKey(0)), base_params)
   trainable, frozen = lora_lib.split(params, lora_lib.LORA_ONLY)
+  frozen = jax.tree.map(lambda x: jnp.asarray(x, dtype), frozen)
   trainable, frozen = jax.device_put((trainable, frozen))
   lr = optim.schedule(1e-4, 1000, 0, "constant")
   tx = optim.optimizer(trainable, lr, weight_decay=0.0)
@@ -77,18 +93,32 @@ def itjax_step(loaded, batch: dict, rank: int, steps: int) -> tuple[float, float
   return best_time(one, steps), compile_s, flops
 
 
-def peft_step(path: str, inputs: np.ndarray, targets: np.ndarray, rank: int, steps: int) -> float:
-  import peft
+def hf_model(source: str, model_config, dtype: str):
+  """The peer's model: the GGUF's weights, or random weights of the preset's shape."""
   import torch
   import transformers
-  directory, name = os.path.split(path)
-  model = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+  if source == "demo":
+    directory, name = os.path.split(demo_model.fetch())
+    model = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+  else:  # RoPE scaling does not change the step's cost and is left out
+    c = model_config
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=c.vocab_size, hidden_size=c.dim, intermediate_size=c.mlp_dim, num_hidden_layers=c.num_layers,
+        num_attention_heads=c.num_heads, num_key_value_heads=c.num_kv_heads, head_dim=c.head_dim,
+        rope_theta=c.rope_theta, tie_word_embeddings=c.tie_embeddings, max_position_embeddings=8192))
+  return model.to(device=torch_device(), dtype=getattr(torch, dtype))
+
+
+def peft_step(model, inputs: np.ndarray, targets: np.ndarray, rank: int, steps: int) -> float:
+  import peft
+  import torch
   lora = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
   model = peft.get_peft_model(model, lora)
   model.train()
   opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
-  x, y = torch.as_tensor(inputs, dtype=torch.long), torch.as_tensor(targets, dtype=torch.long)
+  x = torch.as_tensor(inputs, dtype=torch.long, device=torch_device())
+  y = torch.as_tensor(targets, dtype=torch.long, device=torch_device())
 
   def one():
     logits = model(input_ids=x).logits
@@ -97,6 +127,7 @@ def peft_step(path: str, inputs: np.ndarray, targets: np.ndarray, rank: int, ste
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
+    torch_sync()
 
   one()
   return best_time(one, steps)
@@ -108,29 +139,44 @@ def main():
   ap.add_argument("--length", type=int, default=256)
   ap.add_argument("--rank", type=int, default=8)
   ap.add_argument("--steps", type=int, default=4)
+  ap.add_argument("--model", default="demo", help="demo (the SmolLM2 GGUF) or a preset name (random weights)")
+  ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  ap.add_argument("--matmul", type=int, default=2048, help="size of the reference matmul")
   ap.add_argument("--skip_peer", action="store_true")
   args = ap.parse_args()
   import torch
   torch.set_num_threads(os.cpu_count())
-  path = demo_model.fetch()
-  loaded = load_model(path)
+  if args.model == "demo":
+    loaded = load_model(demo_model.fetch())
+    model_config, base_params = loaded.config, loaded.params
+  else:
+    from itjax.model.config import PRESETS
+    from itjax.model.llama import init_params
+    model_config = PRESETS[args.model]
+    base_params = init_params(model_config, jax.random.PRNGKey(1))
+  print(f"model {args.model}, {args.dtype}, batch {args.batch} x {args.length}, LoRA rank {args.rank}; "
+        f"JAX on {jax.devices()[0].device_kind}, torch on {torch_device()}")
   rng = np.random.default_rng(0)
-  ids = rng.integers(0, loaded.config.vocab_size, (args.batch, args.length + 1)).astype(np.int32)
+  ids = rng.integers(0, model_config.vocab_size, (args.batch, args.length + 1)).astype(np.int32)
   batch = {"inputs": ids[:, :-1], "targets": ids[:, 1:], "weights": np.ones((args.batch, args.length), np.float32),
            "segment_ids": np.ones((args.batch, args.length), np.int32),
            "positions": np.tile(np.arange(args.length, dtype=np.int32), (args.batch, 1))}
   tokens = args.batch * args.length
-  jax_peak, torch_peak = matmul_flops()
+  jax_peak, torch_peak = matmul_flops(args.dtype, args.matmul)
   peak = max(jax_peak, torch_peak)
-  print(f"float32 matmul 2048^3: JAX {jax_peak / 1e9:.1f} GFLOP/s, torch {torch_peak / 1e9:.1f} GFLOP/s "
-        f"(peak used: {peak / 1e9:.1f})")
-  seconds, compile_s, flops = itjax_step(loaded, batch, args.rank, args.steps)
+  print(f"{args.dtype} matmul {args.matmul}^3: JAX {jax_peak / 1e9:.1f} GFLOP/s, torch {torch_peak / 1e9:.1f} "
+        f"GFLOP/s (peak used: {peak / 1e9:.1f})")
+  peer_s = None
+  if not args.skip_peer:  # first, so that torch can hand its GPU memory back before JAX takes what it needs
+    peer_s = peft_step(hf_model(args.model, model_config, args.dtype), batch["inputs"], batch["targets"], args.rank,
+                       args.steps)
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+  seconds, compile_s, flops = itjax_step(model_config, base_params, batch, args.rank, args.steps, args.dtype)
   itjax_tps = tokens / seconds
   print(f"itjax  LoRA step: {seconds:.2f} s/step, {itjax_tps:.0f} tokens/s, {flops * itjax_tps / 1e9:.1f} GFLOP/s "
         f"= {100 * flops * itjax_tps / peak:.0f}% of the matmul peak ({100 * flops * itjax_tps / torch_peak:.0f}% "
         f"of torch's) (compile {compile_s:.1f} s; {flops / 1e6:.0f} MFLOP/token, ceiling {peak / flops:.0f} tokens/s)")
-  if not args.skip_peer:
-    peer_s = peft_step(path, batch["inputs"], batch["targets"], args.rank, args.steps)
+  if peer_s is not None:
     peer_tps = tokens / peer_s
     print(f"peft   LoRA step: {peer_s:.2f} s/step, {peer_tps:.0f} tokens/s, "
           f"{100 * flops * peer_tps / peak:.0f}% of the matmul peak ({100 * flops * peer_tps / torch_peak:.0f}% of "
