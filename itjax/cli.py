@@ -184,7 +184,7 @@ def main(argv: list[str]) -> None:
              "inspect-data": cmd_inspect_data, "make-tasks": cmd_make_tasks, "train": cmd_train}[argv[1]]
   try:
     command()
-  except (UsageError, ValueError, FileNotFoundError, KeyError) as e:
+  except (UsageError, ValueError, FileNotFoundError, KeyError, FloatingPointError) as e:
     message = e.args[0] if isinstance(e, KeyError) and e.args else e
     print(f"itjax {argv[1]}: error: {message}", file=sys.stderr)
     sys.exit(1)

@@ -211,7 +211,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
   summary = {"trainable_params": run.trainable_count, "total_params": run.total_count, "resumed_from": resumed}
   if start == 0:
     summary["eval_loss_start"] = evaluate(run)
-    writer.write(0, {"eval_loss": summary["eval_loss_start"]})
+    if summary["eval_loss_start"] is not None:
+      writer.write(0, {"eval_loss": summary["eval_loss_start"]})
   bar = tqdm(total=c.steps, initial=start, desc="train", unit="step", disable=jax.process_index() != 0,
              dynamic_ncols=True)
   pending = None  # (step, metrics on device): fetched one step late, so dispatch runs ahead of the device

@@ -8,6 +8,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -198,3 +199,20 @@ def test_smollm2_smoke_config_runs(smollm2_gguf, tmp_path):
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir / "tensorboard"))
   assert os.listdir(workdir / "checkpoints") and (workdir / "loss.png").stat().st_size > 0
   assert summary["eval_loss_end"] < summary["eval_loss_start"]
+
+
+def test_a_non_finite_loss_stops_with_the_step_and_metric(tiny_hf_dir, tmp_path):
+  from itjax.train import NonFiniteError
+  config = load_config(model=tiny_hf_dir, steps=6, eval_every=0, log_every=5, checkpoint_every=2)
+  run = setup(config, str(tmp_path / "w"))
+  step_fn = run.train_step
+
+  def poisoned(state, frozen, batch):  # the third step's loss comes back NaN
+    state, metrics = step_fn(state, frozen, batch)
+    metrics = dict(metrics, loss=jnp.where(state["step"] == 3, jnp.nan, metrics["loss"]))
+    return state, metrics
+
+  run.train_step = poisoned
+  with pytest.raises(NonFiniteError, match=r"step 3: loss is nan"):
+    train(config, str(tmp_path / "w"), run)
+  assert os.listdir(tmp_path / "w" / "checkpoints") == ["2"]  # the NaN state was not saved over the good one
