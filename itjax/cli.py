@@ -8,6 +8,7 @@
                      [--train_on all|last] [--length_policy truncate|drop] [--format F] [--chat_template T]
   itjax make-tasks --out DIR [--n N] [--seed S] [--holdout TYPES]
   itjax train --config configs/X.py[:ARG] --workdir DIR [--config.KEY=VALUE ...]   (re-run to resume)
+  itjax export --workdir DIR --format hf|peft --out OUT [--step N] [--dtype float32|bfloat16] [--overwrite]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-COMMANDS = ("generate", "fetch-demo-model", "demo", "inspect-data", "make-tasks", "train")
+COMMANDS = ("generate", "fetch-demo-model", "demo", "inspect-data", "make-tasks", "train", "export")
 
 flags.DEFINE_string("model", None, "A Hugging Face model directory or a .gguf file.")
 flags.DEFINE_string("prompt", None, "One prompt, rendered as a user turn (raw text with --raw).")
@@ -44,8 +45,10 @@ flags.DEFINE_integer("max_len", 2048, "Token slots per packed row; longer exampl
 flags.DEFINE_enum("length_policy", "truncate", ["truncate", "drop"], "Examples longer than max_len: cut the "
                   "response (the prompt is kept) or drop them; either way they are counted.")
 flags.DEFINE_enum("train_on", "all", ["all", "last"], "Train on every assistant turn or only the last one.")
-flags.DEFINE_enum("format", None, ["alpaca", "messages", "sharegpt", "prompt_completion", "text"],
-                  "Data format (default: detected per file).")
+flags.DEFINE_string("format", None, "inspect-data: the data format (alpaca, messages, sharegpt, "
+                    "prompt_completion, text; default: detected per file). export: hf or peft.")
+flags.DEFINE_integer("step", None, "export: the checkpoint step (default: the latest).")
+flags.DEFINE_bool("overwrite", False, "export: replace an existing --out directory.")
 flags.DEFINE_integer("show", 0, "Print this many examples with the trained tokens marked.", lower_bound=0)
 flags.DEFINE_bool("json", False, "Print the summary as one JSON object.")
 flags.DEFINE_string("out", None, "Output directory.")
@@ -160,6 +163,17 @@ def cmd_train() -> None:
   print(json.dumps(summary))
 
 
+def cmd_export() -> None:
+  from itjax.interop import export
+  if not FLAGS.workdir or not FLAGS.out or FLAGS.format not in ("hf", "peft"):
+    raise UsageError("--workdir DIR, --format hf|peft and --out OUT are required")
+  if FLAGS.format == "hf":
+    out = export.export_hf(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.dtype, FLAGS.overwrite)
+  else:
+    out = export.export_peft(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.overwrite)
+  print(out)
+
+
 def _parse(argv: list[str]) -> list[str]:
   if len(argv) < 2 or argv[1] not in COMMANDS:
     given = argv[1] if len(argv) > 1 else "nothing"
@@ -181,10 +195,11 @@ def main(argv: list[str]) -> None:
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # JAX's backend probing logs at INFO
   command = {"generate": cmd_generate, "fetch-demo-model": cmd_fetch_demo_model, "demo": cmd_demo,
-             "inspect-data": cmd_inspect_data, "make-tasks": cmd_make_tasks, "train": cmd_train}[argv[1]]
+             "inspect-data": cmd_inspect_data, "make-tasks": cmd_make_tasks, "train": cmd_train,
+             "export": cmd_export}[argv[1]]
   try:
     command()
-  except (UsageError, ValueError, FileNotFoundError, KeyError, FloatingPointError) as e:
+  except (UsageError, ValueError, FileNotFoundError, FileExistsError, KeyError, FloatingPointError) as e:
     message = e.args[0] if isinstance(e, KeyError) and e.args else e
     print(f"itjax {argv[1]}: error: {message}", file=sys.stderr)
     sys.exit(1)

@@ -21,6 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ""  # a HF model directory, a .gguf file, or 'demo' (SmolLM2-135M-Instruct, fetched once)
   c.method = "lora"  # 'lora': adapters train, the base is frozen; 'full': every param trains
   c.trainable = ()  # extra regexes over param paths that train too, e.g. ('.*norm/scale',)
+  c.init_adapter = ""  # a PEFT LoRA adapter directory to start from (its rank, alpha and targets are used)
   c.steps = 100
   c.batch_size = 8  # rows of max_len tokens per step (global, over all hosts)
   c.microbatches = 1  # gradient accumulation: the batch is split into this many sequential microbatches
@@ -96,6 +97,9 @@ def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
   _check(len(c.mesh) == 3 and all(isinstance(x, int) and (x > 0 or x == -1) for x in c.mesh)
          and list(c.mesh).count(-1) <= 1, "mesh", "must be 3 sizes (data, fsdp, tensor), each > 0 or one -1",
          c.mesh)
+  if c.init_adapter:
+    _check(c.method == "lora", "init_adapter", "needs method 'lora'", c.init_adapter)
+    _check(os.path.isdir(c.init_adapter), "init_adapter", "is not a directory", c.init_adapter)
   if c.method == "lora":
     _check(c.lora.rank > 0, "lora.rank", "must be > 0", c.lora.rank)
     _check(c.lora.alpha > 0, "lora.alpha", "must be > 0", c.lora.alpha)

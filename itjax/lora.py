@@ -67,15 +67,17 @@ def init_adapters(config: ModelConfig, rng: jax.Array) -> dict:
 
 
 def merge_adapters(config: ModelConfig, params: dict) -> tuple[ModelConfig, dict]:
-  """(config without LoRA, params with every adapted kernel replaced by W + scale * A @ B, in float32)."""
+  """(config without LoRA, params with every adapted kernel replaced by W + scale * A @ B, computed in float64 and
+  rounded once to float32)."""
   if config.lora is None:
     return config, params
   flat = flatten(params)
   out = {k: v for k, v in flat.items() if not k.endswith(("/lora_a", "/lora_b"))}
   for path in [k for k in flat if k.endswith("/lora_a")]:
     module = path[:-len("/lora_a")]
-    a = np.asarray(flat[path], np.float32)
-    b = np.asarray(flat[module + "/lora_b"], np.float32)
-    kernel = np.asarray(flat[module + "/kernel"], np.float32)
-    out[module + "/kernel"] = kernel + config.lora.scale * np.matmul(a, b)  # [..., in, R] @ [..., R, out]
+    a = np.asarray(flat[path], np.float64)
+    b = np.asarray(flat[module + "/lora_b"], np.float64)
+    kernel = np.asarray(flat[module + "/kernel"], np.float64)
+    merged = kernel + config.lora.scale * np.matmul(a, b)  # [..., in, R] @ [..., R, out], rounded once
+    out[module + "/kernel"] = merged.astype(np.float32)
   return config.replace(lora=None), unflatten(out)

@@ -89,6 +89,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
 
   src = model_source(config)
   loaded = load_model(src)
+  adapters = None
+  if config.init_adapter:
+    from itjax.interop.export import read_peft_adapter
+    spec, adapters = read_peft_adapter(config.init_adapter, loaded.config)
+    config.lora.rank, config.lora.alpha, config.lora.rslora = spec.rank, spec.alpha, spec.rslora
+    config.lora.targets = spec.targets
+    _log(f"starting from the adapter {config.init_adapter}: rank {spec.rank}, alpha {spec.alpha}, "
+         f"rslora {spec.rslora}, targets {spec.targets}")
   mcfg = config_lib.training_model_config(config, loaded.config)
   lora = mcfg.lora
   patterns = (lora_lib.LORA_ONLY if lora else lora_lib.FULL) + tuple(config.trainable)
@@ -115,7 +123,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
   except ValueError as e:
     raise ValueError(f"config.mesh: {e}") from None
   rng = jax.random.PRNGKey(config.seed)
-  params = lora_lib.join(lora_lib.init_adapters(mcfg, jax.random.fold_in(rng, 1)), loaded.params)
+  if adapters is None:
+    adapters = lora_lib.init_adapters(mcfg, jax.random.fold_in(rng, 1))
+  params = lora_lib.join(adapters, loaded.params)
   trainable, frozen = lora_lib.split(params, patterns)
   if lora is not None and config.base_dtype != "float32":
     frozen = jax.tree.map(lambda x: np.asarray(x).astype(jnp.dtype(config.base_dtype)), frozen)

@@ -1,0 +1,232 @@
+"""Out of a training workdir: a merged Hugging Face model directory, or the LoRA adapter in PEFT's format; and a PEFT
+adapter in, as the starting point of a run.
+
+Names and layouts come from the tensor table in itjax/interop/hf.py. PEFT stores lora_A.weight [R, in] and
+lora_B.weight [out, R] under `base_model.model.<module>` and scales by lora_alpha / R (or / sqrt(R) with
+use_rslora), as itjax does, so the adapter's numbers carry over transposed and unscaled. Every export is written
+into a temporary directory beside OUT and renamed into place; an existing OUT is replaced only with overwrite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+
+from itjax.interop.hf import LAYER_TENSORS, layer_tensors, top_tensors
+from itjax.model.config import LoraSpec, ModelConfig
+
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+SHARD_BYTES = 2 * 1024 ** 3  # a safetensors file holds at most this much before the checkpoint is sharded
+PEFT_PREFIX = "base_model.model."
+# itjax module path under layers/ -> the HF module under model.layers.{i}.
+MODULES = {"/".join(path[:2]): name[:-len(".weight")] for path, name, _, is_kernel in LAYER_TENSORS if is_kernel}
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str, overwrite: bool):
+  """Yields a temporary directory that becomes `out` when the block succeeds (and is removed when it fails)."""
+  out = os.path.abspath(out)
+  if os.path.exists(out) and not overwrite:
+    raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+  parent = os.path.dirname(out)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=os.path.basename(out) + ".tmp-", dir=parent)
+  try:
+    yield tmp
+    if os.path.exists(out):
+      shutil.rmtree(out)
+    os.replace(tmp, out)
+  finally:
+    if os.path.exists(tmp):
+      shutil.rmtree(tmp)
+
+
+def hf_config_dict(config: ModelConfig, tokenizer, dtype: str) -> dict:
+  rope = {"rope_type": config.rope_scaling.kind, "rope_theta": config.rope_theta}
+  if config.rope_scaling.kind == "linear":
+    rope["factor"] = config.rope_scaling.factor
+  elif config.rope_scaling.kind == "llama3":
+    r = config.rope_scaling
+    rope.update(factor=r.factor, low_freq_factor=r.low_freq_factor, high_freq_factor=r.high_freq_factor,
+                original_max_position_embeddings=r.original_max_position_embeddings)
+  out = {"architectures": [ARCHITECTURES[config.model_type]], "model_type": config.model_type,
+         "vocab_size": config.vocab_size, "hidden_size": config.dim, "intermediate_size": config.mlp_dim,
+         "num_hidden_layers": config.num_layers, "num_attention_heads": config.num_heads,
+         "num_key_value_heads": config.num_kv_heads, "head_dim": config.head_dim, "hidden_act": "silu",
+         "rms_norm_eps": config.rms_norm_eps, "max_position_embeddings": config.max_position_embeddings,
+         "tie_word_embeddings": config.tie_embeddings, "rope_parameters": rope, "dtype": dtype,
+         "bos_token_id": tokenizer.bos_id, "eos_token_id": list(tokenizer.eos_ids)[0] if tokenizer.eos_ids else None,
+         "pad_token_id": tokenizer.pad_id}
+  if config.model_type == "llama":
+    if config.qkv_bias != config.out_bias:
+      raise ValueError("Llama's attention_bias covers q, k, v and o alike; this model has them differ")
+    out.update(attention_bias=config.qkv_bias, mlp_bias=config.mlp_bias)
+  if config.model_type == "mistral":
+    out["sliding_window"] = config.sliding_window
+  return out
+
+
+def hf_tensors(config: ModelConfig, params: dict) -> dict[str, np.ndarray]:
+  """HF-named tensors ([out, in] weights) from scanned-layout params."""
+  def at(tree, path):
+    for key in path:
+      tree = tree[key]
+    return np.asarray(tree)
+
+  out = {}
+  for path, name, _, is_kernel in top_tensors(config):
+    value = at(params, path)
+    out[name] = value.T if is_kernel else value
+  for path, name, _, is_kernel in layer_tensors(config):
+    stacked = at(params["layers"], path)
+    for i in range(config.num_layers):
+      out[f"model.layers.{i}.{name}"] = stacked[i].T if is_kernel else stacked[i]
+  return out
+
+
+def save_safetensors(tensors: dict[str, np.ndarray], directory: str, dtype: str,
+                     shard_bytes: int = SHARD_BYTES) -> list[str]:
+  """model.safetensors, or model-0000i-of-0000n.safetensors + model.safetensors.index.json above shard_bytes."""
+  import jax.numpy as jnp
+  from safetensors.flax import save_file
+  cast = {k: jnp.asarray(np.ascontiguousarray(v), dtype=jnp.dtype(dtype)) for k, v in tensors.items()}
+  shards, current, size = [], {}, 0
+  for name, value in cast.items():
+    if current and size + value.nbytes > shard_bytes:
+      shards.append(current)
+      current, size = {}, 0
+    current[name] = value
+    size += value.nbytes
+  shards.append(current)
+  if len(shards) == 1:
+    save_file(shards[0], os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    return ["model.safetensors"]
+  names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+  weight_map = {}
+  for fname, shard in zip(names, shards):
+    save_file(shard, os.path.join(directory, fname), metadata={"format": "pt"})
+    weight_map.update({k: fname for k in shard})
+  total = sum(v.nbytes for v in cast.values())
+  with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
+    json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+  return names
+
+
+def export_hf(workdir: str, out: str, step: int | None = None, dtype: str = "float32", overwrite: bool = False,
+              shard_bytes: int = SHARD_BYTES) -> str:
+  """Base + merged LoRA (or the fine-tuned params) as a HF model directory with tokenizer and chat template."""
+  from itjax.loading import load_workdir
+  from itjax.tokenizer import HFTokenizer
+  loaded = load_workdir(workdir, step=step)
+  tok = loaded.tokenizer
+  if not isinstance(tok, HFTokenizer):
+    raise ValueError(f"{workdir}: the base's tokenizer is not a Hugging Face tokenizer and cannot be exported")
+  with atomic_dir(out, overwrite) as tmp:
+    save_safetensors(hf_tensors(loaded.config, loaded.params), tmp, dtype, shard_bytes)
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+      json.dump(hf_config_dict(loaded.config, tok, dtype), f, indent=2)
+    generation = {"bos_token_id": tok.bos_id, "eos_token_id": list(tok.eos_ids), "pad_token_id": tok.pad_id}
+    with open(os.path.join(tmp, "generation_config.json"), "w") as f:
+      json.dump(generation, f, indent=2)
+    tok.tok.save_pretrained(tmp)
+  return os.path.abspath(out)
+
+
+def _lora_spec(meta: dict, workdir: str) -> LoraSpec:
+  spec = meta["model_config"].get("lora")
+  if spec is None:
+    raise ValueError(f"{workdir}: a full fine-tuning run has no LoRA adapter to export; use --format hf")
+  return LoraSpec(**{**spec, "targets": tuple(spec["targets"])})
+
+
+def export_peft(workdir: str, out: str, step: int | None = None, overwrite: bool = False) -> str:
+  """The run's LoRA adapter as adapter_model.safetensors + adapter_config.json, loadable by peft.PeftModel."""
+  from safetensors.numpy import save_file
+
+  from itjax import lora
+  from itjax.checkpoint import read_trained
+  trained, meta = read_trained(workdir, step)
+  spec = _lora_spec(meta, workdir)
+  flat = {k: np.asarray(v, np.float32) for k, v in lora.flatten(trained).items()}
+  others = sorted(k for k in flat if not k.endswith(("/lora_a", "/lora_b")))
+  if others:
+    raise ValueError(f"{workdir}: the run also trained {others[:3]}; a LoRA adapter cannot carry them, use "
+                     "--format hf")
+  tensors, modules = {}, set()
+  for path in sorted(k for k in flat if k.endswith("/lora_a")):
+    module = path.split("/")[1:-1]  # layers/attn/q_proj/lora_a -> attn/q_proj
+    hf_module = MODULES["/".join(module)]
+    modules.add(module[-1])
+    a, b = flat[path], flat[path[:-1] + "b"]  # [L, in, R], [L, R, out]
+    for i in range(a.shape[0]):
+      prefix = f"{PEFT_PREFIX}model.layers.{i}.{hf_module}"
+      tensors[f"{prefix}.lora_A.weight"] = np.ascontiguousarray(a[i].T)
+      tensors[f"{prefix}.lora_B.weight"] = np.ascontiguousarray(b[i].T)
+  adapter = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": spec.rank, "lora_alpha": spec.alpha,
+             "use_rslora": spec.rslora, "lora_dropout": spec.dropout, "target_modules": sorted(modules),
+             "bias": "none", "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True,
+             "base_model_name_or_path": meta["base"]["path"], "modules_to_save": None}
+  with atomic_dir(out, overwrite) as tmp:
+    save_file(tensors, os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(tmp, "adapter_config.json"), "w") as f:
+      json.dump(adapter, f, indent=2)
+  return os.path.abspath(out)
+
+
+def read_peft_adapter(path: str, config: ModelConfig) -> tuple[LoraSpec, dict]:
+  """(LoRA spec, adapter params in itjax's layout) from a PEFT LoRA directory; shapes are checked against config."""
+  from safetensors.numpy import load_file
+
+  from itjax import lora
+  from itjax.model.llama import param_shapes
+  cfg_path = os.path.join(path, "adapter_config.json")
+  weights = os.path.join(path, "adapter_model.safetensors")
+  for p in (cfg_path, weights):
+    if not os.path.exists(p):
+      raise FileNotFoundError(f"{path}: no {os.path.basename(p)} (expected a PEFT LoRA adapter directory)")
+  with open(cfg_path) as f:
+    adapter = json.load(f)
+  if adapter.get("peft_type") != "LORA":
+    raise ValueError(f"{cfg_path}: peft_type {adapter.get('peft_type')!r} is not LORA")
+  targets = adapter.get("target_modules") or []
+  if isinstance(targets, str):
+    raise ValueError(f"{cfg_path}: target_modules as a regex is not supported; list the module names")
+  known = {m.split("/")[1] for m in MODULES}
+  unknown = sorted(set(targets) - known)
+  if unknown:
+    raise ValueError(f"{cfg_path}: target_modules {unknown} are not projections itjax adapts ({sorted(known)})")
+  spec = LoraSpec(int(adapter["r"]), float(adapter["lora_alpha"]), (rf".*/({'|'.join(sorted(targets))})/kernel",),
+                  bool(adapter.get("use_rslora", False)), float(adapter.get("lora_dropout", 0.0)))
+  shapes = lora.flatten(param_shapes(config.replace(lora=spec, scan_layers=True)))
+  tensors = load_file(weights)
+  pattern = re.compile(r"(?:base_model\.model\.)?model\.layers\.(\d+)\.(.+)\.lora_([AB])(?:\.default)?\.weight")
+  out: dict[str, np.ndarray] = {}
+  filled: dict[str, set[int]] = {}
+  for name, value in tensors.items():
+    m = pattern.fullmatch(name)
+    if m is None:
+      raise ValueError(f"{weights}: tensor {name!r} is not a LoRA weight of a decoder layer")
+    layer, hf_module, which = int(m.group(1)), m.group(2), m.group(3)
+    module = {v: k for k, v in MODULES.items()}.get(hf_module)
+    if module is None:
+      raise ValueError(f"{weights}: tensor {name!r} adapts {hf_module!r}, which itjax does not adapt")
+    key = f"layers/{module}/lora_{which.lower()}"
+    if key not in shapes:
+      raise ValueError(f"{weights}: tensor {name!r} has no place in this model")
+    want = shapes[key].shape  # [L, in, R] or [L, R, out]
+    if layer >= want[0] or value.T.shape != tuple(want[1:]):
+      raise ValueError(f"{weights}: tensor {name!r} has shape {tuple(value.shape)}, expected "
+                       f"{tuple(want[1:])[::-1]} for layer < {want[0]} of this base model")
+    out.setdefault(key, np.zeros(want, np.float32))[layer] = value.T
+    filled.setdefault(key, set()).add(layer)
+  missing = sorted(k for k in shapes if k.endswith(("/lora_a", "/lora_b"))
+                   and len(filled.get(k, ())) != shapes[k].shape[0])
+  if missing:
+    raise ValueError(f"{weights}: tensors missing for {missing[:3]} (every layer of every target is expected)")
+  return spec, lora.unflatten(out)
