@@ -144,8 +144,11 @@ def test_smollm2_smoke_run_exports(smollm2_gguf, tmp_path):
   run = trained_run(load_config("smollm2_135m_lora.py", "smoke", steps=3, warmup_steps=0, eval_every=0), workdir)
   tokens = np.asarray(run.tokenizer.encode_chat(CHAT))
   want = itjax_logits(run, tokens)
-  hf = load_hf(export.export_hf(workdir, str(tmp_path / "hf")))
+  hf_dir = export.export_hf(workdir, str(tmp_path / "hf"))
+  hf = load_hf(hf_dir)
   np.testing.assert_allclose(torch_logits(hf, tokens), want, atol=SMOLLM2_ATOL, rtol=0)
+  tok = transformers.AutoTokenizer.from_pretrained(hf_dir)  # the GGUF's tokenizer and template, exported
+  assert tok.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=True)["input_ids"] == tokens.tolist()
   del hf
   directory, name = os.path.split(smollm2_gguf)
   base = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
