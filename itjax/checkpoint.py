@@ -63,21 +63,23 @@ class Checkpointer:
       self.best.close()
 
 
-def read_meta(workdir: str, step: int | None = None) -> dict:
-  """The JSON metadata of a workdir's checkpoint (the latest by default)."""
+def _latest(workdir: str, step: int | None) -> tuple[ocp.CheckpointManager, int]:
   manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"{workdir}: no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+  return manager, step
+
+
+def read_meta(workdir: str, step: int | None = None) -> dict:
+  """The JSON metadata of a workdir's checkpoint (the latest by default)."""
+  manager, step = _latest(workdir, step)
   return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
 
 def read_trained(workdir: str, step: int | None = None) -> tuple[dict, dict]:
   """(trained params, metadata) of a workdir's checkpoint, as host arrays."""
-  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"{workdir}: no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+  manager, step = _latest(workdir, step)
   out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
                                                       meta=ocp.args.JsonRestore()))
   return out["state"]["params"], out["meta"]

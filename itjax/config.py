@@ -70,6 +70,15 @@ def _check(ok: bool, key: str, message: str, value) -> None:
     raise ValueError(f"config.{key} {message}, got {value!r}")
 
 
+def from_file(path: str, arg: str = "") -> ml_collections.ConfigDict:
+  """A config file's get_config(arg), loaded by path (configs/*.py are files, not an importable package)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("itjax_config_file", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
 def data_paths(c: ml_collections.ConfigDict, key: str, workdir: str) -> str:
   """config.data.<key> with {workdir} filled in."""
   return c.data[key].replace("{workdir}", workdir)

@@ -18,11 +18,8 @@ CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 
 def load_config(path: str = CONFIG, arg: str = ""):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("itjax_demo_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  from itjax.config import from_file
+  return from_file(path, arg)
 
 
 def _say(message: str = "") -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from itjax import lora as lora_lib
-from itjax.config import validate
+from itjax.config import from_file, validate
 from itjax.model.config import LoraSpec, PRESETS
 from itjax.train import global_batch, setup, train
 
@@ -21,11 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(name="tiny_lora.py", arg="", **overrides):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "configs", name))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(arg)
+  c = from_file(os.path.join(ROOT, "configs", name), arg)
   for key, value in overrides.items():
     node = c
     *parents, leaf = key.split(".")

@@ -26,6 +26,7 @@ SHARD_BYTES = 2 * 1024 ** 3  # a safetensors file holds at most this much before
 PEFT_PREFIX = "base_model.model."
 # itjax module path under layers/ -> the HF module under model.layers.{i}.
 MODULES = {"/".join(path[:2]): name[:-len(".weight")] for path, name, _, is_kernel in LAYER_TENSORS if is_kernel}
+HF_MODULES = {v: k for k, v in MODULES.items()}
 
 
 @contextlib.contextmanager
@@ -213,7 +214,7 @@ def read_peft_adapter(path: str, config: ModelConfig) -> tuple[LoraSpec, dict]:
     if m is None:
       raise ValueError(f"{weights}: tensor {name!r} is not a LoRA weight of a decoder layer")
     layer, hf_module, which = int(m.group(1)), m.group(2), m.group(3)
-    module = {v: k for k, v in MODULES.items()}.get(hf_module)
+    module = HF_MODULES.get(hf_module)
     if module is None:
       raise ValueError(f"{weights}: tensor {name!r} adapts {hf_module!r}, which itjax does not adapt")
     key = f"layers/{module}/lora_{which.lower()}"
