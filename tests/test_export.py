@@ -155,3 +155,18 @@ def test_smollm2_smoke_run_exports(smollm2_gguf, tmp_path):
   assert np.abs(torch_logits(base, tokens) - want).max() > 1e-2  # the run moved the logits
   model = peft.PeftModel.from_pretrained(base, export.export_peft(workdir, str(tmp_path / "peft"))).eval()
   np.testing.assert_allclose(torch_logits(model, tokens), want, atol=SMOLLM2_ATOL, rtol=0)
+
+
+def test_export_command(lora_run, tmp_path):
+  import subprocess
+  import sys
+  _, workdir = lora_run
+  run = lambda *a: subprocess.run([sys.executable, "-m", "itjax.cli", "export", "--workdir", workdir, *a],
+                                  capture_output=True, text=True, timeout=600)
+  out = str(tmp_path / "adapter")
+  result = run("--format", "peft", "--out", out)
+  assert result.returncode == 0, result.stderr
+  assert sorted(os.listdir(out)) == ["adapter_config.json", "adapter_model.safetensors"]
+  again = run("--format", "peft", "--out", out)
+  assert again.returncode == 1 and "pass --overwrite" in again.stderr
+  assert "--format hf|peft" in run("--format", "onnx", "--out", out).stderr
