@@ -11,7 +11,6 @@ import os
 import time
 
 import jax
-import numpy as np
 import torch
 import transformers
 

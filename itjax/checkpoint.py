@@ -13,6 +13,8 @@ import os
 
 import orbax.checkpoint as ocp
 
+from itjax.model.config import LoraSpec
+
 
 def sha256_file(path: str) -> str:
   """sha256 of a file, or of a directory's weight files in name order."""
@@ -83,3 +85,9 @@ def read_trained(workdir: str, step: int | None = None) -> tuple[dict, dict]:
   out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
                                                       meta=ocp.args.JsonRestore()))
   return out["state"]["params"], out["meta"]
+
+
+def lora_spec(meta: dict) -> LoraSpec | None:
+  """The run's LoRA spec as its checkpoint metadata records it (None for full fine-tuning)."""
+  spec = meta["model_config"].get("lora")
+  return None if spec is None else LoraSpec(**{**spec, "targets": tuple(spec["targets"])})

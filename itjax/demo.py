@@ -7,7 +7,6 @@ tasks, trains with configs/smollm2_135m_lora.py, and measures again.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import jax
@@ -33,21 +32,9 @@ def _merged(run):
   return lora.merge_adapters(run.model_config.replace(remat="none", dtype="float32"), params)
 
 
-def _heldout_batches(run, path: str) -> list:
-  from itjax.data import dataset
-  from itjax.data.pipeline import Pipeline
-  c = run.config
-  options = dataset.Options(c.max_len, c.data.length_policy, c.data.train_on, c.data.chat_template or None,
-                            None, "skip")
-  sources, _ = dataset.load_sources(path, run.tokenizer, options)
-  batches = list(Pipeline(sources, c.max_len, c.batch_size, epochs=1, pad_id=run.tokenizer.pad_id,
-                          process_index=0, process_count=1))
-  return batches[:c.eval_batches or None]
-
-
 def run_demo(workdir: str, config=None, num_tasks: int = 32) -> dict:
   from itjax.evals import read_tasks, task_accuracy
-  from itjax.train import evaluate, setup, train
+  from itjax.train import eval_batches, evaluate, setup, train
   start = time.time()
   config = config or load_config()
   name = "SmolLM2-135M-Instruct" if config.model == "demo" else config.model
@@ -56,7 +43,7 @@ def run_demo(workdir: str, config=None, num_tasks: int = 32) -> dict:
   tasks_dir = os.path.join(workdir, "tasks")
   seen = read_tasks(os.path.join(tasks_dir, "validation.jsonl"), num_tasks)
   held = read_tasks(os.path.join(tasks_dir, "heldout.jsonl"), num_tasks)
-  heldout_batches = _heldout_batches(run, os.path.join(tasks_dir, "heldout.jsonl"))
+  heldout_batches = eval_batches(run.config, os.path.join(tasks_dir, "heldout.jsonl"), run.tokenizer)
   template = config.data.chat_template or None
   frac = run.trainable_count / run.total_count
   _say(f"trainable params: {run.trainable_count:,} of {run.total_count:,} ({100 * frac:.2f}%), "
@@ -73,7 +60,8 @@ def run_demo(workdir: str, config=None, num_tasks: int = 32) -> dict:
 
   summary = train(config, workdir, run)
   tuned_config, tuned_params = _merged(run)
-  after = {"validation_loss": evaluate(run), "heldout_loss": evaluate(run, heldout_batches)}
+  end_loss = summary["eval_loss_end"] if "eval_loss_end" in summary else evaluate(run)  # train's last evaluation
+  after = {"validation_loss": end_loss, "heldout_loss": evaluate(run, heldout_batches)}
   _say("after: generating answers to the same tasks")
   after["seen"] = task_accuracy(tuned_config, tuned_params, run.tokenizer, seen, template=template)
   after["held"] = task_accuracy(tuned_config, tuned_params, run.tokenizer, held, template=template)

@@ -63,16 +63,13 @@ def load_model(src: str, dtype: str = "float32", param_dtype: str = "float32") -
 def load_workdir(workdir: str, dtype: str = "float32", param_dtype: str = "float32",
                  step: int | None = None) -> LoadedModel:
   """A training workdir as a plain model: base params with the trained ones in place and LoRA merged."""
+  import jax
   import numpy as np
+
   from itjax import lora
-  from itjax.checkpoint import read_trained
+  from itjax.checkpoint import lora_spec, read_trained
   trained, meta = read_trained(workdir, step)
   base = load_model(meta["base"]["path"], dtype, param_dtype)
-  spec = meta["model_config"].get("lora")
-  config = base.config
-  if spec is not None:
-    from itjax.model.config import LoraSpec
-    config = config.replace(lora=LoraSpec(**{**spec, "targets": tuple(spec["targets"])}))
-  trained = lora.unflatten({k: np.asarray(v) for k, v in lora.flatten(trained).items()})
-  config, params = lora.merge_adapters(config, lora.join(trained, base.params))
+  trained = jax.tree.map(np.asarray, trained)
+  config, params = lora.merge_adapters(base.config.replace(lora=lora_spec(meta)), lora.join(trained, base.params))
   return LoadedModel(config, params, base.tokenizer, workdir)

@@ -79,7 +79,7 @@ class MetricsWriter:
       self.file.write(json.dumps(record) + "\n")
       self.file.flush()
       for k, v in metrics.items():
-        if isinstance(v, (int, float)) and v is not None:
+        if isinstance(v, (int, float)):
           self.tb.add_scalar(k, v, step)
       self.tb.flush()
 

@@ -77,6 +77,20 @@ def model_source(config) -> str:
   return config.model
 
 
+def data_options(config: ml_collections.ConfigDict) -> dataset.Options:
+  d = config.data
+  return dataset.Options(config.max_len, d.length_policy, d.train_on, d.chat_template or None, d.format or None,
+                         d.on_error)
+
+
+def eval_batches(config: ml_collections.ConfigDict, spec: str, tokenizer) -> list:
+  """One unshuffled pass over evaluation data (this host's rows), at most config.eval_batches batches."""
+  sources, _ = dataset.load_sources(spec, tokenizer, data_options(config))
+  batches = list(Pipeline(sources, config.max_len, config.batch_size, seed=0, epochs=1, pack=config.data.pack,
+                          pad_id=tokenizer.pad_id))
+  return batches[:config.eval_batches or None]
+
+
 def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
   """Loads model and data, builds the mesh (over `devices`, default all), state, and the compiled steps."""
   from itjax.loading import load_model
@@ -102,20 +116,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
   patterns = (lora_lib.LORA_ONLY if lora else lora_lib.FULL) + tuple(config.trainable)
 
   # Data: tokenized once, batches by the pipeline (host shard of the global batch).
-  options = dataset.Options(config.max_len, config.data.length_policy, config.data.train_on,
-                            config.data.chat_template or None, config.data.format or None, config.data.on_error)
+  options = data_options(config)
   sources, report = dataset.load_sources(config_lib.data_paths(config, "train", workdir), loaded.tokenizer, options)
   pipeline = Pipeline(sources, config.max_len, config.batch_size, config.seed, pack=config.data.pack,
                       pad_id=loaded.tokenizer.pad_id)
   report.packing_efficiency = pipeline.efficiency(0)
   validation = []
   if config.data.validation:
-    val_sources, _ = dataset.load_sources(config_lib.data_paths(config, "validation", workdir), loaded.tokenizer,
-                                          options)
-    validation = list(Pipeline(val_sources, config.max_len, config.batch_size, seed=0, epochs=1,
-                               pack=config.data.pack, pad_id=loaded.tokenizer.pad_id))
-    if config.eval_batches:
-      validation = validation[:config.eval_batches]
+    validation = eval_batches(config, config_lib.data_paths(config, "validation", workdir), loaded.tokenizer)
 
   # Params: the base plus fresh adapters, cut into trainable and frozen, placed on the mesh by logical axes.
   try:

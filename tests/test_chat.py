@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import CORPUS, make_llama3_style_tokenizer
+from conftest import make_llama3_style_tokenizer
 from itjax import chat
 from itjax.loading import load_tokenizer
 from itjax.tokenizer import HFTokenizer, SentencePieceTokenizer

@@ -139,21 +139,16 @@ def export_hf(workdir: str, out: str, step: int | None = None, dtype: str = "flo
   return os.path.abspath(out)
 
 
-def _lora_spec(meta: dict, workdir: str) -> LoraSpec:
-  spec = meta["model_config"].get("lora")
-  if spec is None:
-    raise ValueError(f"{workdir}: a full fine-tuning run has no LoRA adapter to export; use --format hf")
-  return LoraSpec(**{**spec, "targets": tuple(spec["targets"])})
-
-
 def export_peft(workdir: str, out: str, step: int | None = None, overwrite: bool = False) -> str:
   """The run's LoRA adapter as adapter_model.safetensors + adapter_config.json, loadable by peft.PeftModel."""
   from safetensors.numpy import save_file
 
   from itjax import lora
-  from itjax.checkpoint import read_trained
+  from itjax.checkpoint import lora_spec, read_trained
   trained, meta = read_trained(workdir, step)
-  spec = _lora_spec(meta, workdir)
+  spec = lora_spec(meta)
+  if spec is None:
+    raise ValueError(f"{workdir}: a full fine-tuning run has no LoRA adapter to export; use --format hf")
   flat = {k: np.asarray(v, np.float32) for k, v in lora.flatten(trained).items()}
   others = sorted(k for k in flat if not k.endswith(("/lora_a", "/lora_b")))
   if others:
