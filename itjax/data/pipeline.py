@@ -17,6 +17,7 @@ window; benchmarks/packing.py compares the efficiency.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import hashlib
@@ -112,10 +113,10 @@ class Pipeline:
       if self.epochs is not None and e >= self.epochs:
         break
       self._epoch_starts.append(self._epoch_starts[-1] + len(self.epoch_rows(e)))
-    for e in range(len(self._epoch_starts) - 1):
-      if row < self._epoch_starts[e + 1]:
-        return e, row - self._epoch_starts[e]
-    return None
+    if row >= self._epoch_starts[-1]:
+      return None
+    e = bisect.bisect_right(self._epoch_starts, row) - 1
+    return e, row - self._epoch_starts[e]
 
   # ---- iteration and state ----------------------------------------------------------------------------------
   def __iter__(self):

@@ -93,29 +93,32 @@ def hf_tensors(config: ModelConfig, params: dict) -> dict[str, np.ndarray]:
 
 def save_safetensors(tensors: dict[str, np.ndarray], directory: str, dtype: str,
                      shard_bytes: int = SHARD_BYTES) -> list[str]:
-  """model.safetensors, or model-0000i-of-0000n.safetensors + model.safetensors.index.json above shard_bytes."""
+  """model.safetensors, or model-0000i-of-0000n.safetensors + model.safetensors.index.json above shard_bytes.
+
+  Tensors are cast to `dtype` one shard at a time, so at most one shard's copy exists beside the params.
+  """
   import jax.numpy as jnp
   from safetensors.flax import save_file
-  cast = {k: jnp.asarray(np.ascontiguousarray(v), dtype=jnp.dtype(dtype)) for k, v in tensors.items()}
-  shards, current, size = [], {}, 0
-  for name, value in cast.items():
-    if current and size + value.nbytes > shard_bytes:
+  itemsize = jnp.dtype(dtype).itemsize
+  shards, current, size = [], [], 0  # names per shard, by their size in `dtype`
+  for name, value in tensors.items():
+    nbytes = value.size * itemsize
+    if current and size + nbytes > shard_bytes:
       shards.append(current)
-      current, size = {}, 0
-    current[name] = value
-    size += value.nbytes
+      current, size = [], 0
+    current.append(name)
+    size += nbytes
   shards.append(current)
-  if len(shards) == 1:
-    save_file(shards[0], os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
-    return ["model.safetensors"]
-  names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-  weight_map = {}
+  names = (["model.safetensors"] if len(shards) == 1 else
+           [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
   for fname, shard in zip(names, shards):
-    save_file(shard, os.path.join(directory, fname), metadata={"format": "pt"})
-    weight_map.update({k: fname for k in shard})
-  total = sum(v.nbytes for v in cast.values())
-  with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
-    json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    cast = {k: jnp.asarray(np.ascontiguousarray(tensors[k]), dtype=jnp.dtype(dtype)) for k in shard}
+    save_file(cast, os.path.join(directory, fname), metadata={"format": "pt"})
+  if len(shards) > 1:
+    index = {"metadata": {"total_size": sum(v.size for v in tensors.values()) * itemsize},
+             "weight_map": {k: fname for fname, shard in zip(names, shards) for k in shard}}
+    with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
+      json.dump(index, f, indent=2)
   return names
 
 
