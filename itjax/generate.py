@@ -1,17 +1,20 @@
-"""Batched generation: one prefill over left-padded prompts, then a compiled decode loop over the KV cache.
+"""Generation with continuous batching: prompts are prefilled one at a time into free slots of a shared KV cache,
+and a compiled decode loop advances all slots together, each at its own cache index.
 
-Prompts are left-padded to a length bucket (a power of two, at least 16) and the batch is padded to a fixed size, so
-one compiled function serves every batch in the same (batch, bucket, max_new_tokens, sampling mode) shape. Layers
-are unrolled for decoding (see ModelConfig.scan_layers) and each layer's cache is updated in place. Padding
-has segment id 0 and each row's positions start at 0 on its first real token, so a padded row computes what it would
-alone. The decode loop is a `lax.while_loop` that stops when every row has produced an end-of-sequence id. Stop
-strings are applied to the decoded text afterwards.
+A prompt is left-padded to a length bucket (a power of two, at least 16), so one compiled prefill serves every
+prompt of that bucket; the decode loop is compiled once per (slots, cache length, sampling mode). When a row
+produces an end-of-sequence id (or reaches max_new_tokens) the loop returns to the host, which hands the slot to the
+next prompt while the other rows keep their caches. Layers are unrolled for decoding (see ModelConfig.scan_layers)
+and each layer's cache is updated in place. Padding has segment id 0 and each row's positions start at 0 on its
+first real token, so a row computes what it would alone; sampling draws per row from (seed, prompt, step), so
+results do not depend on which prompts share a batch. Stop strings are applied to the decoded text afterwards.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Sequence
 
 import jax
@@ -78,29 +81,51 @@ class Generated:
   finished: bool  # True when an end-of-sequence id ended it, False when max_new_tokens did
 
 
-class Generator:
-  """Generates from token-id prompts with one model; compiled functions are cached per shape bucket."""
+@dataclasses.dataclass
+class Timing:
+  """Where a generate call's time went (seconds, measured on the host around each compiled call)."""
+  prefill_s: float = 0.0  # prompts in: prefill and the first token, per prompt summed
+  decode_s: float = 0.0  # decode chunks
+  decode_tokens: int = 0  # tokens sampled by decode steps (first tokens come from prefill)
+  first_token_s: list[float] = dataclasses.field(default_factory=list)  # per prompt: prefill + first token
 
-  def __init__(self, config: ModelConfig, params, eos_ids: Sequence[int], pad_id: int = 0):
+
+class Generator:
+  """Generates from token-id prompts with one model over a fixed set of slots (continuous batching).
+
+  Each prompt is prefilled alone into a free slot of a shared KV cache ([slots, K, S, H] per layer); a compiled
+  decode loop then advances every occupied slot one token per step, each at its own cache index, and returns to
+  the host as soon as a row finishes, so the next prompt takes that slot while the others keep decoding. Rows never
+  wait for the slowest one. Compiled functions are cached: prefill per prompt bucket, decode per
+  (slots, cache length, sampling mode), so after warm-up nothing is traced again (`traces` counts them).
+  """
+
+  def __init__(self, config: ModelConfig, params, eos_ids: Sequence[int], pad_id: int = 0, unroll: bool = True):
+    """With `unroll` (the default), scanned params are unrolled into a per-layer copy: XLA:CPU copies a scanned
+    layer's weights out of the stack on every decode step. unroll=False decodes the scanned layout in place."""
     if not eos_ids:
       raise ValueError("at least one end-of-sequence id is needed")
-    if config.scan_layers:  # decode with unrolled layers: a scanned layer's weights are copied out on every step
+    if config.scan_layers and unroll:
       params = unstack_layers(params, config.num_layers)
       config = config.replace(scan_layers=False)
-    self.config = config
+    self.config = config.replace(remat="none")
     self.params = jax.tree.map(jnp.asarray, params)
     self.model = Transformer(config)
     self.eos_ids = np.asarray(sorted(set(int(i) for i in eos_ids)), np.int32)
     self.pad_id = int(pad_id)
-    self.traces = 0  # how many times a generate function was traced (one per shape bucket)
-    self._fns: dict[tuple, jax.stages.Compiled] = {}
+    self.traces = 0  # how many times a function was traced (prefill per bucket, decode per shape)
+    self.timing = Timing()  # of the last generate call
+    self._fns: dict[tuple, object] = {}
 
-  def _compiled(self, args: tuple, greedy: bool, top_k: int, use_top_p: bool, max_new: int):
-    """The generate function compiled for these argument shapes (one per batch size and prompt bucket)."""
-    key = (greedy, top_k, use_top_p, max_new, args[1].shape)
+  def set_params(self, params) -> None:
+    """New values for the same params (e.g. after training steps); compiled functions are kept."""
+    if "layers" in params and not self.config.scan_layers:
+      params = unstack_layers(params, self.config.num_layers)
+    self.params = jax.tree.map(jnp.asarray, params)
+
+  def _compiled(self, key: tuple, fn, args: tuple, donate: tuple[int, ...]):
     if key not in self._fns:
-      fn = functools.partial(self._generate, greedy=greedy, top_k=top_k, use_top_p=use_top_p, max_new=max_new)
-      lowered = jax.jit(fn).lower(*args)
+      lowered = jax.jit(fn, donate_argnums=donate).lower(*args)
       options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
       try:
         self._fns[key] = lowered.compile(options)
@@ -108,73 +133,158 @@ class Generator:
         self._fns[key] = lowered.compile()
     return self._fns[key]
 
-  def _generate(self, params, tokens, positions, segments, rng, temperature, top_p, *, greedy, top_k, use_top_p,
-                max_new):
-    """tokens/positions/segments [B,P] (left-padded) -> new tokens [B,max_new] and lengths [B]."""
+  def _sample(self, logits, ids, counts, key, temperature, top_p, *, greedy, top_k, use_top_p):
+    """Next token per row from logits [B,V]; row i's draw depends only on (seed, its prompt id, its count)."""
+    if greedy:
+      return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    keys = jax.vmap(lambda i, c: jax.random.fold_in(jax.random.fold_in(key, i), c))(ids, counts)
+    one = functools.partial(sample_logits, temperature=temperature, top_p=top_p, greedy=False, top_k=top_k,
+                            use_top_p=use_top_p)
+    return jax.vmap(lambda l, k: one(l[None], k)[0])(logits, keys)
+
+  def _prefill(self, params, state, tokens, positions, segments, slot, prompt_id, key, temperature, top_p, *,
+               mode):
+    """One left-padded prompt [1,P] into slot `slot` of the shared state; samples its first token."""
     self.traces += 1
-    b, p = tokens.shape
-    eos = jnp.asarray(self.eos_ids)
-    sample = functools.partial(sample_logits, temperature=temperature, top_p=top_p, greedy=greedy, top_k=top_k,
-                               use_top_p=use_top_p)
-    cache = init_cache(self.config, b, p + max_new)
+    p = tokens.shape[1]
+    cache = init_cache(self.config, 1, p)
     logits, cache = self.model.apply({"params": params}, tokens, positions, segments, cache=cache, last_only=True)
-    rng, step_rng = jax.random.split(rng)
-    token = sample(logits[:, -1], step_rng)
-    done = jnp.isin(token, eos)
-    out = jnp.full((b, max_new), self.pad_id, jnp.int32).at[:, 0].set(token)
-    lengths = jnp.where(done, 0, 1)
-    position = positions[:, -1] + 1
+    token = self._sample(logits[:, -1], prompt_id[None], jnp.zeros((1,), jnp.int32), key, temperature, top_p,
+                         **mode)[0]
+    big = state["cache"]
+    row = jnp.zeros_like(big["segment_ids"][:1]).at[:, :p].set(segments)
+    lead = (0,) if self.config.scan_layers else ()  # scanned caches are [L,B,K,S,H], unrolled ones L x [B,K,S,H]
+    put = lambda big_kv, kv: jax.lax.dynamic_update_slice(big_kv, kv, lead + (slot, 0, 0, 0))  # noqa: E731
+    big = {"k": jax.tree.map(put, big["k"], cache["k"]), "v": jax.tree.map(put, big["v"], cache["v"]),
+           "segment_ids": jax.lax.dynamic_update_slice(big["segment_ids"], row, (slot, 0)),
+           "index": big["index"].at[slot].set(p)}
+    is_eos = jnp.isin(token, jnp.asarray(self.eos_ids))
+    state = {"cache": big, "token": state["token"].at[slot].set(token),
+             "position": state["position"].at[slot].set(positions[0, -1] + 1),
+             "count": state["count"].at[slot].set(1), "id": state["id"].at[slot].set(prompt_id),
+             "active": state["active"].at[slot].set(~is_eos & (state["max_new"] > 1)),
+             "max_new": state["max_new"]}
+    return state, token, is_eos
 
-    def cond(state):
-      step, _, done, *_ = state
-      return (step < max_new) & ~jnp.all(done)
+  def _decode(self, params, state, key, temperature, top_p, *, mode, chunk):
+    """Up to `chunk` decode steps over every slot; returns early after the step in which an active row finished.
+    Out: the state, tokens [chunk,B] and which of them were emitted (active, not an end-of-sequence id)."""
+    self.traces += 1
+    b = state["token"].shape[0]
+    eos = jnp.asarray(self.eos_ids)
 
-    def body(state):
-      step, token, done, position, lengths, out, cache, rng = state
-      logits, cache = self.model.apply({"params": params}, token[:, None], position[:, None],
-                                       jnp.ones((b, 1), jnp.int32), cache=cache)
-      rng, step_rng = jax.random.split(rng)
-      nxt = sample(logits[:, -1], step_rng)
-      nxt = jnp.where(done, self.pad_id, nxt)
+    def cond(carry):
+      step, st, _, _, finished = carry
+      return (step < chunk) & ~finished & jnp.any(st["active"])
+
+    def body(carry):
+      step, st, out, emitted, _ = carry
+      logits, cache = self.model.apply({"params": params}, st["token"][:, None], st["position"][:, None],
+                                       jnp.ones((b, 1), jnp.int32), cache=st["cache"])
+      nxt = self._sample(logits[:, -1], st["id"], st["count"], key, temperature, top_p, **mode)
+      active = st["active"]
       is_eos = jnp.isin(nxt, eos)
-      lengths = lengths + (~done & ~is_eos)
-      out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, step))
-      return step + 1, nxt, done | is_eos, position + 1, lengths, out, cache, rng
+      count = st["count"] + active
+      still = active & ~is_eos & (count < st["max_new"])
+      out = out.at[step].set(nxt)
+      emitted = emitted.at[step].set(active & ~is_eos)
+      cache["index"] = jnp.where(active, cache["index"], st["cache"]["index"])  # idle slots stay put
+      st = {**st, "cache": cache, "token": jnp.where(active, nxt, st["token"]),
+            "position": st["position"] + active, "count": count, "active": still}
+      return step + 1, st, out, emitted, jnp.any(active & ~still)
 
-    state = (jnp.int32(1), token, done, position, lengths, out, cache, rng)
-    _, _, done, _, lengths, out, _, _ = jax.lax.while_loop(cond, body, state)
-    return out, lengths, done
+    out = jnp.full((chunk, b), self.pad_id, jnp.int32)
+    carry = (jnp.int32(0), state, out, jnp.zeros((chunk, b), bool), jnp.bool_(False))
+    _, state, out, emitted, _ = jax.lax.while_loop(cond, body, carry)
+    return state, out, emitted
+
+  def _empty_state(self, slots: int, length: int, max_new: int) -> dict:
+    cache = init_cache(self.config, slots, length)
+    cache["index"] = jnp.zeros((slots,), jnp.int32)
+    zeros = lambda: jnp.zeros((slots,), jnp.int32)  # noqa: E731  (distinct buffers: the state is donated)
+    return {"cache": cache, "token": zeros(), "position": zeros(), "count": zeros(), "id": zeros(),
+            "active": jnp.zeros((slots,), bool), "max_new": jnp.int32(max_new)}
 
   def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: Sampling = Sampling(),
-               seed: int = 0, batch_size: int | None = None) -> list[Generated]:
-    """Generates for one batch of prompts (padded to `batch_size` rows if given)."""
+               seed: int = 0, batch_size: int | None = None, chunk: int = 16, on_done=None) -> list[Generated]:
+    """Generates for every prompt, `batch_size` slots at a time (default: one slot per prompt); results come back
+    in input order and do not depend on the slot count or on which prompts share the batch. `on_done(i, result)`
+    is called as each prompt finishes."""
     if not prompts:
       return []
     if any(len(p) == 0 for p in prompts):
       raise ValueError("empty prompt: every prompt needs at least one token")
-    rows = batch_size or len(prompts)
-    if len(prompts) > rows:
-      raise ValueError(f"{len(prompts)} prompts do not fit a batch of {rows}")
+    if max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     longest = max(len(p) for p in prompts)
     if longest + max_new_tokens > self.config.max_position_embeddings:
       raise ValueError(f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's "
                        f"max_position_embeddings={self.config.max_position_embeddings}")
-    width = bucket_length(longest)
-    tokens = np.full((rows, width), self.pad_id, np.int32)
-    positions = np.zeros((rows, width), np.int32)
-    segments = np.zeros((rows, width), np.int32)
-    for i in range(rows):
-      prompt = prompts[i] if i < len(prompts) else prompts[0][-1:]  # filler rows: one token, results dropped
-      n = len(prompt)
-      tokens[i, width - n:] = prompt
-      positions[i, width - n:] = np.arange(n)
-      segments[i, width - n:] = 1
-    args = (self.params, tokens, positions, segments, jax.random.key(seed),
-            jnp.float32(max(sampling.temperature, 1e-6)), jnp.float32(sampling.top_p))
-    fn = self._compiled(args, sampling.greedy, sampling.top_k, sampling.top_p < 1, max_new_tokens)
-    out, lengths, done = fn(*args)
-    out, lengths, done = np.asarray(out), np.asarray(lengths), np.asarray(done)
-    return [Generated(out[i, :lengths[i]].tolist(), bool(done[i])) for i in range(len(prompts))]
+    slots = min(batch_size or len(prompts), len(prompts))
+    mode = dict(greedy=sampling.greedy, top_k=sampling.top_k, use_top_p=sampling.top_p < 1)
+    scalars = (jax.random.key(seed), jnp.float32(max(sampling.temperature, 1e-6)), jnp.float32(sampling.top_p))
+    length = bucket_length(longest) + max_new_tokens
+    state = self._empty_state(slots, length, max_new_tokens)
+    mode_key = tuple(sorted(mode.items()))
+    decode_args = (self.params, state) + scalars
+    decode = self._compiled(("decode", slots, length, chunk, mode_key),
+                            functools.partial(self._decode, mode=mode, chunk=chunk), decode_args, (1,))
+    timing = self.timing = Timing()
+    results: list[Generated | None] = [None] * len(prompts)
+    tokens: dict[int, list[int]] = {}
+    owner = [-1] * slots  # the prompt in each slot
+    queue = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+
+    def finish(i: int, done_by_eos: bool) -> None:
+      results[i] = Generated(tokens.pop(i), done_by_eos)
+      if on_done is not None:
+        on_done(i, results[i])
+
+    def fill(slot: int, state):
+      while queue:
+        i = queue.pop(0)
+        prompt = np.asarray(prompts[i], np.int32)
+        width, n = bucket_length(len(prompt)), len(prompt)
+        row = np.full((1, width), self.pad_id, np.int32)
+        row[0, width - n:] = prompt
+        positions = np.zeros((1, width), np.int32)
+        positions[0, width - n:] = np.arange(n)
+        segments = (np.arange(width) >= width - n).astype(np.int32)[None]
+        args = (self.params, state, row, positions, segments, np.int32(slot), np.int32(i)) + scalars
+        prefill = self._compiled(("prefill", slots, length, width, mode_key),
+                                 functools.partial(self._prefill, mode=mode), args, (1,))
+        t = time.perf_counter()
+        state, token, is_eos = prefill(*args)
+        token, is_eos = int(token), bool(is_eos)
+        elapsed = time.perf_counter() - t
+        timing.prefill_s += elapsed
+        timing.first_token_s.append(elapsed)
+        tokens[i] = [] if is_eos else [token]
+        if is_eos or max_new_tokens == 1:
+          finish(i, is_eos)
+          continue
+        owner[slot] = i
+        return state
+      owner[slot] = -1
+      return state
+
+    for slot in range(slots):
+      state = fill(slot, state)
+    while any(i >= 0 for i in owner):
+      t = time.perf_counter()
+      state, out, emitted = decode(self.params, state, *scalars)
+      out, emitted = np.asarray(out), np.asarray(emitted)
+      active, count = np.asarray(state["active"]), np.asarray(state["count"])
+      timing.decode_s += time.perf_counter() - t
+      timing.decode_tokens += int(emitted.sum())
+      for slot, i in enumerate(owner):
+        if i < 0:
+          continue
+        tokens[i].extend(out[emitted[:, slot], slot].tolist())
+        if not active[slot]:
+          finish(i, len(tokens[i]) < count[slot])  # the last sampled token was an end-of-sequence id
+          state = fill(slot, state)
+    return results
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -185,23 +295,21 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
 
 def generate_texts(generator: Generator, tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                    sampling: Sampling = Sampling(), batch_size: int = 8, seed: int = 0, stop: Sequence[str] = (),
-                   progress: bool = True) -> list[str]:
-  """Decoded responses for many prompts, in input order. Prompts are sorted by length into batches of a fixed size
-  (so batches share shape buckets); a progress bar shows prompts/s and generated tokens/s."""
+                   progress: bool = True, desc: str = "generate") -> list[str]:
+  """Decoded responses for many prompts, in input order, over `batch_size` refilling slots; a progress bar shows
+  prompts/s, generated tokens/s and the ETA."""
   from tqdm import tqdm
-  order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
   responses: list[str] = [""] * len(prompts)
+  bar = tqdm(total=len(prompts), unit="prompt", disable=not progress, dynamic_ncols=True, desc=desc)
   generated = 0
-  bar = tqdm(total=len(prompts), unit="prompt", disable=not progress, dynamic_ncols=True)
-  for start in range(0, len(order), batch_size):
-    chunk = order[start:start + batch_size]
-    outs = generator.generate([prompts[i] for i in chunk], max_new_tokens, sampling,
-                              seed=seed + start, batch_size=batch_size)
-    for i, out in zip(chunk, outs):
-      responses[i] = truncate_at_stop(tokenizer.decode(out.tokens), stop)
-      generated += len(out.tokens)
-    bar.update(len(chunk))
-    elapsed = bar.format_dict["elapsed"] or 1e-9
-    bar.set_postfix_str(f"{generated / elapsed:.1f} tok/s")
+
+  def done(i: int, out: Generated) -> None:
+    nonlocal generated
+    responses[i] = truncate_at_stop(tokenizer.decode(out.tokens), stop)
+    generated += len(out.tokens)
+    bar.update(1)
+    bar.set_postfix_str(f"{generated / (bar.format_dict['elapsed'] or 1e-9):.1f} tok/s")
+
+  generator.generate(prompts, max_new_tokens, sampling, seed=seed, batch_size=batch_size, on_done=done)
   bar.close()
   return responses

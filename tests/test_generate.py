@@ -63,13 +63,39 @@ def test_left_padded_prefill_matches_unpadded(params):
 
 
 def test_compiled_once_per_shape_bucket(params):
+  """Prefill compiles once per prompt bucket and decode once per (slots, cache length): after warm-up nothing is
+  traced again, however many prompts pass through the slots."""
   gen = Generator(CONFIG, params, eos_ids=[EOS])
-  for lengths in ([3, 9], [5, 16], [12]):  # all in the 16-token bucket
-    gen.generate(prompts_of(lengths), max_new_tokens=4, batch_size=2)
-  assert gen.traces == 1
-  gen.generate(prompts_of([17]), max_new_tokens=4, batch_size=2)  # the 32-token bucket
-  assert gen.traces == 2
+  gen.generate(prompts_of([3, 9, 40]), max_new_tokens=4, batch_size=2)  # buckets 16 and 64, cache 64 + 4
+  warm = gen.traces
+  assert warm == 3  # decode + prefill(16) + prefill(64)
+  gen.generate(prompts_of([5, 16, 12, 33, 7, 2, 64, 1, 11], seed=1), max_new_tokens=4, batch_size=2)
+  assert gen.traces == warm
+  gen.generate(prompts_of([17, 20]), max_new_tokens=4, batch_size=2)  # a new cache length (32 + 4)
+  assert gen.traces == warm + 2
   assert [bucket_length(n) for n in (1, 16, 17, 33)] == [16, 16, 32, 64]
+
+
+def test_slot_refill_changes_nothing(params):
+  """Ten prompts through 1, 3 or 16 refilling slots give the tokens each prompt gets alone, with EOS ids that end
+  rows at different steps (so slots are refilled mid-decode)."""
+  prompts = prompts_of([3, 7, 12, 20, 1, 30, 5, 9, 14, 2])
+  gen = Generator(CONFIG, params, eos_ids=list(range(4, 60)))
+  alone = [gen.generate([p], 12)[0] for p in prompts]
+  assert len({len(a.tokens) for a in alone}) > 3 and any(a.finished for a in alone)
+  for slots in (1, 3, 16):
+    got = gen.generate(prompts, 12, batch_size=slots, chunk=4)
+    assert [g.tokens for g in got] == [a.tokens for a in alone], slots
+    assert [g.finished for g in got] == [a.finished for a in alone], slots
+
+
+def test_sampling_does_not_depend_on_the_slots(params):
+  gen = Generator(CONFIG, params, eos_ids=[EOS])
+  s = Sampling(temperature=1.0, top_k=50, top_p=0.9)
+  prompts = prompts_of([3, 7, 12, 20, 1, 30])
+  a = gen.generate(prompts, 10, s, seed=1, batch_size=2)
+  b = gen.generate(prompts, 10, s, seed=1, batch_size=5)
+  assert [x.tokens for x in a] == [x.tokens for x in b]
 
 
 def test_eos_stops_a_row(params):

@@ -28,7 +28,8 @@ from jax.ad_checkpoint import checkpoint_name
 from itjax.model.config import LoraSpec, ModelConfig
 
 Array = jax.Array
-# {'k', 'v': [L,B,K,S,H] (scanned) or L-tuples of [B,K,S,H] (unrolled), 'segment_ids': [B,S], 'index': []}
+# {'k', 'v': [L,B,K,S,H] (scanned) or L-tuples of [B,K,S,H] (unrolled), 'segment_ids': [B,S],
+#  'index': [] (the next slot of every row) or [B] (one per row)}
 Cache = dict[str, Any]
 _NEG_INF = -1e30
 _INIT = nn.initializers.normal(stddev=0.02)
@@ -64,15 +65,32 @@ def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray) -> Array:
 
 def attention_mask(q_segment: Array, kv_segment: Array, q_offset: Array | int,
                    sliding_window: int | None) -> Array:
-  """Boolean mask [B,T,S] from query segments [B,T] at slots q_offset..q_offset+T-1 and key segments [B,S]."""
+  """Boolean mask [B,T,S] from query segments [B,T] at slots q_offset..q_offset+T-1 and key segments [B,S].
+
+  q_offset is one slot for every row, or one per row [B] (rows of a decoding batch at different lengths)."""
   t, s = q_segment.shape[1], kv_segment.shape[1]
-  q_slot = q_offset + jnp.arange(t)[:, None]  # [T,1]
-  k_slot = jnp.arange(s)[None, :]  # [1,S]
+  q_slot = jnp.reshape(q_offset, (-1, 1, 1)) + jnp.arange(t)[None, :, None]  # [1 or B,T,1]
+  k_slot = jnp.arange(s)[None, None, :]  # [1,1,S]
   visible = k_slot <= q_slot
   if sliding_window is not None:
     visible &= k_slot > q_slot - sliding_window
   same = (q_segment[:, :, None] == kv_segment[:, None, :]) & (kv_segment[:, None, :] != 0)
-  return visible[None] & same
+  return visible & same
+
+
+def write_slots(buffer: Array, update: Array, index: Array | int, axis: int) -> Array:
+  """buffer [B,...,S,...] with update [B,...,T,...] written at slot `index` along `axis`: one slot for every row,
+  or one per row [B]. Written in place where XLA can (the cache is never copied)."""
+  if jnp.ndim(index) == 0:
+    start = [0] * buffer.ndim
+    start[axis] = index
+    return jax.lax.dynamic_update_slice(buffer, update.astype(buffer.dtype), start)
+
+  def row(b, u, i):
+    start = [0] * b.ndim
+    start[axis - 1] = i
+    return jax.lax.dynamic_update_slice(b, u, start)
+  return jax.vmap(row)(buffer, update.astype(buffer.dtype), index)
 
 
 def lora_a_init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
@@ -171,8 +189,8 @@ class Attention(nn.Module):
                cache_index: Array | int) -> tuple[Array, tuple[Array, Array] | None]:
     """x [B,T,D], positions [B,T], mask [B,T,S]; cached = this layer's cache (keys, values [B,K,S,H]) or None.
 
-    With a cache, this step's keys and values are first written into it at cache_index (in place, so the cache is
-    never copied) and the queries attend over all S slots; the updated layer cache is returned. Without one, S = T.
+    With a cache, this step's keys and values are first written into it at cache_index (a slot, or one per row;
+    in place, so the cache is never copied) and the queries attend over all S slots; the updated layer cache is returned. Without one, S = T.
     """
     c = self.config
     b, t, _ = x.shape
@@ -186,8 +204,7 @@ class Attention(nn.Module):
     kk = apply_rope(kk, positions, inv_freq).transpose(0, 2, 1, 3)  # [B,K,T,H], the cache layout
     vv = vv.transpose(0, 2, 1, 3)
     if cached is not None:
-      kk = jax.lax.dynamic_update_slice(cached[0], kk.astype(cached[0].dtype), (0, 0, cache_index, 0))
-      vv = jax.lax.dynamic_update_slice(cached[1], vv.astype(cached[1].dtype), (0, 0, cache_index, 0))
+      kk, vv = write_slots(cached[0], kk, cache_index, 2), write_slots(cached[1], vv, cache_index, 2)
       cached = (kk, vv)
     kk = nn.with_logical_constraint(kk, ("batch", "kv_heads", "length", "head_dim"))
     # Queries grouped by their key/value head: [B,K,G*T,H] (g major), so both products are plain batched matmuls.
@@ -256,8 +273,8 @@ class Transformer(nn.Module):
     if cache is None:
       index, kv_segments, cached = 0, segment_ids, None
     else:  # slots at and after index still have segment id 0 until written, so the mask hides them
-      index = cache["index"]
-      kv_segments = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids.astype(jnp.int32), (0, index))
+      index = cache["index"]  # [] or [B]
+      kv_segments = write_slots(cache["segment_ids"], segment_ids.astype(jnp.int32), index, 1)
       cached = (cache["k"], cache["v"])
     mask = attention_mask(segment_ids, kv_segments, index, c.sliding_window)  # [B,T,S]
 
