@@ -22,6 +22,9 @@ def get_config(arg: str = ""):
   c.eval_every = 3
   c.eval_batches = 2
   c.checkpoint_every = 3
+  c.eval.suites = ()  # generation suites off: tests switch them on where they test them
+  c.eval.limit = 4
+  c.eval.max_new_tokens = 16
   if arg == "full":
     c.method = "full"
     c.learning_rate = 1e-3

@@ -9,6 +9,8 @@
   itjax make-tasks --out DIR [--n N] [--seed S] [--holdout TYPES]
   itjax train --config configs/X.py[:ARG] --workdir DIR [--config.KEY=VALUE ...]   (re-run to resume)
   itjax export --workdir DIR --format hf|peft --out OUT [--step N] [--dtype float32|bfloat16] [--overwrite]
+  itjax eval --model SRC --suites ifeval,tasks,latency --out DIR [--base BASE|none] [--step N] [--data FILE]
+             [--responses FILE] [--limit N] [--max_new_tokens N] [--batch_size N] [--seed S] [--json]
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-COMMANDS = ("generate", "fetch-demo-model", "demo", "inspect-data", "make-tasks", "train", "export")
+COMMANDS = ("generate", "fetch-demo-model", "demo", "inspect-data", "make-tasks", "train", "export", "eval")
 
-flags.DEFINE_string("model", None, "A Hugging Face model directory or a .gguf file.")
+flags.DEFINE_string("model", None, "A Hugging Face model directory or a .gguf file (eval: or a training workdir).")
 flags.DEFINE_string("prompt", None, "One prompt, rendered as a user turn (raw text with --raw).")
 flags.DEFINE_string("prompts_file", None, "JSONL: each line has 'prompt' (a string) or 'messages' (a chat list).")
 flags.DEFINE_string("output", None, "JSONL written with each input line's fields plus 'response'.")
@@ -56,6 +58,12 @@ flags.DEFINE_integer("n", 2000, "Training examples to generate (validation and h
                      lower_bound=1)
 flags.DEFINE_string("holdout", None, "Task types or groups kept out of training, comma-separated "
                     "(default: the generator's held-out set).")
+flags.DEFINE_list("suites", ["tasks"], "eval: suites to run, comma-separated (ifeval, tasks, latency).")
+flags.DEFINE_string("base", None, "eval: a reference model evaluated beside --model ('none': no reference; default: "
+                    "a workdir's own base).")
+flags.DEFINE_string("responses", None, "eval: JSONL of responses (key or prompt, and response) to score without a "
+                    "model (--suites ifeval).")
+flags.DEFINE_integer("limit", None, "eval: examples per suite (per split for tasks).", lower_bound=1)
 config_flags.DEFINE_config_file("config", None, "A training config file (configs/*.py[:ARG]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Training directory: checkpoints, metrics.jsonl, TensorBoard events, plots.")
 FLAGS = flags.FLAGS
@@ -160,6 +168,7 @@ def cmd_train() -> None:
   if FLAGS.config is None or not FLAGS.workdir:
     raise UsageError("--config configs/X.py[:ARG] and --workdir DIR are required")
   summary = train(FLAGS.config, FLAGS.workdir)
+  summary.pop("evals")  # per-example rows; their metrics are in metrics.jsonl
   print(json.dumps(summary))
 
 
@@ -172,6 +181,28 @@ def cmd_export() -> None:
   else:
     out = export.export_peft(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.overwrite)
   print(out)
+
+
+def cmd_eval() -> None:
+  import signal
+
+  from itjax.evals.run import run as run_eval
+  from itjax.evals.subject import Settings
+  if not FLAGS.out:
+    raise UsageError("--out DIR is required")
+  # SIGTERM unwinds like Ctrl-C: files are written whole (temp file + rename) or not at all.
+  signal.signal(signal.SIGTERM, signal.default_int_handler)
+  settings = Settings(max_new_tokens=FLAGS.max_new_tokens if FLAGS["max_new_tokens"].present else 256,
+                      batch_size=FLAGS.batch_size if FLAGS["batch_size"].present else 16, seed=FLAGS.seed,
+                      limit=FLAGS.limit)
+  results = run_eval(FLAGS.model, FLAGS.suites, FLAGS.out, FLAGS.base, FLAGS.step, FLAGS.data, FLAGS.responses,
+                     settings)
+  if FLAGS.json:
+    print(json.dumps(results, ensure_ascii=False))
+  else:
+    from itjax.evals.report import markdown
+    print(markdown(results))
+  print(f"wrote {os.path.join(FLAGS.out, 'results.json')}, report.md and per-example JSONL", file=sys.stderr)
 
 
 def _parse(argv: list[str]) -> list[str]:
@@ -196,13 +227,16 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # JAX's backend probing logs at INFO
   command = {"generate": cmd_generate, "fetch-demo-model": cmd_fetch_demo_model, "demo": cmd_demo,
              "inspect-data": cmd_inspect_data, "make-tasks": cmd_make_tasks, "train": cmd_train,
-             "export": cmd_export}[argv[1]]
+             "export": cmd_export, "eval": cmd_eval}[argv[1]]
   try:
     command()
-  except (UsageError, ValueError, FileNotFoundError, FileExistsError, KeyError, FloatingPointError) as e:
+  except (UsageError, ValueError, FileNotFoundError, FileExistsError, KeyError, FloatingPointError, ImportError) as e:
     message = e.args[0] if isinstance(e, KeyError) and e.args else e
     print(f"itjax {argv[1]}: error: {message}", file=sys.stderr)
     sys.exit(1)
+  except KeyboardInterrupt:
+    print(f"itjax {argv[1]}: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 
 def run() -> None:

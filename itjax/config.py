@@ -62,6 +62,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Generated verifiable tasks (itjax.data.tasks): n > 0 writes WORKDIR/tasks/{train,validation,heldout}.jsonl
   # before training (unless present), and data paths may say {workdir}.
   c.tasks = ml_collections.ConfigDict(dict(n=0, seed=0, holdout="max_number,numbered,uppercase"))
+  # Generation suites on the live params (itjax.evals): before training, every `every` steps (0: only at the end)
+  # and at the end; metrics.jsonl gets eval/SUITE/METRIC. 'tasks' runs when WORKDIR/tasks exists; 'ifeval' needs
+  # eval.data (IFEval-format JSONL).
+  c.eval = ml_collections.ConfigDict(dict(suites=("tasks",), every=0, limit=32, max_new_tokens=96, batch_size=16,
+                                          data=""))
   return c
 
 
@@ -121,6 +126,13 @@ def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
          d.length_policy)
   _check(d.on_error in ("raise", "skip"), "data.on_error", "must be raise or skip", d.on_error)
   _check(c.tasks.n >= 0, "tasks.n", "must be >= 0", c.tasks.n)
+  _check(set(c.eval.suites) <= {"tasks", "ifeval"}, "eval.suites", "may hold 'tasks' and 'ifeval'", c.eval.suites)
+  _check("ifeval" not in c.eval.suites or bool(c.eval.data), "eval.data", "must name an IFEval-format JSONL for "
+         "eval.suites 'ifeval'", c.eval.data)
+  for key in ("every", "limit"):
+    _check(c.eval[key] >= 0, f"eval.{key}", "must be >= 0", c.eval[key])
+  for key in ("max_new_tokens", "batch_size"):
+    _check(c.eval[key] > 0, f"eval.{key}", "must be > 0", c.eval[key])
   if c.model != "demo":
     _check(os.path.exists(c.model), "model", "does not exist", c.model)
   if workdir is not None:

@@ -1,19 +1,19 @@
 """`itjax demo`: LoRA-tune SmolLM2-135M-Instruct on generated verifiable tasks and show what changed.
 
-Fetches the model, writes the tasks, measures validation loss and verified accuracy on seen-type and held-out-type
-tasks, trains with configs/smollm2_135m_lora.py, and measures again.
+Fetches the model, writes the tasks, trains with configs/smollm2_135m_lora.py, whose in-training evaluation
+(config.eval) answers seen-type and held-out-type tasks before the first step and after the last; the table
+compares the two, and the run's report lands in WORKDIR/eval (results.json, report.md).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
-import jax
-import numpy as np
-
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                       "smollm2_135m_lora.py")
+HEADLINE = ("seen", "heldout", "all", "mean_response_tokens")
 
 
 def load_config(path: str = CONFIG, arg: str = ""):
@@ -25,63 +25,67 @@ def _say(message: str = "") -> None:
   print(message, flush=True)
 
 
-def _merged(run):
-  from itjax import lora
-  params = lora.join(jax.device_get(run.state["params"]), jax.device_get(run.frozen))
-  params = jax.tree.map(np.asarray, params)
-  return lora.merge_adapters(run.model_config.replace(remat="none", dtype="float32"), params)
+def _eval_lines(workdir: str) -> dict[int, dict[str, float]]:
+  """{step: {metric: value}} of the tasks suite's lines in metrics.jsonl (kept across resumes)."""
+  out: dict[int, dict[str, float]] = {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for record in map(json.loads, f):
+      metrics = {k[len("eval/tasks/"):]: v for k, v in record.items() if k.startswith("eval/tasks/")}
+      if metrics:
+        out.setdefault(record["step"], {}).update(metrics)
+  return out
 
 
-def run_demo(workdir: str, config=None, num_tasks: int = 32) -> dict:
-  from itjax.evals import read_tasks, task_accuracy
+def run_demo(workdir: str, config=None) -> dict:
+  from itjax.evals import report
   from itjax.train import eval_batches, evaluate, setup, train
   start = time.time()
   config = config or load_config()
   name = "SmolLM2-135M-Instruct" if config.model == "demo" else config.model
   _say(f"itjax demo: LoRA-tuning {name} on generated verifiable tasks (workdir {workdir})")
   run = setup(config, workdir)
-  tasks_dir = os.path.join(workdir, "tasks")
-  seen = read_tasks(os.path.join(tasks_dir, "validation.jsonl"), num_tasks)
-  held = read_tasks(os.path.join(tasks_dir, "heldout.jsonl"), num_tasks)
-  heldout_batches = eval_batches(run.config, os.path.join(tasks_dir, "heldout.jsonl"), run.tokenizer)
-  template = config.data.chat_template or None
+  heldout_batches = eval_batches(run.config, os.path.join(workdir, "tasks", "heldout.jsonl"), run.tokenizer)
   frac = run.trainable_count / run.total_count
   _say(f"trainable params: {run.trainable_count:,} of {run.total_count:,} ({100 * frac:.2f}%), "
        f"LoRA rank {config.lora.rank} on {', '.join(config.lora.targets)}")
   _say(f"training data: {run.report.used} examples, {run.report.target_tokens:,} target tokens, packing "
        f"{100 * run.report.packing_efficiency:.1f}% full")
-
-  base_config, base_params = _merged(run)
-  before = {"validation_loss": evaluate(run), "heldout_loss": evaluate(run, heldout_batches)}
-  _say("before: generating answers to seen-type and held-out-type tasks")
-  before["seen"] = task_accuracy(base_config, base_params, run.tokenizer, seen, template=template)
-  before["held"] = task_accuracy(base_config, base_params, run.tokenizer, held, template=template)
-  del base_params
+  _say(f"evaluation: {', '.join(config.eval.suites)} on {config.eval.limit} seen-type and {config.eval.limit} "
+       "held-out-type tasks before the first step and after the last (greedy, verified)")
+  heldout_before = evaluate(run, heldout_batches)  # the fresh adapters: the base model
 
   summary = train(config, workdir, run)
-  tuned_config, tuned_params = _merged(run)
-  end_loss = summary["eval_loss_end"] if "eval_loss_end" in summary else evaluate(run)  # train's last evaluation
-  after = {"validation_loss": end_loss, "heldout_loss": evaluate(run, heldout_batches)}
-  _say("after: generating answers to the same tasks")
-  after["seen"] = task_accuracy(tuned_config, tuned_params, run.tokenizer, seen, template=template)
-  after["held"] = task_accuracy(tuned_config, tuned_params, run.tokenizer, held, template=template)
+  lines = _eval_lines(workdir)
+  before, after = lines.get(0, {}), lines.get(summary["steps"], {})
+  losses = {"validation_loss": (summary.get("eval_loss_start"), summary.get("eval_loss_end")),
+            "heldout_loss": (heldout_before, evaluate(run, heldout_batches))}
+  results = {"model": f"{workdir} step {summary['steps']}", "base": f"{workdir} step 0 (the base)",
+             "suites": {"tasks": report.suite_result(after, before or None),
+                        "loss": report.suite_result({k: v[1] for k, v in losses.items() if v[1] is not None},
+                                                    {k: v[0] for k, v in losses.items() if v[0] is not None})},
+             "settings": {"limit": config.eval.limit, "max_new_tokens": config.eval.max_new_tokens}}
+  os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+  report.write_results(os.path.join(workdir, "eval"), results)
 
-  rows = [("validation loss (seen types)", before["validation_loss"], after["validation_loss"], "{:.4f}"),
-          ("held-out-type loss", before["heldout_loss"], after["heldout_loss"], "{:.4f}"),
-          (f"verified accuracy, seen types ({len(seen)} tasks)", before["seen"].accuracy, after["seen"].accuracy,
-           "{:.1%}"),
-          (f"verified accuracy, held-out types ({len(held)} tasks)", before["held"].accuracy,
-           after["held"].accuracy, "{:.1%}")]
-  _say(f"\n{'':48s} {'before':>10s} {'after':>10s}")
-  for name, b, a, fmt in rows:
-    _say(f"{name:48s} {fmt.format(b):>10s} {fmt.format(a):>10s}")
-  fixed = [i for i in range(len(held)) if after["held"].passed[i] and not before["held"].passed[i]]
-  for i in (fixed + [i for i in range(len(held)) if i not in fixed])[:2]:
-    _say(f"\n>>> {held[i]['messages'][0]['content']}   [types: {', '.join(held[i]['types'])}]")
-    for name, result in (("before", before["held"]), ("after", after["held"])):
-      mark = "pass" if result.passed[i] else "fail"
-      _say(f"--- {name} ({mark}):\n{result.responses[i].strip()}")
+  _say(f"\n{'':40s} {'before':>10s} {'after':>10s} {'delta':>10s}")
+  rows = [(f"{k.replace('_', ' ')}", *v, "{:.4f}") for k, v in losses.items() if None not in v]
+  rows += [(f"tasks {k} ({'%' if k != 'mean_response_tokens' else 'tokens'})", before.get(k), after.get(k), "{:.1f}")
+           for k in HEADLINE if k in after]
+  for label, b, a, fmt in rows:
+    if b is None:
+      _say(f"{label:40s} {'':>10s} {fmt.format(a):>10s}")
+    else:
+      _say(f"{label:40s} {fmt.format(b):>10s} {fmt.format(a):>10s} {fmt.replace('{:', '{:+').format(a - b):>10s}")
+  evals = summary["evals"]
+  if 0 in evals and summary["steps"] in evals:  # this call evaluated both: show two held-out tasks
+    b_rows, a_rows = evals[0]["tasks"].rows, evals[summary["steps"]]["tasks"].rows
+    held = [i for i, r in enumerate(a_rows) if r["split"] == "heldout"]
+    fixed = [i for i in held if a_rows[i]["passed"] and not b_rows[i]["passed"]]
+    for i in (fixed + [i for i in held if i not in fixed])[:2]:
+      _say(f"\n>>> {a_rows[i]['prompt']}   [types: {', '.join(a_rows[i]['types'])}]")
+      for label, r in (("before", b_rows[i]), ("after", a_rows[i])):
+        _say(f"--- {label} ({'pass' if r['passed'] else 'fail'}):\n{r['response'].strip()}")
   minutes = (time.time() - start) / 60
-  _say(f"\nloss curves: {summary.get('plot')}   metrics: {os.path.join(workdir, 'metrics.jsonl')}   "
-       f"total time {minutes:.1f} min")
-  return {"before": before, "after": after, "summary": summary, "minutes": minutes}
+  _say(f"\nreport: {os.path.join(workdir, 'eval', 'report.md')}   curves: {summary.get('plot')}   "
+       f"metrics: {os.path.join(workdir, 'metrics.jsonl')}   total time {minutes:.1f} min")
+  return {"before": before, "after": after, "losses": losses, "summary": summary, "minutes": minutes}

@@ -90,7 +90,7 @@ class MetricsWriter:
 
 
 def plot_losses(workdir: str) -> str | None:
-  """WORKDIR/loss.png: training and validation loss against the step."""
+  """WORKDIR/loss.png: training and validation loss against the step, and the generation suites' metrics."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return None
@@ -99,7 +99,19 @@ def plot_losses(workdir: str) -> str | None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(7, 4))
+  # Generation suites: one curve per headline metric (eval/SUITE/METRIC without a further '/', counts left out).
+  curves = sorted({k for r in records for k in r if k.startswith("eval/") and k.count("/") == 2
+                   and not k.rsplit("/", 1)[1].startswith(("n_", "mean_"))})
+  fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(13 if curves else 7, 4), squeeze=False)
+  ax = axes[0, 0]
+  if curves:
+    for key in curves:
+      points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+      axes[0, 1].plot(*zip(*points), "o-", label=key[len("eval/"):])
+    axes[0, 1].set_xlabel("step")
+    axes[0, 1].set_ylabel("percent")
+    axes[0, 1].grid(alpha=0.3)
+    axes[0, 1].legend(fontsize=8)
   for key, style in (("loss", "-"), ("eval_loss", "o-")):
     points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
     if points:

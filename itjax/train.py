@@ -190,6 +190,41 @@ def evaluate(run: Run, batches: list | None = None) -> float | None:
   return loss / max(count, 1.0)
 
 
+class LiveEvaluator:
+  """The generation suites (config.eval) on the live params: no checkpoint reload, and on accelerators no second
+  copy of the weights (the scanned layout is decoded in place; on CPU decoding unrolls, which is faster there).
+  One generator serves every evaluation, so its compiled functions are reused."""
+
+  def __init__(self, run: Run):
+    from itjax.evals import ifeval, tasks
+    from itjax.evals.subject import Settings, Subject
+    c = run.config.eval
+    self.suites: dict[str, list] = {}
+    tasks_dir = os.path.join(run.workdir, "tasks")
+    if "tasks" in c.suites and os.path.isdir(tasks_dir):
+      self.suites["tasks"] = tasks.load(tasks_dir, c.limit or None)
+    if "ifeval" in c.suites:
+      self.suites["ifeval"] = ifeval.read_ifeval(c.data, c.limit or None)
+    self.settings = Settings(max_new_tokens=c.max_new_tokens, batch_size=c.batch_size, limit=c.limit or None,
+                             progress=jax.process_index() == 0)
+    self.subject = Subject("model", run.model_config, {}, run.tokenizer, run.config.data.chat_template or None,
+                           unroll=jax.default_backend() == "cpu")
+
+  def __call__(self, run: Run, step: int, writer) -> dict:
+    """{suite: SuiteOutput} for the params as they are now; eval/SUITE/METRIC lines at `step`."""
+    from itjax.evals import ifeval, tasks
+    live = lora_lib.join(run.state["params"], run.frozen)
+    if self.subject._generator is None:
+      self.subject.params = live
+    else:
+      self.subject.generator.set_params(live)
+    outputs = {}
+    for suite, records in self.suites.items():
+      outputs[suite] = (tasks if suite == "tasks" else ifeval).evaluate(self.subject, records, self.settings)
+      writer.write(step, {f"eval/{suite}/{k}": v for k, v in outputs[suite].metrics.items()})
+    return outputs
+
+
 def _meta(run: Run, best_eval: float | None) -> dict:
   mcfg = dataclasses.asdict(run.model_config)
   return {"data_state": run.pipeline.get_state(), "base": run.base, "config": json.loads(run.config.to_json()),
@@ -227,10 +262,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
   peak = metrics_lib.peak_flops(c.peak_flops)
   start = int(jax.device_get(run.state["step"]))
   summary = {"trainable_params": run.trainable_count, "total_params": run.total_count, "resumed_from": resumed}
+  live_eval = LiveEvaluator(run) if c.eval.suites else None
+  live_eval = live_eval if live_eval and live_eval.suites else None
+  evals = summary["evals"] = {}  # {step: {suite: SuiteOutput}}: this call's generation evaluations
   if start == 0:
     summary["eval_loss_start"] = evaluate(run)
     if summary["eval_loss_start"] is not None:
       writer.write(0, {"eval_loss": summary["eval_loss_start"]})
+    if live_eval:
+      evals[0] = live_eval(run, 0, writer)
   bar = tqdm(total=c.steps, initial=start, desc="train", unit="step", disable=jax.process_index() != 0,
              dynamic_ncols=True)
   pending = None  # (step, metrics on device): fetched one step late, so dispatch runs ahead of the device
@@ -249,6 +289,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
       if step % c.log_every == 0 or eval_now or save_now:
         last_time = _finish(run, writer, bar, pending, last_time, peak)
         pending = None
+      if live_eval and ((c.eval.every and step % c.eval.every == 0) or step == c.steps):
+        evals[step] = live_eval(run, step, writer)  # before this step's checkpoint: a resume never repeats it
       eval_loss = evaluate(run) if eval_now else None
       if eval_loss is not None:
         writer.write(step, {"eval_loss": eval_loss})

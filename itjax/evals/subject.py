@@ -1,0 +1,73 @@
+"""A model under evaluation (`Subject`), how it answers chats, and what a suite returns (`SuiteOutput`)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from itjax.generate import Generated, Generator
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  max_new_tokens: int = 256
+  batch_size: int = 16  # decode slots
+  seed: int = 0
+  limit: int | None = None  # examples per suite (per split for tasks)
+  progress: bool = True
+
+
+@dataclasses.dataclass
+class SuiteOutput:
+  metrics: dict[str, float]  # flat: 'prompt_strict', 'type/sort_words', ...
+  rows: list[dict]  # one per example: the input record's fields plus 'response' and each check's verdict
+  bars: dict[str, float] = dataclasses.field(default_factory=dict)  # what the suite's plot shows per group
+
+
+@dataclasses.dataclass
+class Subject:
+  """One model: its config (a config with `lora` applies the adapters at run time), params and tokenizer.
+
+  `unroll` decodes with unrolled layers (a per-layer copy of the weights, faster on CPU); False decodes the scanned
+  layout in place, which training uses on accelerators so that evaluation holds no second copy of the model."""
+  label: str
+  config: object
+  params: dict
+  tokenizer: object
+  template: str | None = None
+  unroll: bool = True
+  _generator: Generator | None = dataclasses.field(default=None, repr=False)
+
+  @property
+  def generator(self) -> Generator:
+    if self._generator is None:
+      self._generator = Generator(self.config, self.params, self.tokenizer.eos_ids, self.tokenizer.pad_id,
+                                  unroll=self.unroll)
+    return self._generator
+
+  def encode(self, chats: list[list[dict]]) -> list[list[int]]:
+    return [self.tokenizer.encode_chat(m, add_generation_prompt=True, template=self.template) for m in chats]
+
+  def generate(self, prompts: list[list[int]], settings: Settings, desc: str,
+               batch_size: int | None = None) -> list[Generated]:
+    """Greedy answers (token ids) to encoded prompts, with a progress bar (prompts/s, tokens/s, ETA)."""
+    from tqdm import tqdm
+    bar = tqdm(total=len(prompts), unit="prompt", desc=f"{desc} ({self.label})", disable=not settings.progress,
+               dynamic_ncols=True, leave=False)
+    tokens = 0
+
+    def done(i: int, out: Generated) -> None:
+      nonlocal tokens
+      tokens += len(out.tokens)
+      bar.update(1)
+      bar.set_postfix_str(f"{tokens / (bar.format_dict['elapsed'] or 1e-9):.1f} tok/s")
+
+    try:
+      return self.generator.generate(prompts, settings.max_new_tokens, seed=settings.seed,
+                                     batch_size=batch_size or settings.batch_size, on_done=done)
+    finally:
+      bar.close()
+
+  def respond(self, chats: list[list[dict]], settings: Settings, desc: str) -> tuple[list[str], list[int]]:
+    """(decoded responses, generated token counts) for chats ending with a user turn."""
+    outs = self.generate(self.encode(chats), settings, desc)
+    return [self.tokenizer.decode(o.tokens) for o in outs], [len(o.tokens) for o in outs]

@@ -1,0 +1,104 @@
+"""The `tasks` suite: verified accuracy on generated verifiable tasks (itjax.data.tasks), seen vs held-out types.
+
+A record is `heldout` when any of its types was held out of training (the tasks directory's tasks.json says which;
+the generator's default set otherwise) and `seen` otherwise, so a workdir's validation.jsonl is all seen and its
+heldout.jsonl all held-out. Each greedy answer is checked by the record's own verifier.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+
+from itjax.data.tasks import DEFAULT_HOLDOUT, expand_holdout, make_splits, verify
+from itjax.evals.subject import Settings, Subject, SuiteOutput
+
+SPLIT_FILES = {"seen": "validation.jsonl", "heldout": "heldout.jsonl"}
+
+
+def _held_types(directory: str) -> set[str]:
+  summary = os.path.join(directory, "tasks.json")
+  if os.path.exists(summary):
+    with open(summary, encoding="utf-8") as f:
+      return set(json.load(f)["holdout"])
+  return expand_holdout(DEFAULT_HOLDOUT)
+
+
+def read_tasks_file(path: str) -> list[dict]:
+  """Task records of a JSONL file; a malformed line stops with `path:line: what is wrong`."""
+  records = []
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      where = f"{path}:{number}"
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+      if not isinstance(record, dict) or not isinstance(record.get("verifier"), dict) or not isinstance(
+          record.get("types"), list) or not isinstance(record.get("messages"), list) or not record["messages"]:
+        raise ValueError(f"{where}: expected a task record with 'messages', 'types' and 'verifier' "
+                         "(as itjax make-tasks writes them)")
+      records.append(record)
+  if not records:
+    raise ValueError(f"{path}: no task records")
+  return records
+
+
+def load(source: str | None, limit: int | None = None) -> list[dict]:
+  """Records tagged with their 'split': from a tasks directory (validation.jsonl = seen, heldout.jsonl = held-out),
+  a tasks file, or (None) generated with the default settings. `limit` applies per split."""
+  if source is None:
+    splits = make_splits(2000, 0, DEFAULT_HOLDOUT)
+    tagged = [{**r, "split": s} for s, name in (("seen", "validation"), ("heldout", "heldout")) for r in splits[name]]
+  elif os.path.isdir(source):
+    tagged = []
+    for split, name in SPLIT_FILES.items():
+      path = os.path.join(source, name)
+      if os.path.exists(path) and os.path.getsize(path) > 0:
+        tagged += [{**r, "split": split} for r in read_tasks_file(path)]
+    if not tagged:
+      raise ValueError(f"{source}: no {' or '.join(SPLIT_FILES.values())} with task records")
+  else:
+    if not os.path.exists(source):
+      raise FileNotFoundError(f"{source}: no such tasks file")
+    held = _held_types(os.path.dirname(os.path.abspath(source)))
+    tagged = [{**r, "split": "seen" if held.isdisjoint(r["types"]) else "heldout"} for r in read_tasks_file(source)]
+  if limit:
+    count: dict[str, int] = defaultdict(int)
+    kept = []
+    for r in tagged:
+      count[r["split"]] += 1
+      if count[r["split"]] <= limit:
+        kept.append(r)
+    tagged = kept
+  return tagged
+
+
+def score(records: list[dict], responses: list[str], tokens: list[int] | None = None) -> SuiteOutput:
+  """Accuracy (percent) per split and per type; rows repeat each record and add the response and its verdict."""
+  rows, by_split, by_type = [], defaultdict(list), defaultdict(list)
+  for i, (record, response) in enumerate(zip(records, responses)):
+    passed = bool(verify(response, record["verifier"]))
+    by_split[record["split"]].append(passed)
+    for t in record["types"]:
+      by_type[t].append(passed)
+    rows.append({**record, "prompt": record["messages"][0]["content"], "response": response, "passed": passed,
+                 **({"response_tokens": tokens[i]} if tokens else {})})
+  pct = lambda xs: 100.0 * sum(xs) / len(xs)  # noqa: E731
+  metrics = {split: pct(by_split[split]) for split in ("seen", "heldout") if by_split[split]}
+  metrics.update({f"n_{split}": float(len(by_split[split])) for split in ("seen", "heldout")})
+  metrics["all"] = pct([r["passed"] for r in rows])
+  if tokens:
+    metrics["mean_response_tokens"] = sum(tokens) / len(tokens)
+  bars = {t: pct(v) for t, v in sorted(by_type.items())}
+  metrics.update({f"type/{t}": v for t, v in bars.items()})
+  return SuiteOutput(metrics, rows, bars)
+
+
+def evaluate(subject: Subject, records: list[dict], settings: Settings) -> SuiteOutput:
+  chats = [[m for m in r["messages"] if m["role"] != "assistant"] for r in records]
+  responses, tokens = subject.respond(chats, settings, "tasks")
+  return score(records, responses, tokens)

@@ -1,0 +1,211 @@
+"""`itjax eval` and in-training evaluation: tasks scoring, latency variants, reports, bad input, resume, parity of
+a workdir with its export, and eval == generate on SmolLM2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from itjax.data.tasks import make_splits, write_splits
+from itjax.evals import tasks
+from itjax.evals.run import run
+from itjax.evals.subject import Settings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = Settings(max_new_tokens=8, batch_size=4, limit=3, progress=False)
+
+
+def tiny_config(model, **overrides):
+  from itjax.config import from_file
+  c = from_file(os.path.join(ROOT, "configs", "tiny_lora.py"))
+  c.model = model
+  c.eval.suites = ("tasks",)
+  c.eval.limit = 3
+  c.eval.max_new_tokens = 8
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def eval_lines(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [r for r in map(json.loads, f) if any(k.startswith("eval/") for k in r)]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_hf_dir, tmp_path_factory):
+  """A tiny LoRA run of 6 steps with the tasks suite every 3 steps."""
+  from itjax.train import train
+  workdir = str(tmp_path_factory.mktemp("evalrun") / "w")
+  train(tiny_config(tiny_hf_dir, **{"eval.every": 3}), workdir)
+  return workdir
+
+
+def test_tasks_split_counts_equal_the_files(tmp_path):
+  write_splits(str(tmp_path), 60, 0)
+  lines = {s: sum(1 for _ in open(tmp_path / f)) for s, f in tasks.SPLIT_FILES.items()}
+  records = tasks.load(str(tmp_path))
+  assert {s: sum(r["split"] == s for r in records) for s in lines} == lines
+  assert all(r["split"] == "heldout" for r in tasks.load(str(tmp_path / "heldout.jsonl")))
+  assert all(r["split"] == "seen" for r in tasks.load(str(tmp_path / "validation.jsonl")))
+  limited = tasks.load(str(tmp_path), limit=2)
+  assert [r["split"] for r in limited] == ["seen", "seen", "heldout", "heldout"]
+
+
+def test_tasks_scoring_of_known_verdicts():
+  """The reference answers pass and wrong ones fail; accuracy per split and per type is exactly what they imply."""
+  splits = make_splits(40, 3)
+  records = [{**r, "split": "seen"} for r in splits["validation"]] + [
+      {**r, "split": "heldout"} for r in splits["heldout"]]
+  answers = [r["messages"][-1]["content"] for r in records]
+  right = [i % 3 != 0 for i in range(len(records))]
+  responses = [a if ok else "I cannot help with that." for a, ok in zip(answers, right)]
+  out = tasks.score(records, responses, [len(r) for r in responses])
+  for split in ("seen", "heldout"):
+    idx = [i for i, r in enumerate(records) if r["split"] == split]
+    assert out.metrics[split] == pytest.approx(100 * sum(right[i] for i in idx) / len(idx))
+    assert out.metrics[f"n_{split}"] == len(idx)
+  for t in ("uppercase", "numbered"):
+    idx = [i for i, r in enumerate(records) if t in r["types"]]
+    assert out.metrics[f"type/{t}"] == pytest.approx(100 * sum(right[i] for i in idx) / len(idx))
+  assert [row["passed"] for row in out.rows] == right
+  assert out.rows[0]["response"] == responses[0] and out.rows[0]["types"] == records[0]["types"]
+
+
+def test_in_training_evaluation_lines_and_resume(trained, tiny_hf_dir, tmp_path):
+  """Eval lines at steps 0, 3 and 6 (every 3); 3 steps + resume + 3 gives the same lines as 6 straight."""
+  from itjax.train import train
+  straight = eval_lines(trained)
+  assert [r["step"] for r in straight] == [0, 3, 6]
+  assert {"eval/tasks/seen", "eval/tasks/heldout", "eval/tasks/mean_response_tokens"} <= set(straight[0])
+  parts = str(tmp_path / "parts")
+  train(tiny_config(tiny_hf_dir, steps=3, **{"eval.every": 3}), parts)
+  summary = train(tiny_config(tiny_hf_dir, **{"eval.every": 3}), parts)
+  assert summary["resumed_from"] == 3 and sorted(summary["evals"]) == [6]
+  assert eval_lines(parts) == straight
+  assert os.path.getsize(os.path.join(parts, "loss.png")) > 0
+
+
+def test_latency_variants_and_report(trained, tmp_path):
+  """Base, merged and unmerged: every figure for each, merged and unmerged greedy outputs token-identical."""
+  out = str(tmp_path / "eval")
+  results = run(trained, ["tasks", "latency"], out, settings=FAST)
+  lat = results["suites"]["latency"]
+  from itjax.evals.latency import METRICS
+  for m in METRICS:
+    assert lat["model"][m] > 0 and lat["base"][m] > 0 and lat["model"][f"unmerged/{m}"] > 0
+    assert m in lat["delta"] and f"ratio/{m}" in lat["model"]
+  assert lat["model"]["unmerged/identical_to_merged"] == 100.0
+  assert results["base"] == tiny_hf_dir_of(trained)
+  for name in ("results.json", "report.md", "tasks.jsonl", "tasks.png", "latency.jsonl", "latency.png"):
+    assert os.path.getsize(os.path.join(out, name)) > 0, name
+  assert json.load(open(os.path.join(out, "results.json"))) == json.loads(json.dumps(results))
+  rows = [json.loads(line) for line in open(os.path.join(out, "tasks.jsonl"))]
+  assert {r["subject"] for r in rows} == {"model", "base"} and len(rows) == 2 * 6
+  assert all({"prompt", "types", "verifier", "response", "passed"} <= set(r) for r in rows)
+  assert "| seen |" in open(os.path.join(out, "report.md")).read()
+  assert not [f for f in os.listdir(out) if ".tmp" in f]
+
+
+def tiny_hf_dir_of(workdir):
+  from itjax.checkpoint import read_meta
+  return read_meta(workdir)["base"]["path"]
+
+
+def test_a_workdir_answers_as_its_hf_export(trained, tmp_path):
+  from itjax.interop.export import export_hf
+  exported = export_hf(trained, str(tmp_path / "hf"))
+  a = run(trained, ["tasks"], str(tmp_path / "a"), base="none", settings=FAST)
+  b = run(exported, ["tasks"], str(tmp_path / "b"), settings=FAST)
+  rows = lambda d: [json.loads(line)["response"] for line in open(os.path.join(d, "tasks.jsonl"))]  # noqa: E731
+  assert rows(tmp_path / "a") == rows(tmp_path / "b")
+  assert a["base"] is None and "base" not in a["suites"]["tasks"]
+  assert b["suites"]["tasks"]["model"] == a["suites"]["tasks"]["model"]
+
+
+def test_scanned_unmerged_decoding_equals_unrolled_merged(trained):
+  """What training evaluates on accelerators (scanned layers, adapters applied at run time) answers as the merged,
+  unrolled model does."""
+  import jax
+
+  from itjax import lora
+  from itjax.checkpoint import lora_spec, read_trained
+  from itjax.generate import Generator
+  from itjax.loading import load_model
+  params, meta = read_trained(trained)
+  base = load_model(meta["base"]["path"])
+  joined = lora.join(jax.tree.map(np.asarray, params), base.params)
+  config = base.config.replace(lora=lora_spec(meta))
+  merged_config, merged = lora.merge_adapters(config, joined)
+  tok = base.tokenizer
+  prompts = [tok.encode_chat([{"role": "user", "content": text}]) for text in ("Sort: b, a.", "Count to five.")]
+  scanned = Generator(config, joined, tok.eos_ids, tok.pad_id, unroll=False).generate(prompts, 10)
+  unrolled = Generator(merged_config, merged, tok.eos_ids, tok.pad_id).generate(prompts, 10)
+  assert [o.tokens for o in scanned] == [o.tokens for o in unrolled]
+
+
+def test_bad_input_names_the_flag_or_file(trained, tmp_path):
+  with pytest.raises(ValueError, match=r"--suites: unknown suite 'mmlu'"):
+    run(trained, ["tasks", "mmlu"], str(tmp_path / "o"))
+  with pytest.raises(ValueError, match=r"--suites ifeval needs --data"):
+    run(trained, ["ifeval"], str(tmp_path / "o"))
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("")
+  with pytest.raises(ValueError, match=f"{empty}: no records"):
+    run(trained, ["ifeval"], str(tmp_path / "o"), data=str(empty))
+  with pytest.raises(ValueError, match=f"{empty}: no task records"):
+    run(trained, ["tasks"], str(tmp_path / "o"), data=str(empty))
+  bare = tmp_path / "bare"
+  (bare / "tasks").mkdir(parents=True)
+  with pytest.raises(FileNotFoundError, match=f"--model {bare}: a training workdir without checkpoints"):
+    run(str(bare), ["tasks"], str(tmp_path / "o"))
+  with pytest.raises(ValueError, match="--step needs a training workdir"):
+    run(tiny_hf_dir_of(trained), ["tasks"], str(tmp_path / "o"), step=3)
+  assert not os.path.exists(tmp_path / "o" / "results.json")
+
+
+def test_eval_command_line(tmp_path):
+  """The command: an unknown suite exits 1 naming it; --responses scores without a model."""
+  pytest.importorskip("if_verifiable")
+  cmd = [sys.executable, "-m", "itjax.cli", "eval"]
+  bad = subprocess.run(cmd + ["--model", "x", "--suites", "tasks,nope", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 1 and "--suites: unknown suite 'nope'" in bad.stderr
+  data, answers = tmp_path / "ifeval.jsonl", tmp_path / "responses.jsonl"
+  data.write_text("\n".join(json.dumps(r) for r in [
+      {"key": 1, "prompt": "Answer in lowercase only.", "instruction_id_list": ["change_case:english_lowercase"],
+       "kwargs": [{}]},
+      {"key": 2, "prompt": "Do not use commas.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}]))
+  answers.write_text(json.dumps({"key": 1, "response": "all lowercase here"}) + "\n"
+                     + json.dumps({"key": 2, "response": "one, two"}) + "\n")
+  ok = subprocess.run(cmd + ["--suites", "ifeval", "--data", str(data), "--responses", str(answers), "--out",
+                             str(tmp_path / "r"), "--json"], capture_output=True, text=True, timeout=300)
+  assert ok.returncode == 0, ok.stderr
+  results = json.loads(ok.stdout)
+  assert results["suites"]["ifeval"]["model"]["prompt_strict"] == 50.0
+  assert results["suites"]["ifeval"]["model"]["strict/punctuation:no_comma"] == 0.0
+  assert os.path.exists(tmp_path / "r" / "ifeval.png")
+
+
+@pytest.mark.slow
+def test_smollm2_eval_answers_as_generate_does(smollm2_gguf, tmp_path):
+  """Greedy `itjax eval` (16 refilling slots) gives the responses `itjax generate` gives (8 slots) on SmolLM2."""
+  from itjax.generate import Generator, generate_texts
+  from itjax.loading import load_model
+  write_splits(str(tmp_path / "tasks"), 20, 0)
+  settings = Settings(max_new_tokens=40, batch_size=16, limit=5, progress=False)
+  run(smollm2_gguf, ["tasks"], str(tmp_path / "o"), data=str(tmp_path / "tasks"), settings=settings)
+  rows = [json.loads(line) for line in open(tmp_path / "o" / "tasks.jsonl")]
+  m = load_model(smollm2_gguf)
+  prompts = [m.tokenizer.encode_chat([{"role": "user", "content": r["prompt"]}]) for r in rows]
+  gen = Generator(m.config, m.params, m.tokenizer.eos_ids, m.tokenizer.pad_id)
+  texts = generate_texts(gen, m.tokenizer, prompts, 40, batch_size=8, progress=False)
+  assert texts == [r["response"] for r in rows]
+  assert len({len(t) for t in texts}) > 1  # answers of different lengths: slots were refilled mid-decode
