@@ -213,11 +213,7 @@ class LiveEvaluator:
   def __call__(self, run: Run, step: int, writer) -> dict:
     """{suite: SuiteOutput} for the params as they are now; eval/SUITE/METRIC lines at `step`."""
     from itjax.evals import ifeval, tasks
-    live = lora_lib.join(run.state["params"], run.frozen)
-    if self.subject._generator is None:
-      self.subject.params = live
-    else:
-      self.subject.generator.set_params(live)
+    self.subject.set_params(lora_lib.join(run.state["params"], run.frozen))
     outputs = {}
     for suite, records in self.suites.items():
       outputs[suite] = (tasks if suite == "tasks" else ifeval).evaluate(self.subject, records, self.settings)
@@ -262,14 +258,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
   peak = metrics_lib.peak_flops(c.peak_flops)
   start = int(jax.device_get(run.state["step"]))
   summary = {"trainable_params": run.trainable_count, "total_params": run.total_count, "resumed_from": resumed}
-  live_eval = LiveEvaluator(run) if c.eval.suites else None
-  live_eval = live_eval if live_eval and live_eval.suites else None
+  live_eval = LiveEvaluator(run)
   evals = summary["evals"] = {}  # {step: {suite: SuiteOutput}}: this call's generation evaluations
   if start == 0:
     summary["eval_loss_start"] = evaluate(run)
     if summary["eval_loss_start"] is not None:
       writer.write(0, {"eval_loss": summary["eval_loss_start"]})
-    if live_eval:
+    if live_eval.suites:
       evals[0] = live_eval(run, 0, writer)
   bar = tqdm(total=c.steps, initial=start, desc="train", unit="step", disable=jax.process_index() != 0,
              dynamic_ncols=True)
@@ -289,7 +284,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
       if step % c.log_every == 0 or eval_now or save_now:
         last_time = _finish(run, writer, bar, pending, last_time, peak)
         pending = None
-      if live_eval and ((c.eval.every and step % c.eval.every == 0) or step == c.steps):
+      if live_eval.suites and ((c.eval.every and step % c.eval.every == 0) or step == c.steps):
         evals[step] = live_eval(run, step, writer)  # before this step's checkpoint: a resume never repeats it
       eval_loss = evaluate(run) if eval_now else None
       if eval_loss is not None:

@@ -44,6 +44,12 @@ class Subject:
                                   unroll=self.unroll)
     return self._generator
 
+  def set_params(self, params) -> None:
+    """New values for the same params (training's live ones): the generator and its compiled functions stay."""
+    self.params = params
+    if self._generator is not None:
+      self._generator.set_params(params)
+
   def encode(self, chats: list[list[dict]]) -> list[list[int]]:
     return [self.tokenizer.encode_chat(m, add_generation_prompt=True, template=self.template) for m in chats]
 
