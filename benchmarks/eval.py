@@ -1,10 +1,13 @@
 """Evaluation wall time: N IFEval-format prompts, greedy, itjax vs transformers `generate`, same run, same model.
 
-    .venv/bin/python benchmarks/eval.py [--n 32] [--new_tokens 256] [--batch 16] [--skip_peer]
+    .venv/bin/python benchmarks/eval.py [--n 32] [--new_tokens 256] [--batch 16] [--slots 16,32] [--skip_peer]
+        [--model SRC]
 
 Both sides load the same SmolLM2-135M-Instruct GGUF (dequantised to fp32), encode the same chat-templated prompts
 and stop at the model's own end-of-sequence ids, so answers have their natural, different lengths, as in an eval.
-itjax runs continuous batching (`Generator.generate`, `--batch` slots; a finished row takes the next prompt).
+itjax runs continuous batching (`Generator.generate`; a finished row takes the next prompt), once per slot count in
+`--slots` (default 16, the peer's batch; on this 2-core CPU 32 slots were not faster: a decode step's cost grows
+about linearly with the rows, 55 ms at 16 and 100 ms at 32).
 transformers runs `generate` on batches of `--batch` prompts in sequence, left-padded with an attention mask; its
 prompts are sorted by length first (as a fair harness would, so a batch pads little), and each batch runs until
 its slowest row is done. Measured: total wall time, seconds per prompt, generated tokens (up to, not including,
@@ -116,18 +119,18 @@ def until_eos(ids, eos: set[int]) -> list[int]:
   return out
 
 
-def run_itjax(loaded, prompts, args):
+def run_itjax(loaded, prompts, args, slots):
   tok = loaded.tokenizer
   gen = Generator(loaded.config, loaded.params, eos_ids=tok.eos_ids, pad_id=tok.pad_id)
-  warm, warm_new = warmup_plan(prompts, args.batch, args.new_tokens)
-  log(f"[itjax] warm-up (compile): {len(warm)} prompts x {warm_new} new tokens")
+  warm, warm_new = warmup_plan(prompts, slots, args.new_tokens)
+  log(f"[itjax, {slots} slots] warm-up (compile): {len(warm)} prompts x {warm_new} new tokens")
   t = time.perf_counter()
-  gen.generate(warm, warm_new, batch_size=args.batch)
+  gen.generate(warm, warm_new, batch_size=slots)
   compile_s = time.perf_counter() - t
   traces = gen.traces
-  log(f"[itjax] warm-up done in {compile_s:.1f} s ({traces} traces); timed run: {len(prompts)} prompts")
+  log(f"[itjax, {slots} slots] warm-up done in {compile_s:.1f} s ({traces} traces); timed run: {len(prompts)} prompts")
   t = time.perf_counter()
-  out = gen.generate(prompts, args.new_tokens, batch_size=args.batch)
+  out = gen.generate(prompts, args.new_tokens, batch_size=slots)
   wall = time.perf_counter() - t
   assert gen.traces == traces, f"the timed call traced {gen.traces - traces} function(s): warm-up missed a shape"
   log(f"[itjax] done in {wall:.1f} s")
@@ -136,9 +139,12 @@ def run_itjax(loaded, prompts, args):
 
 def run_transformers(path, tok, prompts, args):
   device = "cuda" if torch.cuda.is_available() else "cpu"
-  directory, name = os.path.split(path)
-  log(f"[transformers] loading the GGUF on {device}")
-  hf = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+  log(f"[transformers] loading {os.path.basename(path)} on {device}")
+  if path.endswith(".gguf"):
+    directory, name = os.path.split(path)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+  else:
+    hf = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
   hf = hf.to(device).eval()
   eos = list(tok.eos_ids)
   kwargs = dict(max_new_tokens=args.new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=tok.pad_id)
@@ -181,11 +187,14 @@ def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--n", type=int, default=32, help="how many prompts (the list repeats past its length)")
   ap.add_argument("--new_tokens", type=int, default=256)
-  ap.add_argument("--batch", type=int, default=16)
+  ap.add_argument("--batch", type=int, default=16, help="the peer's batch size")
+  ap.add_argument("--slots", type=lambda v: [int(x) for x in v.split(",")], default=[16],
+                  help="itjax's slot counts, comma-separated (each a separate timed run)")
   ap.add_argument("--skip_peer", action="store_true", help="itjax only")
+  ap.add_argument("--model", default=None, help="a HF directory or .gguf instead of the demo's SmolLM2 GGUF")
   args = ap.parse_args()
   torch.set_num_threads(os.cpu_count())
-  path = demo_model.fetch()
+  path = args.model or demo_model.fetch()
   log(f"[setup] loading {os.path.basename(path)}")
   loaded = load_model(path)
   tok = loaded.tokenizer
@@ -195,14 +204,14 @@ def main():
   log(f"[setup] {args.n} prompts, {min(lengths)}-{max(lengths)} tokens (mean {np.mean(lengths):.0f}); "
       f"eos ids {list(tok.eos_ids)}, pad id {tok.pad_id}")
 
-  ours, wall, compile_s, timing = run_itjax(loaded, prompts, args)
+  runs = {slots: run_itjax(loaded, prompts, args, slots) for slots in args.slots}
   peer = None if args.skip_peer else run_transformers(path, tok, prompts, args)
 
   def row(name, outputs, seconds):
     counts = [len(o) for o in outputs]
     total = sum(counts)
     at_limit = sum(c == args.new_tokens for c in counts)
-    print(f"{name:<13} {seconds:9.2f} {seconds / len(outputs):11.3f} {total:9d} {total / len(outputs):9.1f} "
+    print(f"{name:<16} {seconds:9.2f} {seconds / len(outputs):11.3f} {total:9d} {total / len(outputs):9.1f} "
           f"{total / seconds:9.1f} {at_limit:9d}")
 
   print()
@@ -211,18 +220,20 @@ def main():
         f", load average {os.getloadavg()[1]:.2f} (5 min; other processes skew CPU timings)")
   print(f"{args.n} IFEval-format prompts, up to {args.new_tokens} new tokens, greedy, fp32, batch {args.batch}, "
         f"stop at EOS")
-  print(f"{'':<13} {'wall s':>9} {'s/prompt':>11} {'tokens':>9} {'tok/prompt':>9} {'tokens/s':>9} {'hit limit':>9}")
-  row("itjax", ours, wall)
+  print(f"{'':<16} {'wall s':>9} {'s/prompt':>11} {'tokens':>9} {'tok/prompt':>9} {'tokens/s':>9} {'hit limit':>9}")
+  for slots, (ours, wall, _, _) in runs.items():
+    row(f"itjax {slots} slots", ours, wall)
   if peer:
-    row("transformers", peer[0], peer[1])
-  print(f"itjax: prefill {timing.prefill_s:.2f} s ({len(timing.first_token_s)} prompts, "
-        f"{timing.prefill_s / len(timing.first_token_s) * 1e3:.0f} ms each), decode {timing.decode_s:.2f} s "
-        f"({timing.decode_tokens} tokens, {timing.decode_tokens / max(timing.decode_s, 1e-9):.1f} tokens/s), "
-        f"host/other {wall - timing.prefill_s - timing.decode_s:.2f} s; warm-up incl. compile {compile_s:.1f} s")
-  if peer:
-    same = sum(a == b for a, b in zip(ours, peer[0]))
-    print(f"token-identical greedy outputs: {same}/{args.n}")
-    print(f"ratio transformers wall / itjax wall: {peer[1] / wall:.2f}x")
+    row(f"transformers b{args.batch}", peer[0], peer[1])
+  for slots, (ours, wall, compile_s, timing) in runs.items():
+    print(f"itjax {slots} slots: prefill {timing.prefill_s:.2f} s ({len(timing.first_token_s)} prompts, "
+          f"{timing.prefill_s / len(timing.first_token_s) * 1e3:.0f} ms each), decode {timing.decode_s:.2f} s "
+          f"({timing.decode_tokens} tokens, {timing.decode_tokens / max(timing.decode_s, 1e-9):.1f} tokens/s), "
+          f"host/other {wall - timing.prefill_s - timing.decode_s:.2f} s; warm-up incl. compile {compile_s:.1f} s")
+    if peer:
+      same = sum(a == b for a, b in zip(ours, peer[0]))
+      print(f"  token-identical greedy outputs with transformers: {same}/{args.n}; "
+            f"ratio transformers wall / itjax wall: {peer[1] / wall:.2f}x")
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ class Generator:
       config = config.replace(scan_layers=False)
     self.config = config.replace(remat="none")
     self.params = jax.tree.map(jnp.asarray, params)
-    self.model = Transformer(config)
+    self.model = Transformer(self.config)
     self.eos_ids = np.asarray(sorted(set(int(i) for i in eos_ids)), np.int32)
     self.pad_id = int(pad_id)
     self.traces = 0  # how many times a function was traced (prefill per bucket, decode per shape)
