@@ -29,11 +29,13 @@ flags.DEFINE_string("model", None, "A Hugging Face model directory or a .gguf fi
 flags.DEFINE_string("prompt", None, "One prompt, rendered as a user turn (raw text with --raw).")
 flags.DEFINE_string("prompts_file", None, "JSONL: each line has 'prompt' (a string) or 'messages' (a chat list).")
 flags.DEFINE_string("output", None, "JSONL written with each input line's fields plus 'response'.")
-flags.DEFINE_integer("max_new_tokens", 128, "Tokens generated at most per prompt.", lower_bound=1)
+flags.DEFINE_integer("max_new_tokens", 128, "Tokens generated at most per prompt (eval: default 256).",
+                     lower_bound=1)
 flags.DEFINE_float("temperature", 0.0, "0 is greedy.", lower_bound=0.0)
 flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
 flags.DEFINE_integer("top_k", 0, "Keep only the k most likely tokens (0 = off).", lower_bound=0)
-flags.DEFINE_integer("batch_size", 8, "Prompts per batch.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 8, "Prompts decoded at once (slots; a finished one takes the next prompt). "
+                     "eval: default 16.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_bool("raw", False, "Do not apply the chat template: the prompt text is the model input.")
 flags.DEFINE_multi_string("stop", [], "Stop strings: a response is cut at the first one (repeatable).")

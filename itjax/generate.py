@@ -293,23 +293,29 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
   return text[:cut]
 
 
-def generate_texts(generator: Generator, tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                   sampling: Sampling = Sampling(), batch_size: int = 8, seed: int = 0, stop: Sequence[str] = (),
-                   progress: bool = True, desc: str = "generate") -> list[str]:
-  """Decoded responses for many prompts, in input order, over `batch_size` refilling slots; a progress bar shows
-  prompts/s, generated tokens/s and the ETA."""
+def generate_with_progress(generator: Generator, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                           sampling: Sampling = Sampling(), batch_size: int = 8, seed: int = 0,
+                           progress: bool = True, desc: str = "generate") -> list[Generated]:
+  """`generator.generate` with a progress bar: prompts done, prompts/s, generated tokens/s and the ETA."""
   from tqdm import tqdm
-  responses: list[str] = [""] * len(prompts)
-  bar = tqdm(total=len(prompts), unit="prompt", disable=not progress, dynamic_ncols=True, desc=desc)
+  bar = tqdm(total=len(prompts), unit="prompt", disable=not progress, dynamic_ncols=True, desc=desc, leave=False)
   generated = 0
 
   def done(i: int, out: Generated) -> None:
     nonlocal generated
-    responses[i] = truncate_at_stop(tokenizer.decode(out.tokens), stop)
     generated += len(out.tokens)
     bar.update(1)
     bar.set_postfix_str(f"{generated / (bar.format_dict['elapsed'] or 1e-9):.1f} tok/s")
 
-  generator.generate(prompts, max_new_tokens, sampling, seed=seed, batch_size=batch_size, on_done=done)
-  bar.close()
-  return responses
+  try:
+    return generator.generate(prompts, max_new_tokens, sampling, seed=seed, batch_size=batch_size, on_done=done)
+  finally:
+    bar.close()
+
+
+def generate_texts(generator: Generator, tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                   sampling: Sampling = Sampling(), batch_size: int = 8, seed: int = 0, stop: Sequence[str] = (),
+                   progress: bool = True) -> list[str]:
+  """Decoded responses for many prompts, in input order, over `batch_size` refilling slots (with a progress bar)."""
+  outs = generate_with_progress(generator, prompts, max_new_tokens, sampling, batch_size, seed, progress)
+  return [truncate_at_stop(tokenizer.decode(o.tokens), stop) for o in outs]

@@ -14,6 +14,13 @@ def smollm2_gguf():
   return demo_model.fetch()
 
 
+@pytest.fixture(scope="session")
+def itjax_smollm2(smollm2_gguf):
+  """SmolLM2-135M-Instruct loaded by itjax once for every test that needs it."""
+  from itjax.loading import load_model
+  return load_model(smollm2_gguf)
+
+
 LLAMA3_STYLE_TEMPLATE = (
     # Written for these tests in the Llama 3 instruct format: BOS once, then header/content/eot per message.
     "{% for message in messages %}"

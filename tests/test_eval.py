@@ -195,17 +195,16 @@ def test_eval_command_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_eval_answers_as_generate_does(smollm2_gguf, tmp_path):
-  """Greedy `itjax eval` (16 refilling slots) gives the responses `itjax generate` gives (8 slots) on SmolLM2."""
-  from itjax.generate import Generator, generate_texts
-  from itjax.loading import load_model
+def test_smollm2_eval_answers_as_generate_does(itjax_smollm2, tmp_path):
+  """Greedy evaluation (16 refilling slots) gives the responses `itjax generate` gives (8 slots) on SmolLM2."""
+  from itjax.evals.subject import Subject
+  from itjax.generate import generate_texts
+  m = itjax_smollm2
   write_splits(str(tmp_path / "tasks"), 20, 0)
-  settings = Settings(max_new_tokens=40, batch_size=16, limit=5, progress=False)
-  run(smollm2_gguf, ["tasks"], str(tmp_path / "o"), data=str(tmp_path / "tasks"), settings=settings)
-  rows = [json.loads(line) for line in open(tmp_path / "o" / "tasks.jsonl")]
-  m = load_model(smollm2_gguf)
+  records = tasks.load(str(tmp_path / "tasks"), limit=5)
+  subject = Subject("model", m.config, m.params, m.tokenizer)
+  rows = tasks.evaluate(subject, records, Settings(max_new_tokens=40, batch_size=16, progress=False)).rows
   prompts = [m.tokenizer.encode_chat([{"role": "user", "content": r["prompt"]}]) for r in rows]
-  gen = Generator(m.config, m.params, m.tokenizer.eos_ids, m.tokenizer.pad_id)
-  texts = generate_texts(gen, m.tokenizer, prompts, 40, batch_size=8, progress=False)
+  texts = generate_texts(subject.generator, m.tokenizer, prompts, 40, batch_size=8, progress=False)
   assert texts == [r["response"] for r in rows]
   assert len({len(t) for t in texts}) > 1  # answers of different lengths: slots were refilled mid-decode

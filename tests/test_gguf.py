@@ -8,7 +8,6 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from itjax.loading import load_model  # noqa: E402
 from itjax.model.llama import Transformer  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -27,11 +26,6 @@ def hf_smollm2(smollm2_gguf):
   model = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32).eval()
   tok = transformers.AutoTokenizer.from_pretrained(directory, gguf_file=name)
   return model, tok
-
-
-@pytest.fixture(scope="module")
-def itjax_smollm2(smollm2_gguf):
-  return load_model(smollm2_gguf)
 
 
 def test_gguf_logits_match_transformers(hf_smollm2, itjax_smollm2):

@@ -4,7 +4,7 @@ Variants: `base`, the tuned model `merged` (adapters folded into the kernels, wh
 (adapters applied at run time). Per variant, greedy, compile time excluded:
   ttft_s            prefill + first token, one prompt at a time (mean)
   decode_tok_s_b1   decode tokens per second with one slot
-  decode_tok_s_b16  decode tokens per second with 16 slots
+  decode_tok_s_b16  decode tokens per second with 16 slots (as many as there are prompts, if fewer)
   mean_new_tokens   generated tokens per prompt
   s_per_prompt      prefill + decode seconds per prompt with 16 slots
 `ratio/METRIC` divides a variant's figure by the base's: s_per_prompt's ratio is mean_new_tokens' ratio (longer

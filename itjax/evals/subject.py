@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from itjax.generate import Generated, Generator
+from itjax.generate import Generated, Generator, generate_with_progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,22 +56,9 @@ class Subject:
   def generate(self, prompts: list[list[int]], settings: Settings, desc: str,
                batch_size: int | None = None) -> list[Generated]:
     """Greedy answers (token ids) to encoded prompts, with a progress bar (prompts/s, tokens/s, ETA)."""
-    from tqdm import tqdm
-    bar = tqdm(total=len(prompts), unit="prompt", desc=f"{desc} ({self.label})", disable=not settings.progress,
-               dynamic_ncols=True, leave=False)
-    tokens = 0
-
-    def done(i: int, out: Generated) -> None:
-      nonlocal tokens
-      tokens += len(out.tokens)
-      bar.update(1)
-      bar.set_postfix_str(f"{tokens / (bar.format_dict['elapsed'] or 1e-9):.1f} tok/s")
-
-    try:
-      return self.generator.generate(prompts, settings.max_new_tokens, seed=settings.seed,
-                                     batch_size=batch_size or settings.batch_size, on_done=done)
-    finally:
-      bar.close()
+    return generate_with_progress(self.generator, prompts, settings.max_new_tokens, batch_size=batch_size or
+                                  settings.batch_size, seed=settings.seed, progress=settings.progress,
+                                  desc=f"{desc} ({self.label})")
 
   def respond(self, chats: list[list[dict]], settings: Settings, desc: str) -> tuple[list[str], list[int]]:
     """(decoded responses, generated token counts) for chats ending with a user turn."""
