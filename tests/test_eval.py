@@ -208,3 +208,27 @@ def test_smollm2_eval_answers_as_generate_does(itjax_smollm2, tmp_path):
   texts = generate_texts(subject.generator, m.tokenizer, prompts, 40, batch_size=8, progress=False)
   assert texts == [r["response"] for r in rows]
   assert len({len(t) for t in texts}) > 1  # answers of different lengths: slots were refilled mid-decode
+
+
+def test_an_interrupted_eval_leaves_no_half_written_files(trained, tmp_path, monkeypatch):
+  """Ctrl-C (SIGTERM unwinds the same way) inside a suite or inside a write: results.json is absent or whole."""
+  from itjax.evals import report
+  out = tmp_path / "o"
+  run(trained, ["tasks"], str(out), settings=FAST)
+  whole = (out / "results.json").read_text()
+
+  def interrupted(f):
+    f.write('{"model": ')
+    raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    report._atomic_write(str(out / "results.json"), interrupted)
+  assert (out / "results.json").read_text() == whole and not [p for p in os.listdir(out) if ".tmp" in p]
+
+  def stop(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(tasks, "evaluate", stop)
+  with pytest.raises(KeyboardInterrupt):
+    run(trained, ["tasks"], str(tmp_path / "fresh"), settings=FAST)
+  assert not os.path.exists(tmp_path / "fresh" / "results.json")
