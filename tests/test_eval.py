@@ -19,19 +19,10 @@ FAST = Settings(max_new_tokens=8, batch_size=4, limit=3, progress=False)
 
 
 def tiny_config(model, **overrides):
-  from itjax.config import from_file
-  c = from_file(os.path.join(ROOT, "configs", "tiny_lora.py"))
-  c.model = model
-  c.eval.suites = ("tasks",)
-  c.eval.limit = 3
-  c.eval.max_new_tokens = 8
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  """configs/tiny_lora.py with the tasks suite on (3 tasks per split, 8 new tokens) and the overrides."""
+  from test_train import load_config
+  return load_config(model=model, **{"eval.suites": ("tasks",), "eval.limit": 3, "eval.max_new_tokens": 8,
+                                     **overrides})
 
 
 def eval_lines(workdir):

@@ -9,12 +9,12 @@ reported. Sentence counts need NLTK's trained English Punkt model: `ensure_punkt
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import shutil
 import tempfile
 
 from itjax import demo_model
+from itjax.jsonl import objects
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 
 INSTALL_HINT = "pip install 'itjax[eval]'"
@@ -86,30 +86,6 @@ def ensure_punkt() -> str:
   return target
 
 
-def _jsonl(path: str, what: str):
-  """(path:line, object) for every non-blank line; a line that is not a JSON object stops with `path:line: ...`."""
-  try:
-    f = open(path, "rb")
-  except OSError as e:
-    raise FileNotFoundError(f"{path}: cannot open {what} ({e.strerror})") from None
-  with f:
-    for number, raw in enumerate(f, start=1):
-      where = f"{path}:{number}"
-      try:
-        line = raw.decode("utf-8")
-      except UnicodeDecodeError as e:
-        raise ValueError(f"{where}: not valid UTF-8 (byte {e.start})") from None
-      if not line.strip():
-        continue
-      try:
-        value = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-      if not isinstance(value, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(value).__name__}")
-      yield where, value
-
-
 def _check_ids(ids, where: str, registry: dict) -> None:
   """`instruction_id_list` must be a non-empty list of ids IFEval's checkers know."""
   if not isinstance(ids, list) or not ids:
@@ -172,7 +148,7 @@ def read_ifeval(path: str, limit: int | None = None) -> list[dict]:
     raise ValueError(f"limit must be at least 1, got {limit}")
   registry = _registry()
   records, seen = [], {}
-  for where, record in _jsonl(path, "IFEval data"):
+  for where, record in objects(path, "IFEval data"):
     if limit is not None and len(records) >= limit:
       break
     _check_record(record, where, registry)
@@ -215,7 +191,7 @@ def read_responses(path: str, records: list[dict]) -> list[str]:
     by_prompt.setdefault(r["prompt"], []).append(i)
   responses: list[str | None] = [None] * len(records)
   answered_at: dict[int, str] = {}
-  for where, line in _jsonl(path, "responses"):
+  for where, line in objects(path, "responses"):
     if not isinstance(line.get("response"), str):
       problem = "no 'response' field" if "response" not in line else "'response' is not a string"
       raise ValueError(f"{where}: {problem}")

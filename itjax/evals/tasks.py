@@ -13,6 +13,7 @@ from collections import defaultdict
 
 from itjax.data.tasks import DEFAULT_HOLDOUT, expand_holdout, make_splits, verify
 from itjax.evals.subject import Settings, Subject, SuiteOutput
+from itjax.jsonl import objects
 
 SPLIT_FILES = {"seen": "validation.jsonl", "heldout": "heldout.jsonl"}
 
@@ -28,20 +29,12 @@ def _held_types(directory: str) -> set[str]:
 def read_tasks_file(path: str) -> list[dict]:
   """Task records of a JSONL file; a malformed line stops with `path:line: what is wrong`."""
   records = []
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      where = f"{path}:{number}"
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-      if not isinstance(record, dict) or not isinstance(record.get("verifier"), dict) or not isinstance(
-          record.get("types"), list) or not isinstance(record.get("messages"), list) or not record["messages"]:
-        raise ValueError(f"{where}: expected a task record with 'messages', 'types' and 'verifier' "
-                         "(as itjax make-tasks writes them)")
-      records.append(record)
+  for where, record in objects(path, "tasks file"):
+    if not isinstance(record.get("verifier"), dict) or not isinstance(record.get("types"), list) or not isinstance(
+        record.get("messages"), list) or not record["messages"]:
+      raise ValueError(f"{where}: expected a task record with 'messages', 'types' and 'verifier' "
+                       "(as itjax make-tasks writes them)")
+    records.append(record)
   if not records:
     raise ValueError(f"{path}: no task records")
   return records
