@@ -60,16 +60,22 @@ def load_model(src: str, dtype: str = "float32", param_dtype: str = "float32") -
   return LoadedModel(config, params, load_tokenizer(src), src)
 
 
-def load_workdir(workdir: str, dtype: str = "float32", param_dtype: str = "float32",
-                 step: int | None = None) -> LoadedModel:
-  """A training workdir as a plain model: base params with the trained ones in place and LoRA merged."""
+def load_trained(workdir: str, step: int | None = None, dtype: str = "float32",
+                 param_dtype: str = "float32") -> tuple[LoadedModel, dict, dict]:
+  """(the base model, the checkpoint's trained params as host arrays, its metadata) of a training workdir."""
   import jax
   import numpy as np
 
-  from itjax import lora
-  from itjax.checkpoint import lora_spec, read_trained
+  from itjax.checkpoint import read_trained
   trained, meta = read_trained(workdir, step)
-  base = load_model(meta["base"]["path"], dtype, param_dtype)
-  trained = jax.tree.map(np.asarray, trained)
+  return load_model(meta["base"]["path"], dtype, param_dtype), jax.tree.map(np.asarray, trained), meta
+
+
+def load_workdir(workdir: str, dtype: str = "float32", param_dtype: str = "float32",
+                 step: int | None = None) -> LoadedModel:
+  """A training workdir as a plain model: base params with the trained ones in place and LoRA merged."""
+  from itjax import lora
+  from itjax.checkpoint import lora_spec
+  base, trained, meta = load_trained(workdir, step, dtype, param_dtype)
   config, params = lora.merge_adapters(base.config.replace(lora=lora_spec(meta)), lora.join(trained, base.params))
   return LoadedModel(config, params, base.tokenizer, workdir)

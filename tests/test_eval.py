@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from itjax.data.tasks import make_splits, write_splits
@@ -124,15 +123,12 @@ def test_a_workdir_answers_as_its_hf_export(trained, tmp_path):
 def test_scanned_unmerged_decoding_equals_unrolled_merged(trained):
   """What training evaluates on accelerators (scanned layers, adapters applied at run time) answers as the merged,
   unrolled model does."""
-  import jax
-
   from itjax import lora
-  from itjax.checkpoint import lora_spec, read_trained
+  from itjax.checkpoint import lora_spec
   from itjax.generate import Generator
-  from itjax.loading import load_model
-  params, meta = read_trained(trained)
-  base = load_model(meta["base"]["path"])
-  joined = lora.join(jax.tree.map(np.asarray, params), base.params)
+  from itjax.loading import load_trained
+  base, params, meta = load_trained(trained)
+  joined = lora.join(params, base.params)
   config = base.config.replace(lora=lora_spec(meta))
   merged_config, merged = lora.merge_adapters(config, joined)
   tok = base.tokenizer

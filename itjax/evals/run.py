@@ -28,22 +28,18 @@ def _is_workdir(src: str) -> bool:
 def load_subjects(src: str, base: str | None, step: int | None, unmerged: bool) -> tuple[dict[str, Subject], str | None]:
   """{'model', ['unmerged'], ['base']} subjects and the base's source. base None: a workdir's own base;
   'none': no reference."""
-  import jax
-  import numpy as np
-
   from itjax import lora
-  from itjax.loading import load_model
+  from itjax.loading import load_model, load_trained
   subjects = {}
-  if os.path.isdir(src) and _is_workdir(src):
-    from itjax.checkpoint import lora_spec, read_trained
+  if _is_workdir(src):
+    from itjax.checkpoint import lora_spec
     if not os.path.isdir(os.path.join(src, "checkpoints")) or not os.listdir(os.path.join(src, "checkpoints")):
       raise FileNotFoundError(f"--model {src}: a training workdir without checkpoints (nothing in "
                               f"{os.path.join(src, 'checkpoints')})")
-    trained, meta = read_trained(src, step)
-    base_model = load_model(meta["base"]["path"])
+    base_model, trained, meta = load_trained(src, step)
     template = meta["config"]["data"].get("chat_template") or None
     spec = lora_spec(meta)
-    joined = lora.join(jax.tree.map(np.asarray, trained), base_model.params)
+    joined = lora.join(trained, base_model.params)
     config, merged = lora.merge_adapters(base_model.config.replace(lora=spec), joined)
     subjects["model"] = Subject("model", config, merged, base_model.tokenizer, template)
     if unmerged and spec is not None:
