@@ -195,6 +195,9 @@ def test_smollm2_smoke_config_runs(smollm2_gguf, tmp_path):
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir / "tensorboard"))
   assert os.listdir(workdir / "checkpoints") and (workdir / "loss.png").stat().st_size > 0
   assert summary["eval_loss_end"] < summary["eval_loss_start"]
+  with open(workdir / "metrics.jsonl") as f:  # the generation suite before the first step and after the last
+    evals = [r for r in map(json.loads, f) if "eval/tasks/seen" in r]
+  assert [r["step"] for r in evals] == [0, 4] and all(r["eval/tasks/n_heldout"] == 4 for r in evals)
 
 
 def test_a_non_finite_loss_stops_with_the_step_and_metric(tiny_hf_dir, tmp_path):
