@@ -282,7 +282,7 @@ class Generator:
           continue
         tokens[i].extend(out[emitted[:, slot], slot].tolist())
         if not active[slot]:
-          finish(i, len(tokens[i]) < count[slot])  # the last sampled token was an end-of-sequence id
+          finish(i, bool(len(tokens[i]) < count[slot]))  # the last sampled token was an end-of-sequence id
           state = fill(slot, state)
     return results
 

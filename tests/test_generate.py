@@ -105,7 +105,7 @@ def test_eos_stops_a_row(params):
   stopper = Generator(CONFIG, params, eos_ids=[free.tokens[2]])
   out = stopper.generate(prompts_of([6]), max_new_tokens=8)[0]
   first = free.tokens.index(free.tokens[2])
-  assert out.tokens == free.tokens[:first] and out.finished
+  assert out.tokens == free.tokens[:first] and out.finished is True and free.finished is False
 
 
 def test_sampling_filters():
