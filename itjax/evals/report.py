@@ -16,15 +16,23 @@ import os
 from itjax.evals.subject import SuiteOutput
 
 
-def _atomic_write(path: str, write) -> None:
+def _atomic(path: str, save) -> None:
+  """`save(temp_path)`, then the temp file renamed over `path`; on any error (Ctrl-C too) the temp file goes."""
   tmp = f"{path}.tmp{os.getpid()}"
   try:
-    with open(tmp, "w", encoding="utf-8") as f:
-      write(f)
+    save(tmp)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def _atomic_write(path: str, write) -> None:
+  """A text file written whole or not at all: `write(f)` fills it."""
+  def save(tmp: str) -> None:
+    with open(tmp, "w", encoding="utf-8") as f:
+      write(f)
+  _atomic(path, save)
 
 
 def suite_result(model: dict[str, float], base: dict[str, float] | None) -> dict:
@@ -89,10 +97,10 @@ def plot(out: str, suite: str, outputs: dict[str, SuiteOutput], ylabel: str) -> 
   ax.grid(axis="y", alpha=0.3)
   ax.legend()
   path = os.path.join(out, f"{suite}.png")
-  tmp = path + f".tmp{os.getpid()}.png"
-  fig.savefig(tmp, dpi=110, bbox_inches="tight")
-  plt.close(fig)
-  os.replace(tmp, path)
+  try:
+    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+  finally:
+    plt.close(fig)
   return path
 
 
