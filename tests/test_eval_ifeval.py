@@ -218,7 +218,7 @@ def test_verdicts_and_numbers_equal_the_package(scored):
   assert metrics["prompt_loose"] == 100.0 * binary_loose / prompts
   assert metrics["inst_strict"] == 100.0 * passed_strict / total
   assert metrics["inst_loose"] == 100.0 * passed_loose / total
-  assert metrics["prompts"] == prompts and metrics["instructions"] == total
+  assert metrics["n_prompts"] == prompts and metrics["n_instructions"] == total
   for iid, (n, s, l) in per_id.items():
     assert metrics[f"strict/{iid}"] == 100.0 * s / n and metrics[f"loose/{iid}"] == 100.0 * l / n
   assert sorted(k for k in metrics if k.startswith("strict/")) == sorted(f"strict/{i}" for i in per_id)

@@ -243,8 +243,8 @@ def score(records: list[dict], responses: list[str]) -> tuple[dict[str, float], 
   """IFEval's metrics in percent, and one row per record with its response and verdicts.
 
   `prompt_strict`/`prompt_loose`: share of prompts whose instructions all pass; `inst_strict`/`inst_loose`: share
-  of all instructions that pass; `strict/<id>`, `loose/<id>`: the same per instruction id; `prompts`,
-  `instructions`: the counts. Language detection (`langdetect`, random by default) is seeded, so that a rerun gives
+  of all instructions that pass; `strict/<id>`, `loose/<id>`: the same per instruction id; `n_prompts`,
+  `n_instructions`: the counts. Language detection (`langdetect`, random by default) is seeded, so that a rerun gives
   the same numbers.
   """
   if len(records) != len(responses):
@@ -278,8 +278,8 @@ def score(records: list[dict], responses: list[str]) -> tuple[dict[str, float], 
     n, s, l = tally[instruction_id]
     metrics[f"strict/{instruction_id}"] = _percent(s, n)
     metrics[f"loose/{instruction_id}"] = _percent(l, n)
-  metrics["prompts"] = prompts
-  metrics["instructions"] = instructions
+  metrics["n_prompts"] = prompts
+  metrics["n_instructions"] = instructions
   return metrics, rows
 
 
