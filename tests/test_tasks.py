@@ -45,7 +45,7 @@ def test_types_groups_and_coverage(records):
   assert len(tasks.TYPES) >= 16
   groups = set(tasks.TYPES.values())
   assert {"order", "count", "math", "text", "case", "structure", "wrap", "punctuation"} <= groups
-  for group in groups:
+  for group in groups - {"grounded"}:  # grounded questions are one op, held out or trained on as a whole
     assert sum(g == group for g in tasks.TYPES.values()) >= 2, group
   assert not groups & set(tasks.TYPES)  # a name is a type or a group, never both
   seen = {t for r in records for t in r["types"]}
@@ -57,7 +57,8 @@ def test_types_groups_and_coverage(records):
 def test_records_are_json_and_answers_have_no_commas(records):
   for record in records[:500]:
     assert json.loads(json.dumps(record)) == record
-    assert list(record) == ["messages", "types", "verifier"]
+    assert list(record) == ["messages", "types", "verifier", "prompt_parts"]
+    assert tasks.join_prompt(record["prompt_parts"]) == record["messages"][0]["content"]
     assert [m["role"] for m in record["messages"]] == ["user", "assistant"]
     answer = record["verifier"]["answer"]
     assert "," not in "".join(map(str, answer if isinstance(answer, list) else [answer]))
@@ -177,7 +178,7 @@ def test_holdout_types_stay_out_of_training(holdout):
 
 
 def test_expand_holdout():
-  assert tasks.expand_holdout(tasks.DEFAULT_HOLDOUT) == set(tasks.DEFAULT_HOLDOUT.split(","))
+  assert tasks.expand_holdout(tasks.DEFAULT_HOLDOUT) == {"max_number", "numbered", "uppercase", "grounded_qa"}
   assert tasks.expand_holdout("case") == {"lowercase", "uppercase"}
   assert tasks.expand_holdout(" math , json ") == {t for t, g in tasks.TYPES.items() if g == "math"} | {"json"}
   assert tasks.expand_holdout(["quotes"]) == {"quotes"} and tasks.expand_holdout("") == set()
@@ -195,8 +196,9 @@ def test_write_splits(tmp_path):
     assert len(lines) == sizes[split]
     for line in lines:
       record = json.loads(line)
-      assert list(record) == ["messages", "types", "verifier"]
+      assert list(record) == ["messages", "types", "verifier", "prompt_parts"]
       assert tasks.verify(record["messages"][1]["content"], record["verifier"])
   summary = json.loads((out / "tasks.json").read_text())
   assert summary["seed"] == 5 and summary["n"] == 40 and summary["holdout"] == ["title"]
+  assert summary["phrasings"] == "one"
   assert summary["counts"]["heldout"]["title"] == 4 and "title" not in summary["counts"]["train"]

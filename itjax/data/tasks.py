@@ -3,6 +3,8 @@
 Each record is a user instruction, the assistant response computed for it, the task types it combines and the
 JSON-serialisable kwargs with which `verify` checks any response (a model's too) for every constraint and the answer.
 Type ids belong to groups, so single types or whole groups can be held out of training to test composition.
+Every constraint has several phrasings, and each record keeps the parts its prompt was joined from
+(`prompt_parts`), so that the prompt can be reworded or reordered without changing what the verifier checks.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import random
 from collections import Counter
 from typing import Callable, Iterable
 
+from itjax.data import grounded
 from itjax.data.verify import CASES, LAYOUTS, LIST_LAYOUTS, verify
 
-__all__ = ["TYPES", "DEFAULT_HOLDOUT", "make_task", "verify", "expand_holdout", "make_splits", "write_splits"]
+__all__ = ["TYPES", "DEFAULT_HOLDOUT", "PHRASING_MODES", "make_task", "verify", "expand_holdout", "make_splits",
+           "write_splits", "join_prompt", "phrasings_of", "phrase_sentence"]
 
 WORDS = (
     "apple", "banana", "cherry", "dragon", "eagle", "forest", "garden", "harbor", "island", "jacket", "kettle",
@@ -166,6 +170,14 @@ def _date_add(rng):
   return text.format(days, start.isoformat()), (start + datetime.timedelta(days=days)).isoformat()
 
 
+@_op("grounded_qa", "grounded", "str", "Answer", letters=True, noun="answer")
+def _grounded_qa(rng):
+  """A question about an invented fact sheet; half the time the sheet does not hold the answer, and the reply
+  is then grounded.ABSTENTION (verify judges these bodies with grounded.judge)."""
+  question = grounded.make_question(rng, rng.random() < 0.5)
+  return question["prompt"], question["answer"]
+
+
 MODIFIERS = ("lowercase", "uppercase", "title", "end_phrase", "no_commas", "quotes")
 CONSTRAINTS = {"bullets": "structure", "numbered": "structure", "paragraphs": "structure", "json": "structure",
                "lowercase": "case", "uppercase": "case", "title": "wrap", "quotes": "wrap",
@@ -174,32 +186,76 @@ TYPES: dict[str, str] = {**{name: op.group for name, op in OPS.items()}, **CONST
 
 # Held out: one op, one layout and one modifier, each a close sibling of a seen type (max_number ~ sort_numbers
 # descending, numbered ~ bullets, uppercase ~ lowercase), so held-out records test composing familiar skills.
-DEFAULT_HOLDOUT = "max_number,numbered,uppercase"
+# The grounded questions are held out too, so that training on them is an ablation: drop 'grounded' to train on them.
+DEFAULT_HOLDOUT = "max_number,numbered,uppercase,grounded"
 
+# Every constraint sentence in several wordings of one requirement (the verifier is the same for all of them).
+# Phrasing 0 is what trains by default (phrasings "one"); the rigidity suite rewords prompts with the others.
 _PHRASINGS = {
     "bullets": ("Format your answer as exactly {n} markdown bullet points, each line starting with \"* \".",
-                "Answer with a bulleted list of exactly {n} items, like \"* item\"."),
+                "Answer with a bulleted list of exactly {n} items, like \"* item\".",
+                "Give exactly {n} bullet points, starting every line with an asterisk and a space (\"* \")."),
     "numbered": ("Present the answer as a numbered list (1. 2. 3. ...), one item per line.",
-                 "Write the items as a numbered list starting at 1."),
+                 "Write the items as a numbered list starting at 1.",
+                 "Number the items from 1 upwards, putting each numbered item on a separate line."),
     "paragraphs": ("Write exactly {n} paragraphs, one item per paragraph, separated by a line containing only ***.",
-                   "Put each item in its own paragraph: exactly {n} paragraphs with the divider *** between them."),
+                   "Put each item in its own paragraph: exactly {n} paragraphs with the divider *** between them.",
+                   "Split the answer into {n} paragraphs holding one item each, with a line of just *** between "
+                   "neighbouring paragraphs."),
     "json": ("Return only a JSON object of the form {shape} and nothing else.",
-             "Wrap your entire output in JSON: a single object shaped like {shape}."),
+             "Wrap your entire output in JSON: a single object shaped like {shape}.",
+             "Reply with one JSON object, {shape}, and no text around it."),
     "lowercase": ("Your entire response should be in lowercase letters; no capital letters are allowed.",
-                  "Write everything in lowercase."),
+                  "Write everything in lowercase.",
+                  "Use small letters only throughout the reply and avoid capitals entirely."),
     "uppercase": ("Your entire response must be in English capital letters only.",
-                  "Write the whole response in uppercase."),
+                  "Write the whole response in uppercase.",
+                  "Every letter of your reply has to be a capital letter."),
     "title": ("Include a title wrapped in double angular brackets on the first line, such as <<the answer>>.",
-              "Start with a title in double angular brackets, for example <<my reply>>."),
+              "Start with a title in double angular brackets, for example <<my reply>>.",
+              "The first line must be a title enclosed in << and >>, like <<results>>."),
     "end_phrase": ('End your response with the exact phrase "{phrase}"; nothing may follow it.',
-                   'Finish your reply with this exact phrase: "{phrase}"'),
-    "no_commas": ("Do not use any commas in your response.", "Refrain from using commas anywhere in your reply."),
-    "quotes": ("Wrap your entire response in double quotation marks.", "Put the whole response inside double quotes."),
+                   'Finish your reply with this exact phrase: "{phrase}"',
+                   'The last words of your response must be "{phrase}" with nothing after them.'),
+    "no_commas": ("Do not use any commas in your response.", "Refrain from using commas anywhere in your reply.",
+                  "Your reply must not contain a single comma."),
+    "quotes": ("Wrap your entire response in double quotation marks.", "Put the whole response inside double quotes.",
+               "Enclose everything you write between a pair of double quotation marks."),
 }
+# The line said when no layout is asked for, by form: list items, a scalar beside a title or end phrase, a bare scalar.
+_DEFAULT_LINES = {
+    "items": ("Put each item on its own line.", "Write one item per line.", "List the items on separate lines."),
+    "alone": ("Write the {noun} on a line by itself.", "Put the {noun} alone on its own line.",
+              "Give the {noun} on its own line with nothing else on that line."),
+    "only": ("Reply with only the {noun}.", "Give just the {noun}.", "Answer with the {noun} and nothing else."),
+}
+PHRASING_MODES = ("one", "all")  # "one": phrasing 0 of every sentence; "all": any phrasing
+
+
+def phrasings_of(sentence: dict) -> tuple[str, ...]:
+  """The wordings (format strings) of a prompt_parts sentence: its constraint's, or its default form's."""
+  return _DEFAULT_LINES[sentence["form"]] if sentence["id"] == "default" else _PHRASINGS[sentence["id"]]
+
+
+def phrase_sentence(sentence: dict, index: int, fill: dict) -> dict:
+  """The sentence said in phrasing `index`, filled with the record's values (n, phrase, shape, noun)."""
+  return {**sentence, "phrasing": index, "text": phrasings_of(sentence)[index].format(**fill)}
+
+
+def join_prompt(parts: dict) -> str:
+  """The user prompt that a record's prompt_parts spell: the task text, then each sentence in order."""
+  return " ".join([parts["task"], *(s["text"] for s in parts["sentences"])])
+
+
+def _check_phrasings(phrasings: str) -> None:
+  if phrasings not in PHRASING_MODES:
+    raise ValueError(f"phrasings must be one of {', '.join(map(repr, PHRASING_MODES))}, got {phrasings!r}")
 
 
 def _compatible(op: Op, layout: str | None, mods: set[str]) -> bool:
   """Whether every constraint can hold at once for this op's answer."""
+  if op.group == "grounded" and layout is not None:  # a grounded answer is a sentence or a value, not items
+    return False
   if layout in LIST_LAYOUTS and op.kind != "list":
     return False
   # JSON is the whole response with lowercase keys, and a list in JSON needs commas.
@@ -247,8 +303,27 @@ def render(answer: list | int | str, layout: str | None, mods: Iterable[str], ti
   return f'"{body}"' if "quotes" in mods else body
 
 
-def make_task(rng: random.Random, allowed: Callable[[list[str]], bool] | None = None) -> dict:
-  """One record; combinations of types for which `allowed(types)` is False are redrawn."""
+def _default_form(n: int | None, mods: list[str]) -> str:
+  """The default line a record without a layout gets: list items, a scalar alone on its line, or only the scalar."""
+  if n is not None:
+    return "items"
+  return "alone" if {"title", "end_phrase"}.intersection(mods) else "only"
+
+
+def _drawn_sentence(rng: random.Random, sentence: dict, fill: dict, phrasings: str) -> dict:
+  """The sentence in a drawn phrasing; "one" draws too but says phrasing 0, so both modes give the same tasks."""
+  index = rng.randrange(len(phrasings_of(sentence)))
+  return phrase_sentence(sentence, index if phrasings == "all" else 0, fill)
+
+
+def make_task(rng: random.Random, allowed: Callable[[list[str]], bool] | None = None, phrasings: str = "one") -> dict:
+  """One record; combinations of types for which `allowed(types)` is False are redrawn.
+
+  `phrasings` "one" says every constraint in its phrasing 0, "all" in any of its phrasings. The record's
+  `prompt_parts` (task text, constraint sentences in order with their id and phrasing, and the values filled into
+  them) rebuild the prompt with `join_prompt`, so that it can be reworded or reordered.
+  """
+  _check_phrasings(phrasings)
   for _ in range(_MAX_TRIES):
     types = _draw_types(rng)
     if types is not None and (allowed is None or allowed(types)):
@@ -268,22 +343,20 @@ def make_task(rng: random.Random, allowed: Callable[[list[str]], bool] | None = 
     phrase = phrase.upper()
   keys = (["items"] if n is not None else ["answer"]) if layout == "json" else None
   shape = '{"items": [...]}' if n is not None else '{"answer": ...}'
-  extra = [rng.choice(_PHRASINGS[c]).format(n=n, phrase=phrase, shape=shape) for c in constraints]
-  rng.shuffle(extra)
+  fill = {"n": n, "phrase": phrase, "shape": shape, "noun": op.noun}
+  sentences = [_drawn_sentence(rng, {"id": c}, fill, phrasings) for c in constraints]
+  rng.shuffle(sentences)
   if layout is None:
-    if n is not None:
-      default = ("Put each item on its own line.", "Write one item per line.")
-    elif {"title", "end_phrase"}.intersection(mods):
-      default = (f"Write the {op.noun} on a line by itself.", f"Put the {op.noun} alone on its own line.")
-    else:
-      default = (f"Reply with only the {op.noun}.", f"Give just the {op.noun}.")
-    extra.insert(0, rng.choice(default))
+    default = {"id": "default", "form": _default_form(n, mods)}
+    sentences.insert(0, _drawn_sentence(rng, default, fill, phrasings))
+  parts = {"task": prompt, "sentences": sentences, "fill": fill}
   response = render(answer, layout, mods, op.title, phrase or "")
   verifier = {"op": op_id, "answer": answer, "layout": layout, "modifiers": mods, "n": n, "phrase": phrase,
               "keys": keys}
-  return {"messages": [{"role": "user", "content": " ".join([prompt, *extra])},
-                       {"role": "assistant", "content": response}],
-          "types": types, "verifier": verifier}
+  if op.group == "grounded":  # names the question holds are not values the answer gives
+    verifier["question"] = prompt
+  return {"messages": [{"role": "user", "content": join_prompt(parts)}, {"role": "assistant", "content": response}],
+          "types": types, "verifier": verifier, "prompt_parts": parts}
 
 
 def expand_holdout(spec: str | Iterable[str]) -> set[str]:
@@ -307,12 +380,13 @@ def expand_holdout(spec: str | Iterable[str]) -> set[str]:
 
 
 def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOUT,
-                validation_fraction: float = 0.1) -> dict[str, list[dict]]:
+                validation_fraction: float = 0.1, phrasings: str = "one") -> dict[str, list[dict]]:
   """Train and validation records without held-out types; heldout records combine held-out with seen types.
 
   Each split draws from its own seeded stream, and no instruction appears twice across the splits. With nothing
-  held out the heldout split is empty.
+  held out the heldout split is empty. `phrasings` is make_task's: "one" or "all" wordings of the constraints.
   """
+  _check_phrasings(phrasings)
   held = expand_holdout(holdout)
   extra = max(1, round(n * validation_fraction))
   prompts: set[str] = set()
@@ -323,7 +397,7 @@ def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOU
     for _ in range(100 * count + _MAX_TRIES):
       if len(records) == count:
         return records
-      record = make_task(rng, allowed)
+      record = make_task(rng, allowed, phrasings)
       if record["messages"][0]["content"] not in prompts:
         prompts.add(record["messages"][0]["content"])
         records.append(record)
@@ -339,16 +413,17 @@ def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOU
           "heldout": draw("heldout", extra, mixed) if held else []}
 
 
-def write_splits(out_dir: str, n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOUT) -> dict[str, str]:
+def write_splits(out_dir: str, n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOUT,
+                 phrasings: str = "one") -> dict[str, str]:
   """Writes train/validation/heldout JSONL files and a tasks.json summary into `out_dir`; returns {split: path}."""
-  splits = make_splits(n, seed, holdout)
+  splits = make_splits(n, seed, holdout, phrasings=phrasings)
   os.makedirs(out_dir, exist_ok=True)
   paths = {}
   for split, records in splits.items():
     paths[split] = os.path.join(out_dir, f"{split}.jsonl")
     with open(paths[split], "w", encoding="utf-8") as f:
       f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-  summary = {"seed": seed, "n": n, "holdout": sorted(expand_holdout(holdout)),
+  summary = {"seed": seed, "n": n, "holdout": sorted(expand_holdout(holdout)), "phrasings": phrasings,
              "sizes": {split: len(records) for split, records in splits.items()},
              "counts": {split: dict(sorted(Counter(t for r in records for t in r["types"]).items()))
                         for split, records in splits.items()}}

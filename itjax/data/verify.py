@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 
+from itjax.data import grounded
+
 LIST_LAYOUTS = ("bullets", "numbered", "paragraphs")
 LAYOUTS = (*LIST_LAYOUTS, "json")
 CASES = ("lowercase", "uppercase")
@@ -49,6 +51,9 @@ def verify(response: str, verifier: dict) -> bool:
   if found is None:
     return False
   answer = verifier["answer"]
+  if verifier.get("op") == "grounded_qa":  # judged by meaning: the value, or an abstention when the sheet lacks it
+    return grounded.passes(found, {"answerable": answer != grounded.ABSTENTION, "answer": answer,
+                                   "question": verifier.get("question") or ""})
   expected = [str(x) for x in answer] if isinstance(answer, list) else str(answer)
   if mods.intersection(CASES):
     found, expected = _fold(found), _fold(expected)

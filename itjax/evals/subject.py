@@ -21,6 +21,7 @@ class SuiteOutput:
   metrics: dict[str, float]  # flat: 'prompt_strict', 'type/sort_words', ...
   rows: list[dict]  # one per example: the input record's fields plus 'response' and each check's verdict
   bars: dict[str, float] = dataclasses.field(default_factory=dict)  # what the suite's plot shows per group
+  note: str | None = None  # what the metrics leave out, and why (written into results.json and report.md)
 
 
 @dataclasses.dataclass

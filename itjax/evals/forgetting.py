@@ -1,0 +1,273 @@
+"""The `forgetting` suite: what a tuned model lost of what its base could do.
+
+  kl_general, kl_tasks  mean per-token KL(base || tuned), nats, along the base's own greedy answers to the general
+                        prompts and to the task prompts (the answers end with the end-of-sequence id when the base
+                        stopped), so it weighs what the base would actually say
+  perplexity            exp(mean NLL) of a general English text (every token predicted once, windows of WINDOW
+  bits_per_byte         tokens overlapping by one), and its total NLL in bits over the text's UTF-8 bytes
+  retention             of the probes the base answers right, the share the tuned model still answers right;
+                        base_correct and model_correct are each one's share of all probes (percent)
+  degenerate_rate       share of the answers to the general prompts that are degenerate (itjax.evals.degenerate),
+  mean_length           and their mean length in generated tokens
+
+Probes are short questions with checkable answers drawn from the task generators (arithmetic, unit conversion,
+date arithmetic, string operations), plus a --probes file; an answer is right when it states the expected value:
+the number or date as a standalone token, the word case-insensitively, a list's items in order and adjacent.
+KL and retention compare with a reference model and appear under `model`; without one the suite reports the
+rest, and says so.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+
+from itjax.data import tasks as task_gen
+from itjax.evals import degenerate, scoring
+from itjax.evals.subject import Settings, Subject, SuiteOutput
+from itjax.jsonl import objects
+
+WINDOW = 512
+PROBE_OPS = ("arithmetic", "unit_convert", "date_add", "acronym", "reverse_words", "sort_words")
+N_PROBES = 48
+PROBE_SUFFIX = " Reply with only the answer."
+
+GENERAL_PROMPTS = (
+    "What is the capital of France?",
+    "Write a short poem about autumn leaves.",
+    "Explain why the sky is blue in two sentences.",
+    "Give me three tips for sleeping better.",
+    "What is photosynthesis?",
+    "Who wrote Romeo and Juliet?",
+    "How do I boil an egg?",
+    "Write a haiku about the sea.",
+    "What are the primary colors?",
+    "Summarize the story of Cinderella in a few sentences.",
+    "What is the difference between weather and climate?",
+    "Suggest a name for a friendly robot.",
+    "How many days are there in a leap year?",
+    "Write a short thank-you note to a teacher.",
+    "What does a bee do in a garden?",
+    "Explain what a computer program is to a child.",
+    "Name three animals that live in the ocean.",
+    "Why do we have seasons?",
+    "Write two sentences describing a rainy day.",
+    "What is the boiling point of water at sea level?",
+    "Give a recipe idea for a quick breakfast.",
+    "What is the largest planet in our solar system?",
+    "How can I be more productive when working from home?",
+    "Describe a cat to someone who has never seen one.",
+    "What is the meaning of the word 'generous'?",
+    "Write the opening line of an adventure story.",
+    "Why is exercise good for your health?",
+    "What language is spoken in Brazil?",
+    "List some things to pack for a beach trip.",
+    "How does a rainbow form?",
+    "Tell me a fun fact about elephants.",
+    "What should I do if I feel stressed?",
+    "Explain the rules of tic-tac-toe.",
+    "Write a limerick about a sleepy dog.",
+    "What is the freezing point of water in Fahrenheit?",
+    "Why do leaves change color in the fall?",
+    "Give me a short motivational message.",
+    "What is the tallest mountain in the world?",
+    "How do plants drink water?",
+    "Describe your ideal weekend in three sentences.",
+)
+
+
+# --- probes -----------------------------------------------------------------------------------------------------
+
+def make_probes(n: int, seed: int) -> list[dict]:
+  """n probes (prompt, answer, op), cycling through PROBE_OPS; the same for the same seed."""
+  rng = random.Random(f"itjax-probes:{seed}")
+  probes = []
+  for i in range(n):
+    op = PROBE_OPS[i % len(PROBE_OPS)]
+    prompt, answer = task_gen.OPS[op].make(rng)
+    probes.append({"prompt": prompt + PROBE_SUFFIX, "answer": answer, "op": op})
+  return probes
+
+
+def read_probes(path: str) -> list[dict]:
+  """Probes of a JSONL file: 'prompt' (a non-empty string) and 'answer' (an integer, a string or a list of them)
+  on every line; a problem stops with `path:line: what is wrong`."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"--probes {path}: no such file")
+  probes = []
+  for where, record in objects(path, "probes"):
+    if not isinstance(record.get("prompt"), str) or not record["prompt"].strip():
+      raise ValueError(f"{where}: 'prompt' must be a non-empty string")
+    if "answer" not in record:
+      raise ValueError(f"{where}: missing 'answer' (an integer, a string or a list the response must state)")
+    answer = record["answer"]
+    items = answer if isinstance(answer, list) else [answer]
+    if not items or not all(isinstance(a, (int, str)) and not isinstance(a, bool) and str(a).strip() for a in items):
+      raise ValueError(f"{where}: 'answer' must be an integer, a non-empty string or a non-empty list of them, "
+                       f"got {answer!r}")
+    probes.append({"prompt": record["prompt"], "answer": answer, "op": record.get("op", "file")})
+  if not probes:
+    raise ValueError(f"{path}: no probes")
+  return probes
+
+
+def _words(text: str) -> list[str]:
+  """Numbers (thousands separators dropped), dates like 2012-03-05 and words, casefolded."""
+  text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text.casefold())
+  return re.findall(r"[0-9]+(?:-[0-9]+)*|[^\W\d_]+", text)
+
+
+def states_answer(response: str, answer) -> bool:
+  """Whether the response states the answer: a number, date or word as a standalone token; a list's items in
+  order and adjacent, punctuation between them ignored (and numbers too when no item is a number: list markers)."""
+  expected = [w for item in (answer if isinstance(answer, list) else [answer]) for w in _words(str(item))]
+  found = _words(response)
+  if isinstance(answer, list) and not any(w[0].isdigit() for w in expected):
+    found = [w for w in found if not w[0].isdigit()]
+  n = len(expected)
+  return n > 0 and any(found[i:i + n] == expected for i in range(len(found) - n + 1))
+
+
+# --- the text -------------------------------------------------------------------------------------------------
+
+def read_text(path: str, max_bytes: int | None = None) -> str:
+  """The text of a UTF-8 file, cut at the last paragraph break (else line break) within `max_bytes`."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"--text {path}: no such file")
+  with open(path, encoding="utf-8", errors="strict") as f:
+    try:
+      text = f.read()
+    except UnicodeDecodeError as e:
+      raise ValueError(f"--text {path}: not UTF-8 text ({e})") from None
+  if max_bytes and len(text.encode("utf-8")) > max_bytes:
+    head = text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+    cut = head.rfind("\n\n")
+    cut = cut if cut > 0 else head.rfind("\n")
+    text = head[:cut] if cut > 0 else head
+  if not text.strip():
+    raise ValueError(f"--text {path}: the text is empty (perplexity needs some text)")
+  return text
+
+
+def text_windows(tokenizer, text: str, window: int = WINDOW) -> tuple[list[list[int]], int]:
+  """Windows of at most `window` tokens covering [prefix] + text tokens, each overlapping the previous by one
+  token, so every text token is predicted exactly once; and the number of text tokens. The prefix is the
+  tokenizer's BOS, or its end-of-sequence id when it has none (the first token needs something to follow)."""
+  ids = tokenizer.encode(text, add_bos=False)
+  prefix = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_ids[0]
+  ids = [prefix] + ids
+  windows = [ids[s:s + window] for s in range(0, max(1, len(ids) - 1), window - 1)]
+  return windows, len(ids) - 1
+
+
+def text_metrics(subject: Subject, text: str, window: int = WINDOW) -> dict[str, float]:
+  windows, n_tokens = text_windows(subject.tokenizer, text, window)
+  sums = scoring.nll(subject.config, subject.params, windows, [1] * len(windows), subject.tokenizer.pad_id)
+  total = sum(s for s, _ in sums)
+  assert sum(c for _, c in sums) == n_tokens
+  n_bytes = len(text.encode("utf-8"))
+  return {"perplexity": math.exp(total / n_tokens), "bits_per_byte": total / math.log(2) / n_bytes,
+          "text_tokens": float(n_tokens), "text_bytes": float(n_bytes)}
+
+
+# --- the suite ------------------------------------------------------------------------------------------------
+
+def _answers(subject: Subject, chats: list[list[dict]], settings: Settings, desc: str):
+  """(prompt ids, Generated) per chat, in one generate call."""
+  prompts = subject.encode(chats)
+  return prompts, subject.generate(prompts, settings, desc)
+
+
+def _with_eos(subject: Subject, prompt: list[int], out) -> tuple[list[int], int]:
+  """The prompt and answer as one sequence (plus the end-of-sequence id when the answer stopped), and where the
+  answer starts."""
+  answer = list(out.tokens) + ([subject.tokenizer.eos_ids[0]] if out.finished else [])
+  return list(prompt) + answer, len(prompt)
+
+
+def _mean_kl(model: Subject, base: Subject, pairs: list[tuple[list[int], int]]) -> tuple[float, list[float]]:
+  """Mean KL(base || model) per answer token over all the pairs, and per pair (0 for an empty answer)."""
+  sums = scoring.kl(base.config, base.params, model.config, model.params, [s for s, _ in pairs],
+                    [st for _, st in pairs], base.tokenizer.pad_id)
+  total, count = sum(s for s, _ in sums), sum(c for _, c in sums)
+  return total / max(count, 1), [s / c if c else 0.0 for s, c in sums]
+
+
+def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | None, settings: Settings,
+             text: str, probes: list[dict] | None = None, base_cache: dict | None = None) -> dict[str, SuiteOutput]:
+  """{'model': ..., 'base': ...} ('base' only with a reference). `text` is the general text itself; `probes`
+  default to N_PROBES generated ones; `base_cache` (a dict kept by the caller) holds the base's answers and
+  figures across calls, e.g. between evaluations during training, where the base does not change."""
+  limit = settings.limit
+  general = [[{"role": "user", "content": p}] for p in GENERAL_PROMPTS[:limit]]
+  probes = probes if probes is not None else make_probes(min(limit or N_PROBES, N_PROBES), settings.seed)
+  probes = probes[:limit] if limit else probes
+  probe_chats = [[{"role": "user", "content": p["prompt"]}] for p in probes]
+  task_chats = [[m for m in r["messages"] if m["role"] != "assistant"] for r in task_records or []]
+  n_general, n_probes = len(general), len(probe_chats)
+
+  def answer(subject: Subject, with_tasks: bool) -> dict:
+    chats = general + probe_chats + (task_chats if with_tasks else [])
+    prompts, outs = _answers(subject, chats, settings, "forgetting")
+    texts = [subject.tokenizer.decode(o.tokens) for o in outs]
+    return {"prompts": prompts, "outs": outs, "texts": texts, "text": text_metrics(subject, text),
+            "correct": [states_answer(t, p["answer"]) for t, p in zip(texts[n_general:n_general + n_probes],
+                                                                       probes)]}
+
+  mine = answer(model, False)
+  theirs = None
+  if base is not None:
+    cache_key = (n_general, n_probes, len(task_chats), len(text))
+    if base_cache is not None and base_cache.get("key") == cache_key:
+      theirs = base_cache["answers"]
+    else:
+      theirs = answer(base, True)
+      if base_cache is not None:
+        base_cache.update(key=cache_key, answers=theirs)
+
+  def rows(result: dict) -> list[dict]:
+    out = [{"kind": "general", "prompt": c[-1]["content"], "response": result["texts"][i],
+            "response_tokens": len(result["outs"][i].tokens)} for i, c in enumerate(general)]
+    out += [{"kind": "probe", "prompt": p["prompt"], "op": p["op"], "answer": p["answer"],
+             "response": result["texts"][n_general + i], "correct": result["correct"][i]}
+            for i, p in enumerate(probes)]
+    return out
+
+  outputs = {"model": SuiteOutput({}, rows(mine))}
+  if theirs is not None:
+    outputs["base"] = SuiteOutput({}, rows(theirs))
+  general_outputs = {k: SuiteOutput({}, [r for r in o.rows if r["kind"] == "general"]) for k, o in outputs.items()}
+  degenerate.add_degeneration(general_outputs)
+
+  for label, result in (("model", mine), ("base", theirs)):
+    if result is None:
+      continue
+    metrics = outputs[label].metrics
+    metrics.update(general_outputs[label].metrics)
+    metrics.update(result["text"])
+  m = outputs["model"].metrics
+  if theirs is None:
+    outputs["model"].note = ("no reference model: kl_general, kl_tasks and retention need one (--base SRC, or a "
+                             "training workdir, whose base is its reference)")
+  else:
+    pairs = [_with_eos(base, p, o) for p, o in zip(theirs["prompts"], theirs["outs"])]
+    m["kl_general"], kl_rows = _mean_kl(model, base, pairs[:n_general])
+    for row, value in zip(outputs["model"].rows, kl_rows):
+      row["kl"] = value
+    if task_chats:
+      m["kl_tasks"], _ = _mean_kl(model, base, pairs[n_general + n_probes:])
+    base_right = [i for i, ok in enumerate(theirs["correct"]) if ok]
+    if base_right:
+      m["retention"] = 100.0 * sum(mine["correct"][i] for i in base_right) / len(base_right)
+    else:
+      outputs["model"].note = "retention is undefined: the base answered no probe right"
+    m["base_correct"] = 100.0 * len(base_right) / max(1, n_probes)
+    m["model_correct"] = 100.0 * sum(mine["correct"]) / max(1, n_probes)
+  m["n_general"], m["n_probes"] = float(n_general), float(n_probes)
+  for label, output in outputs.items():
+    correct = (theirs if label == "base" else mine)["correct"]
+    output.bars = {"degenerate answers": output.metrics.get("degenerate_rate", 0.0),
+                   "probes right": 100.0 * sum(correct) / max(1, n_probes)}
+  return outputs

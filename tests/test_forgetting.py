@@ -1,0 +1,165 @@
+"""The forgetting suite: degenerate-text rules on hand-made cases, perplexity and bits per byte against
+transformers, KL of a model against itself, retention arithmetic, probes and text files."""
+
+import math
+
+import numpy as np
+import pytest
+
+from itjax.evals import degenerate, forgetting
+from itjax.evals.subject import Settings, Subject
+
+FAST = Settings(max_new_tokens=8, batch_size=4, limit=3, progress=False)
+PROSE = ("It was a bright cold day in April, and the clocks were striking thirteen. The hallway smelt of boiled "
+         "cabbage and old rag mats. At one end of it a coloured poster, too large for indoor display, had been "
+         "tacked to the wall.")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('"' * 200, True),  # one mark repeated to the token limit
+    ("beads of gold / golden apples / " + "cherries / " * 30, True),
+    ("a a a a a a a a a a a a a a a a a a a a", True),
+    ("The answer is 42. " * 12, True),
+    ("I think so. " + "Let me explain why this matters. " * 6, True),
+    (PROSE, False),
+    ("Paris.", False),  # short answers are never degenerate
+    ("yes yes yes yes", False),  # too short to judge
+    ("* apple\n* banana\n* cherry\n* dragon\n* eagle\n* forest\n* garden\n* harbor\n* island", False),
+    ("1. apple\n2. banana\n3. cherry\n4. dragon\n5. eagle\n6. forest\n7. garden", False),
+    ('{"items": [12, 45, 78, 90, 102, 340, 512, 999, 1000]}', False),
+    ("Autumn leaves drift down,\nred and gold upon the ground,\nwhispering goodbye.\nThe wind carries them away "
+     "to sleep beneath the snow until spring returns.", False),
+])
+def test_degenerate_on_hand_made_cases(text, expected):
+  assert degenerate.is_degenerate(text) is expected
+
+
+def test_degenerate_compression_is_relative_to_the_reference():
+  """A text far more compressible than the base's answers is degenerate even when no n-gram covers half of it."""
+  looping = " ".join(f"Step {i}: add the flour, stir the pot, taste the soup and wait." for i in range(12))
+  assert degenerate.repeat_coverage(looping) < degenerate.COVERAGE
+  ratio = degenerate.compression_ratio(looping)
+  assert degenerate.is_degenerate(looping, reference=ratio / 2.5)
+  assert not degenerate.is_degenerate(looping, reference=ratio)
+
+
+def test_repeat_coverage_counts_non_overlapping_occurrences():
+  assert degenerate.repeat_coverage("x y x y x y x y") == 1.0
+  assert degenerate.repeat_coverage("p q r s t u v w x y z a b c x y") == pytest.approx(4 / 16)
+
+
+@pytest.mark.parametrize("response, answer, expected", [
+    ("The answer is 1,250.", 1250, True),
+    ("12500", 1250, False),
+    ("It comes to 2012-03-05.", "2012-03-05", True),
+    ("2012-03-06", "2012-03-05", False),
+    ("Acronym: ABC", "ABC", True),
+    ("abcd", "ABC", False),
+    ("* cherry\n* banana\n* apple", ["cherry", "banana", "apple"], True),
+    ("cherry, apple, banana", ["cherry", "banana", "apple"], False),
+    ("1. cherry 2. banana 3. apple", ["cherry", "banana", "apple"], True),
+])
+def test_a_probe_answer_is_stated(response, answer, expected):
+  assert forgetting.states_answer(response, answer) is expected
+
+
+def test_generated_probes_answer_themselves_and_are_seeded():
+  probes = forgetting.make_probes(24, 0)
+  assert {p["op"] for p in probes} == set(forgetting.PROBE_OPS)
+  assert probes == forgetting.make_probes(24, 0) and probes != forgetting.make_probes(24, 1)
+  for p in probes:
+    shown = p["answer"] if not isinstance(p["answer"], list) else " ".join(map(str, p["answer"]))
+    assert forgetting.states_answer(f"Sure: {shown}.", p["answer"]), p
+
+
+def test_probes_file_errors_name_the_line(tmp_path):
+  path = tmp_path / "probes.jsonl"
+  path.write_text('{"prompt": "What is 2 + 2?", "answer": 4}\n{"prompt": "Capital of Peru?"}\n')
+  with pytest.raises(ValueError, match=r"probes.jsonl:2: missing 'answer'"):
+    forgetting.read_probes(str(path))
+  path.write_text('{"prompt": "What is 2 + 2?", "answer": true}\n')
+  with pytest.raises(ValueError, match=r"probes.jsonl:1: 'answer' must be"):
+    forgetting.read_probes(str(path))
+  path.write_text('{"prompt": "What is 2 + 2?", "answer": 4}\n{"prompt": "Capital of Peru?", "answer": "Lima"}\n')
+  assert [p["answer"] for p in forgetting.read_probes(str(path))] == [4, "Lima"]
+
+
+def test_text_file_errors_and_cut(tmp_path):
+  empty = tmp_path / "empty.txt"
+  empty.write_text("\n \n")
+  with pytest.raises(ValueError, match=r"--text .*empty.txt: the text is empty"):
+    forgetting.read_text(str(empty))
+  with pytest.raises(FileNotFoundError, match="--text"):
+    forgetting.read_text(str(tmp_path / "missing.txt"))
+  text = tmp_path / "t.txt"
+  text.write_text("first line é\nsecond line\n\nthird paragraph\n", encoding="utf-8")
+  assert forgetting.read_text(str(text), max_bytes=30) == "first line é\nsecond line"
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_hf_dir):
+  from itjax.loading import load_model
+  loaded = load_model(tiny_hf_dir)
+  return Subject("model", loaded.config, loaded.params, loaded.tokenizer)
+
+
+def test_text_windows_predict_every_token_once(tiny):
+  windows, n = forgetting.text_windows(tiny.tokenizer, PROSE * 3, window=32)
+  ids = tiny.tokenizer.encode(PROSE * 3, add_bos=False)
+  assert n == len(ids) and sum(len(w) - 1 for w in windows) == n
+  assert all(a[-1] == b[0] for a, b in zip(windows, windows[1:]))  # each window starts where the last ended
+  assert [t for w in windows for t in w[1:]] == ids
+
+
+def test_perplexity_and_bits_per_byte_match_transformers(tiny, tiny_hf_dir):
+  """exp(mean NLL) from transformers' logits of the same windows; bits per byte over the UTF-8 bytes."""
+  import torch
+  import transformers
+  text = PROSE + "\n\nNaïve café — déjà vu. " + PROSE  # multi-byte characters: bytes != characters
+  ours = forgetting.text_metrics(tiny, text, window=64)
+  reference = transformers.AutoModelForCausalLM.from_pretrained(tiny_hf_dir, torch_dtype=torch.float32).eval()
+  windows, n = forgetting.text_windows(tiny.tokenizer, text, window=64)
+  total = 0.0
+  with torch.no_grad():
+    for w in windows:
+      logits = reference(torch.tensor([w])).logits[0, :-1].double()
+      total -= torch.log_softmax(logits, -1)[torch.arange(len(w) - 1), torch.tensor(w[1:])].sum().item()
+  assert ours["text_tokens"] == n
+  assert ours["perplexity"] == pytest.approx(math.exp(total / n), rel=1e-4)
+  assert ours["text_bytes"] == len(text.encode("utf-8")) > len(text)
+  assert ours["bits_per_byte"] == pytest.approx(total / math.log(2) / len(text.encode("utf-8")), rel=1e-4)
+
+
+def test_a_model_against_itself_has_zero_kl_and_full_retention(tiny):
+  """Probes whose answers are what the model says: the base gets them right, and so does the same model."""
+  settings = Settings(max_new_tokens=8, batch_size=4, limit=4, progress=False)
+  prompts = [p["prompt"] for p in forgetting.make_probes(4, 0)]
+  said, _ = tiny.respond([[{"role": "user", "content": p}] for p in prompts], settings, "probe")
+  probes = [{"prompt": p, "answer": forgetting._words(s)[0], "op": "self"} for p, s in zip(prompts, said)
+            if forgetting._words(s)]
+  assert probes, "the tiny model said no word at all"
+  same = Subject("base", tiny.config, tiny.params, tiny.tokenizer)
+  out = forgetting.evaluate(tiny, same, [{"messages": [{"role": "user", "content": "Sort: b a"}]}], settings, PROSE,
+                            probes)
+  m = out["model"].metrics
+  assert abs(m["kl_general"]) < 1e-6 and abs(m["kl_tasks"]) < 1e-6
+  assert m["retention"] == 100.0 and m["base_correct"] == m["model_correct"] == 100.0
+  assert m["perplexity"] == out["base"].metrics["perplexity"]
+  assert out["model"].note is None
+
+
+def test_without_a_reference_forgetting_says_what_it_leaves_out(tiny):
+  out = forgetting.evaluate(tiny, None, None, FAST, PROSE)
+  assert set(out) == {"model"}
+  assert {"perplexity", "bits_per_byte", "degenerate_rate", "mean_length"} <= set(out["model"].metrics)
+  assert not {"kl_general", "retention"} & set(out["model"].metrics)
+  assert "no reference" in out["model"].note
+
+
+def test_kl_is_positive_for_different_params(tiny):
+  import jax
+  noisy = jax.tree.map(lambda x: x + 0.05 * np.random.default_rng(0).standard_normal(x.shape).astype(x.dtype),
+                       tiny.params)
+  other = Subject("model", tiny.config, noisy, tiny.tokenizer)
+  out = forgetting.evaluate(other, tiny, None, FAST, PROSE, probes=forgetting.make_probes(2, 0))
+  assert out["model"].metrics["kl_general"] > 1e-4
