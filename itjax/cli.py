@@ -6,11 +6,12 @@
   itjax demo [--workdir runs/demo]  LoRA-tunes SmolLM2-135M-Instruct on generated tasks; before/after figures
   itjax inspect-data --data FILE[:WEIGHT][,FILE...] --model SRC [--max_len N] [--show K] [--json]
                      [--train_on all|last] [--length_policy truncate|drop] [--format F] [--chat_template T]
-  itjax make-tasks --out DIR [--n N] [--seed S] [--holdout TYPES]
+  itjax make-tasks --out DIR [--n N] [--seed S] [--holdout TYPES] [--phrasings one|all]
   itjax train --config configs/X.py[:ARG] --workdir DIR [--config.KEY=VALUE ...]   (re-run to resume)
   itjax export --workdir DIR --format hf|peft --out OUT [--step N] [--dtype float32|bfloat16] [--overwrite]
-  itjax eval --model SRC --suites ifeval,tasks,latency --out DIR [--base BASE|none] [--step N] [--data FILE]
-             [--responses FILE] [--limit N] [--max_new_tokens N] [--batch_size N] [--seed S] [--json]
+  itjax eval --model SRC --suites ifeval,tasks,latency,forgetting,rigidity,hallucination --out DIR [--base BASE|none]
+             [--step N] [--data FILE] [--responses FILE] [--text FILE] [--text_bytes N] [--probes FILE]
+             [--perturbations A,B] [--limit N] [--max_new_tokens N] [--batch_size N] [--seed S] [--json]
 """
 
 from __future__ import annotations
@@ -60,7 +61,18 @@ flags.DEFINE_integer("n", 2000, "Training examples to generate (validation and h
                      lower_bound=1)
 flags.DEFINE_string("holdout", None, "Task types or groups kept out of training, comma-separated "
                     "(default: the generator's held-out set).")
-flags.DEFINE_list("suites", ["tasks"], "eval: suites to run, comma-separated (ifeval, tasks, latency).")
+flags.DEFINE_enum("phrasings", "one", ["one", "all"], "make-tasks: say every constraint in its first wording "
+                  "('one') or in any of its wordings ('all').")
+flags.DEFINE_list("suites", ["tasks"], "eval: suites to run, comma-separated (ifeval, tasks, latency, forgetting, "
+                  "rigidity, hallucination).")
+flags.DEFINE_string("text", None, "eval forgetting: a UTF-8 text for perplexity and bits per byte (default: the "
+                    "bundled public-domain prose, see the README).")
+flags.DEFINE_integer("text_bytes", None, "eval forgetting: score only the text's first N bytes (cut at a line "
+                     "break).", lower_bound=1)
+flags.DEFINE_string("probes", None, "eval forgetting: JSONL of extra retention probes, each with 'prompt' and "
+                    "'answer'.")
+flags.DEFINE_list("perturbations", None, "eval rigidity: perturbations to apply (default: all of typos_2, typos_5, "
+                  "case, whitespace, reworded, reordered, system, plain_template).")
 flags.DEFINE_string("base", None, "eval: a reference model evaluated beside --model ('none': no reference; default: "
                     "a workdir's own base).")
 flags.DEFINE_string("responses", None, "eval: JSONL of responses (key or prompt, and response) to score without a "
@@ -160,7 +172,7 @@ def cmd_make_tasks() -> None:
   if not FLAGS.out:
     raise UsageError("--out DIR is required")
   holdout = tasks.DEFAULT_HOLDOUT if FLAGS.holdout is None else FLAGS.holdout
-  paths = tasks.write_splits(FLAGS.out, FLAGS.n, FLAGS.seed, holdout)
+  paths = tasks.write_splits(FLAGS.out, FLAGS.n, FLAGS.seed, holdout, phrasings=FLAGS.phrasings)
   for split, path in paths.items():
     print(f"{split}: {path}")
 
@@ -188,6 +200,7 @@ def cmd_export() -> None:
 def cmd_eval() -> None:
   import signal
 
+  from itjax.evals.run import Inputs
   from itjax.evals.run import run as run_eval
   from itjax.evals.subject import Settings
   if not FLAGS.out:
@@ -197,8 +210,10 @@ def cmd_eval() -> None:
   settings = Settings(max_new_tokens=FLAGS.max_new_tokens if FLAGS["max_new_tokens"].present else 256,
                       batch_size=FLAGS.batch_size if FLAGS["batch_size"].present else 16, seed=FLAGS.seed,
                       limit=FLAGS.limit)
+  inputs = Inputs(text=FLAGS.text, text_bytes=FLAGS.text_bytes, probes=FLAGS.probes,
+                  perturbations=tuple(FLAGS.perturbations) if FLAGS.perturbations is not None else None)
   results = run_eval(FLAGS.model, FLAGS.suites, FLAGS.out, FLAGS.base, FLAGS.step, FLAGS.data, FLAGS.responses,
-                     settings)
+                     settings, inputs)
   if FLAGS.json:
     print(json.dumps(results, ensure_ascii=False))
   else:

@@ -61,12 +61,19 @@ def base_config() -> ml_collections.ConfigDict:
       pack=True))
   # Generated verifiable tasks (itjax.data.tasks): n > 0 writes WORKDIR/tasks/{train,validation,heldout}.jsonl
   # before training (unless present), and data paths may say {workdir}.
-  c.tasks = ml_collections.ConfigDict(dict(n=0, seed=0, holdout="max_number,numbered,uppercase"))
+  # phrasings: 'one' says every constraint in its first wording, 'all' in any of its wordings (prompt diversity).
+  # holdout: types or groups kept out of training ('grounded' too, so training on grounded questions is an ablation).
+  c.tasks = ml_collections.ConfigDict(dict(n=0, seed=0, holdout="max_number,numbered,uppercase,grounded",
+                                           phrasings="one"))
   # Generation suites on the live params (itjax.evals): before training, every `every` steps (0: only at the end)
   # and at the end; metrics.jsonl gets eval/SUITE/METRIC. 'tasks' runs when WORKDIR/tasks exists; 'ifeval' needs
-  # eval.data (IFEval-format JSONL).
+  # eval.data (IFEval-format JSONL); 'forgetting' compares with the base (the frozen params, adapters off) and
+  # scores the first text_bytes of eval.text (default: the bundled prose) plus eval.probes (JSONL, optional);
+  # 'rigidity' applies eval.perturbations (empty: all) to the tasks; 'hallucination' asks questions about invented
+  # fact sheets. These three use `subset` examples per prompt set (0: `limit`): each runs several sets.
   c.eval = ml_collections.ConfigDict(dict(suites=("tasks",), every=0, limit=32, max_new_tokens=96, batch_size=16,
-                                          data=""))
+                                          data="", subset=8, text="", text_bytes=16384, probes="",
+                                          perturbations=()))
   return c
 
 
@@ -126,12 +133,17 @@ def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
          d.length_policy)
   _check(d.on_error in ("raise", "skip"), "data.on_error", "must be raise or skip", d.on_error)
   _check(c.tasks.n >= 0, "tasks.n", "must be >= 0", c.tasks.n)
-  _check(set(c.eval.suites) <= {"tasks", "ifeval"}, "eval.suites", "may hold 'tasks' and 'ifeval'", c.eval.suites)
+  _check(c.tasks.phrasings in ("one", "all"), "tasks.phrasings", "must be one or all", c.tasks.phrasings)
+  live = ("tasks", "ifeval", "forgetting", "rigidity", "hallucination")
+  _check(set(c.eval.suites) <= set(live), "eval.suites", f"may hold {', '.join(live)}", c.eval.suites)
   _check("ifeval" not in c.eval.suites or bool(c.eval.data), "eval.data", "must name an IFEval-format JSONL for "
          "eval.suites 'ifeval'", c.eval.data)
-  for key in ("every", "limit"):
+  from itjax.data.perturb import PERTURBATIONS
+  unknown = [p for p in c.eval.perturbations if p not in PERTURBATIONS]
+  _check(not unknown, "eval.perturbations", f"may hold {', '.join(PERTURBATIONS)}", c.eval.perturbations)
+  for key in ("every", "limit", "subset"):
     _check(c.eval[key] >= 0, f"eval.{key}", "must be >= 0", c.eval[key])
-  for key in ("max_new_tokens", "batch_size"):
+  for key in ("max_new_tokens", "batch_size", "text_bytes"):
     _check(c.eval[key] > 0, f"eval.{key}", "must be > 0", c.eval[key])
   if c.model != "demo":
     _check(os.path.exists(c.model), "model", "does not exist", c.model)

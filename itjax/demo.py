@@ -1,8 +1,9 @@
 """`itjax demo`: LoRA-tune SmolLM2-135M-Instruct on generated verifiable tasks and show what changed.
 
 Fetches the model, writes the tasks, trains with configs/smollm2_135m_lora.py, whose in-training evaluation
-(config.eval) answers seen-type and held-out-type tasks before the first step and after the last; the table
-compares the two, and the run's report lands in WORKDIR/eval (results.json, report.md).
+(config.eval) runs before the first step and after the last: seen-type and held-out-type tasks (the gain), and
+forgetting and rigidity (what it cost). The table compares the two, a held-out task and a general prompt are shown
+before and after, and the run's report lands in WORKDIR/eval (results.json, report.md).
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ import time
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                       "smollm2_135m_lora.py")
-HEADLINE = ("seen", "heldout", "all", "mean_response_tokens")
+HEADLINE = (("tasks", "seen", "%"), ("tasks", "heldout", "%"), ("tasks", "all", "%"),
+            ("tasks", "mean_response_tokens", "tokens"),
+            ("forgetting", "kl_general", "nats/token"), ("forgetting", "kl_tasks", "nats/token"),
+            ("forgetting", "perplexity", "general text"), ("forgetting", "retention", "% of probes kept"),
+            ("forgetting", "degenerate_rate", "% general answers"), ("forgetting", "mean_length", "tokens"),
+            ("rigidity", "clean", "%"), ("rigidity", "worst_drop", "points"), ("rigidity", "spread", "points"),
+            ("rigidity", "refusal_rate", "%"))
 
 
 def load_config(path: str = CONFIG, arg: str = ""):
@@ -26,14 +33,32 @@ def _say(message: str = "") -> None:
 
 
 def _eval_lines(workdir: str) -> dict[int, dict[str, float]]:
-  """{step: {metric: value}} of the tasks suite's lines in metrics.jsonl (kept across resumes)."""
+  """{step: {'SUITE/METRIC': value}} of the generation suites' lines in metrics.jsonl (kept across resumes)."""
   out: dict[int, dict[str, float]] = {}
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     for record in map(json.loads, f):
-      metrics = {k[len("eval/tasks/"):]: v for k, v in record.items() if k.startswith("eval/tasks/")}
+      metrics = {k[len("eval/"):]: v for k, v in record.items() if k.startswith("eval/")}
       if metrics:
         out.setdefault(record["step"], {}).update(metrics)
   return out
+
+
+def _suite(lines: dict[str, float], suite: str) -> dict[str, float]:
+  return {k[len(suite) + 1:]: v for k, v in lines.items() if k.startswith(f"{suite}/")}
+
+
+def _general_answer(evals: dict, steps: int) -> tuple[str, str, str] | None:
+  """(prompt, answer before, answer after) of one general prompt: the first whose answer turned degenerate, else
+  the first that changed, else the first."""
+  if 0 not in evals or steps not in evals or "forgetting" not in evals[0]:
+    return None
+  pairs = [(b, a) for b, a in zip(evals[0]["forgetting"].rows, evals[steps]["forgetting"].rows)
+           if b["kind"] == "general"]
+  if not pairs:
+    return None
+  b, a = next((p for p in pairs if p[1]["degenerate"] and not p[0]["degenerate"]), None) or next(
+      (p for p in pairs if p[0]["response"] != p[1]["response"]), pairs[0])
+  return a["prompt"], b["response"], a["response"]
 
 
 def run_demo(workdir: str, config=None) -> dict:
@@ -50,8 +75,10 @@ def run_demo(workdir: str, config=None) -> dict:
        f"LoRA rank {config.lora.rank} on {', '.join(config.lora.targets)}")
   _say(f"training data: {run.report.used} examples, {run.report.target_tokens:,} target tokens, packing "
        f"{100 * run.report.packing_efficiency:.1f}% full")
-  _say(f"evaluation: {', '.join(config.eval.suites)} on {config.eval.limit} seen-type and {config.eval.limit} "
-       "held-out-type tasks before the first step and after the last (greedy, verified)")
+  subset = config.eval.subset or config.eval.limit
+  _say(f"evaluation before the first step and after the last (greedy): tasks on {config.eval.limit} seen-type and "
+       f"{config.eval.limit} held-out-type tasks, verified; forgetting (KL to the base, perplexity, {subset} probes, "
+       f"{subset} general prompts) and rigidity ({subset} + {subset} tasks, perturbed) to show what the gain costs")
   heldout_before = evaluate(run, heldout_batches)  # the fresh adapters: the base model
 
   summary = train(config, workdir, run)
@@ -59,18 +86,21 @@ def run_demo(workdir: str, config=None) -> dict:
   before, after = lines.get(0, {}), lines.get(summary["steps"], {})
   losses = {"validation_loss": (summary.get("eval_loss_start"), summary.get("eval_loss_end")),
             "heldout_loss": (heldout_before, evaluate(run, heldout_batches))}
+  suites = {suite: report.suite_result(_suite(after, suite), _suite(before, suite) or None)
+            for suite in config.eval.suites if _suite(after, suite)}
+  suites["loss"] = report.suite_result({k: v[1] for k, v in losses.items() if v[1] is not None},
+                                       {k: v[0] for k, v in losses.items() if v[0] is not None})
   results = {"model": f"{workdir} step {summary['steps']}", "base": f"{workdir} step 0 (the base)",
-             "suites": {"tasks": report.suite_result(after, before or None),
-                        "loss": report.suite_result({k: v[1] for k, v in losses.items() if v[1] is not None},
-                                                    {k: v[0] for k, v in losses.items() if v[0] is not None})},
-             "settings": {"limit": config.eval.limit, "max_new_tokens": config.eval.max_new_tokens}}
+             "suites": suites, "settings": {"limit": config.eval.limit, "subset": subset,
+                                            "max_new_tokens": config.eval.max_new_tokens}}
   os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
   report.write_results(os.path.join(workdir, "eval"), results)
 
   _say(f"\n{'':40s} {'before':>10s} {'after':>10s} {'delta':>10s}")
   rows = [(f"{k.replace('_', ' ')}", *v, "{:.4f}") for k, v in losses.items() if None not in v]
-  rows += [(f"tasks {k} ({'%' if k != 'mean_response_tokens' else 'tokens'})", before.get(k), after.get(k), "{:.1f}")
-           for k in HEADLINE if k in after]
+  rows += [(f"{suite} {k} ({unit})", before.get(f"{suite}/{k}"), after[f"{suite}/{k}"],
+            "{:.4f}" if k.startswith("kl_") else "{:.1f}")
+           for suite, k, unit in HEADLINE if f"{suite}/{k}" in after]
   for label, b, a, fmt in rows:
     if b is None:
       _say(f"{label:40s} {'':>10s} {fmt.format(a):>10s}")
@@ -85,6 +115,11 @@ def run_demo(workdir: str, config=None) -> dict:
       _say(f"\n>>> {a_rows[i]['prompt']}   [types: {', '.join(a_rows[i]['types'])}]")
       for label, r in (("before", b_rows[i]), ("after", a_rows[i])):
         _say(f"--- {label} ({'pass' if r['passed'] else 'fail'}):\n{r['response'].strip()}")
+  general = _general_answer(evals, summary["steps"])
+  if general:
+    _say(f"\n>>> {general[0]}   [a general prompt: what tuning did to it]")
+    for label, answer in (("before", general[1]), ("after", general[2])):
+      _say(f"--- {label}:\n{answer.strip()}")
   minutes = (time.time() - start) / 60
   _say(f"\nreport: {os.path.join(workdir, 'eval', 'report.md')}   curves: {summary.get('plot')}   "
        f"metrics: {os.path.join(workdir, 'metrics.jsonl')}   total time {minutes:.1f} min")

@@ -10,7 +10,7 @@ import pytest
 
 from itjax.data.tasks import make_splits, write_splits
 from itjax.evals import tasks
-from itjax.evals.run import run
+from itjax.evals.run import Inputs, run
 from itjax.evals.subject import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -155,6 +155,80 @@ def test_bad_input_names_the_flag_or_file(trained, tmp_path):
     run(str(bare), ["tasks"], str(tmp_path / "o"))
   with pytest.raises(ValueError, match="--step needs a training workdir"):
     run(tiny_hf_dir_of(trained), ["tasks"], str(tmp_path / "o"), step=3)
+  assert not os.path.exists(tmp_path / "o" / "results.json")
+
+
+PROSE = "The river ran past the mill and under the old stone bridge. " * 6
+
+
+def test_forgetting_rigidity_and_hallucination_of_a_workdir(trained, tmp_path):
+  """The tuned LoRA (learning rate 5e-3) moved away from its base: KL > 0 on general and task prompts; model, base
+  and delta for every suite, from one run, with the base loaded once."""
+  text = tmp_path / "prose.txt"
+  text.write_text(PROSE)
+  out = str(tmp_path / "eval")
+  results = run(trained, ["forgetting", "rigidity", "hallucination"], out, settings=FAST,
+                inputs=Inputs(text=str(text), perturbations=("case", "system")))
+  f = results["suites"]["forgetting"]
+  assert f["model"]["kl_general"] > 0 and f["model"]["kl_tasks"] > 0
+  assert {"perplexity", "bits_per_byte", "degenerate_rate", "mean_length"} <= set(f["delta"])
+  assert f["model"]["perplexity"] != f["base"]["perplexity"]
+  r = results["suites"]["rigidity"]
+  assert {"clean", "accuracy/case", "drop/system", "worst_drop", "spread"} <= set(r["model"]) & set(r["delta"])
+  assert "accuracy/typos_2" not in r["model"]
+  h = results["suites"]["hallucination"]
+  assert {"answerable_accuracy", "abstention_rate", "fabrication_rate", "false_abstention_rate"} <= set(h["delta"])
+  for name in ("forgetting", "rigidity", "hallucination"):
+    assert os.path.getsize(os.path.join(out, f"{name}.jsonl")) > 0 and os.path.exists(os.path.join(out, f"{name}.png"))
+  assert results["settings"]["perturbations"] == ["case", "system"]
+
+
+def test_a_model_against_itself_forgets_nothing(trained, tmp_path):
+  text = tmp_path / "prose.txt"
+  text.write_text(PROSE)
+  src = tiny_hf_dir_of(trained)
+  results = run(src, ["forgetting"], str(tmp_path / "o"), base=src, settings=FAST, inputs=Inputs(text=str(text)))
+  f = results["suites"]["forgetting"]
+  assert abs(f["model"]["kl_general"]) < 1e-6 and abs(f["model"]["kl_tasks"]) < 1e-6
+  assert f["delta"]["perplexity"] == 0 and f["delta"]["degenerate_rate"] == 0
+  alone = run(src, ["forgetting"], str(tmp_path / "p"), settings=FAST, inputs=Inputs(text=str(text)))
+  assert "no reference" in alone["suites"]["forgetting"]["note"]
+  assert "kl_general" not in alone["suites"]["forgetting"]["model"]
+  assert "no reference" in open(tmp_path / "p" / "report.md").read()
+
+
+def test_forgetting_rigidity_and_hallucination_inside_training(tiny_hf_dir, tmp_path):
+  """At step 0 the adapters are zero, so the tuned model is its base: KL 0; after the steps it is not. The base is
+  the frozen params with the adapters off, answered once."""
+  from itjax.train import train
+  text = tmp_path / "prose.txt"
+  text.write_text(PROSE)
+  workdir = str(tmp_path / "w")
+  summary = train(tiny_config(tiny_hf_dir, steps=3, **{"eval.suites": ("forgetting", "rigidity", "hallucination"),
+                                                       "eval.subset": 2, "eval.text": str(text),
+                                                       "eval.perturbations": ("case", "reworded")}), workdir)
+  lines = {}
+  for r in eval_lines(workdir):  # a line per suite
+    lines.setdefault(r["step"], {}).update(r)
+  assert sorted(lines) == [0, 3]
+  assert abs(lines[0]["eval/forgetting/kl_general"]) < 1e-6 and lines[3]["eval/forgetting/kl_general"] > 0
+  assert lines[0]["eval/forgetting/perplexity"] != lines[3]["eval/forgetting/perplexity"]
+  for key in ("eval/rigidity/clean", "eval/rigidity/accuracy/reworded", "eval/hallucination/abstention_rate"):
+    assert key in lines[0] and key in lines[3]
+  rows = summary["evals"][3]["forgetting"].rows
+  assert len([r for r in rows if r["kind"] == "general"]) == 2 and len([r for r in rows if r["kind"] == "probe"]) == 2
+
+
+def test_bad_forgetting_and_rigidity_input_names_the_file_or_flag(trained, tmp_path):
+  empty, probes = tmp_path / "empty.txt", tmp_path / "probes.jsonl"
+  empty.write_text("")
+  probes.write_text('{"prompt": "2 + 2?", "answer": 4}\n{"prompt": "3 + 3?"}\n')
+  with pytest.raises(ValueError, match=f"--text {empty}: the text is empty"):
+    run(trained, ["forgetting"], str(tmp_path / "o"), inputs=Inputs(text=str(empty)))
+  with pytest.raises(ValueError, match=f"{probes}:2: missing 'answer'"):
+    run(trained, ["forgetting"], str(tmp_path / "o"), inputs=Inputs(probes=str(probes)))
+  with pytest.raises(ValueError, match="--perturbations.*'typo'"):
+    run(trained, ["rigidity"], str(tmp_path / "o"), inputs=Inputs(perturbations=("case", "typo")))
   assert not os.path.exists(tmp_path / "o" / "results.json")
 
 

@@ -3,10 +3,16 @@
   ifeval   responses to Google's IFEval-format prompts, scored by IFEval's own checkers (`itjax[eval]`)
   tasks    verified accuracy on the generated verifiable tasks, seen vs held-out instruction types
   latency  time to first token, decode speed and answer length: base, tuned merged, tuned unmerged
+  forgetting     what the tuned model lost: KL to the base, perplexity on general text, probes it still answers,
+                 degenerate answers to general prompts
+  rigidity       task accuracy under typos, casing, whitespace, reworded or reordered constraints, a system prompt,
+                 no chat template
+  hallucination  questions about invented fact sheets, half of them unanswerable: abstention vs fabrication
 
 `subject.py` holds a model under evaluation and how it answers (greedy, continuous batching); each suite module
 turns answers into metrics and per-example rows; `report.py` writes results.json, report.md, SUITE.jsonl and plots;
-`run.py` is the `itjax eval` command.
+`run.py` is the `itjax eval` command; `scoring.py` (teacher-forced likelihoods, KL) and `degenerate.py` (repetition)
+serve several suites.
 """
 
-SUITES = ("ifeval", "tasks", "latency")
+SUITES = ("ifeval", "tasks", "latency", "forgetting", "rigidity", "hallucination")

@@ -292,5 +292,9 @@ def output(records: list[dict], responses: list[str]) -> SuiteOutput:
 
 def evaluate(subject: Subject, records: list[dict], settings: Settings) -> SuiteOutput:
   """Greedy answers to each prompt (one user turn), scored."""
-  responses, _ = subject.respond([[{"role": "user", "content": r["prompt"]}] for r in records], settings, "ifeval")
-  return output(records, responses)
+  responses, tokens = subject.respond([[{"role": "user", "content": r["prompt"]}] for r in records], settings,
+                                      "ifeval")
+  result = output(records, responses)
+  for row, n in zip(result.rows, tokens):
+    row["response_tokens"] = n
+  return result

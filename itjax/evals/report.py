@@ -61,7 +61,8 @@ def markdown(results: dict) -> str:
     lines += [f"base: {results['base']}", ""]
   for suite, r in results["suites"].items():
     cols = [c for c in ("model", "base", "delta") if c in r]
-    lines += [f"## {suite}", "", "| metric | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    lines += [f"## {suite}", ""] + ([f"note: {r['note']}", ""] if r.get("note") else [])
+    lines += ["| metric | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for metric in r["model"]:
       lines.append(f"| {metric} | " + " | ".join(_fmt(r[c].get(metric)) for c in cols) + " |")
     lines.append("")

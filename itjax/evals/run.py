@@ -1,7 +1,9 @@
 """`itjax eval`: run suites on a model (and its base, side by side) and write the report.
 
-  itjax eval --model SRC --suites ifeval,tasks,latency --out DIR [--base BASE|none] [--step N] [--data FILE]
-             [--responses FILE] [--limit N] [--max_new_tokens N] [--batch_size N] [--seed S] [--json]
+  itjax eval --model SRC --suites ifeval,tasks,latency,forgetting,rigidity,hallucination --out DIR
+             [--base BASE|none] [--step N] [--data FILE] [--responses FILE] [--text FILE] [--text_bytes N]
+             [--probes FILE] [--perturbations A,B] [--limit N] [--max_new_tokens N] [--batch_size N] [--seed S]
+             [--json]
 
 SRC is a HF directory, a .gguf file or a training workdir (its base + the LoRA of its latest checkpoint, or --step
 N). A workdir's base is evaluated too unless --base none; --base SRC2 names a reference for any SRC.
@@ -16,7 +18,18 @@ from collections.abc import Sequence
 from itjax.evals import SUITES, report
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 
-UNITS = {"ifeval": "accuracy (%)", "tasks": "verified accuracy (%)", "latency": "tokens/s, tokens"}
+UNITS = {"ifeval": "accuracy (%)", "tasks": "verified accuracy (%)", "latency": "tokens/s, tokens",
+         "forgetting": "share of answers (%)", "rigidity": "verified accuracy (%)", "hallucination": "rate (%)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+  """What the suites read besides --data: the forgetting suite's text and probes, the rigidity suite's
+  perturbations."""
+  text: str | None = None  # None: the default general text (itjax.evals.text)
+  text_bytes: int | None = None  # evaluate the text's first N bytes (cut at a line break); None: all of it
+  probes: str | None = None  # JSONL of extra probes (prompt, answer)
+  perturbations: tuple[str, ...] | None = None  # None: all
 
 
 def _is_workdir(src: str) -> bool:
@@ -83,10 +96,13 @@ def check_suites(suites: Sequence[str]) -> list[str]:
 
 
 def run(model: str | None, suites: Sequence[str], out: str, base: str | None = None, step: int | None = None,
-        data: str | None = None, responses: str | None = None, settings: Settings = Settings()) -> dict:
+        data: str | None = None, responses: str | None = None, settings: Settings = Settings(),
+        inputs: Inputs = Inputs()) -> dict:
   """Runs the suites and writes DIR/results.json, report.md, SUITE.jsonl and SUITE.png; returns the results."""
-  from itjax.evals import ifeval, latency, tasks
+  from itjax.evals import degenerate, forgetting, hallucination, ifeval, latency, rigidity, tasks
+  from itjax.evals import text as general_text
   suites = check_suites(suites)
+  perturbations = rigidity.check_perturbations(inputs.perturbations) if "rigidity" in suites else None
   files = _data_for(suites, data)
   if "ifeval" in suites and "ifeval" not in files:
     raise ValueError("--suites ifeval needs --data FILE: IFEval-format JSONL (key, prompt, instruction_id_list, "
@@ -96,11 +112,19 @@ def run(model: str | None, suites: Sequence[str], out: str, base: str | None = N
   if not responses and not model:
     raise ValueError("--model is required (a HF directory, a .gguf file or a training workdir)")
   # Data first, so a bad file stops the run before any model loads.
-  ifeval_records = ifeval.read_ifeval(files["ifeval"], settings.limit) if "ifeval" in suites else None
+  ifeval_records = ifeval.read_ifeval(files["ifeval"], settings.limit) if "ifeval" in files and (
+      {"ifeval", "rigidity"} & set(suites)) else None
+  text = probes = None
+  if "forgetting" in suites:
+    text = forgetting.read_text(inputs.text or general_text.default_path(), inputs.text_bytes)
+    probes = forgetting.make_probes(forgetting.N_PROBES, settings.seed)
+    probes += forgetting.read_probes(inputs.probes) if inputs.probes else []
   os.makedirs(out, exist_ok=True)
   results = {"model": model or responses, "base": None, "suites": {},
              "settings": {**dataclasses.asdict(settings), "suites": suites, "data": files or None,
-                          "step": step, "responses": responses}}
+                          "step": step, "responses": responses,
+                          **{k: list(v) if isinstance(v, tuple) else v
+                             for k, v in dataclasses.asdict(inputs).items() if v is not None}}}
   results["settings"].pop("progress")
   if responses:
     output = ifeval.output(ifeval_records, ifeval.read_responses(responses, ifeval_records))
@@ -114,12 +138,22 @@ def run(model: str | None, suites: Sequence[str], out: str, base: str | None = N
   task_source = files.get("tasks")
   if task_source is None and _is_workdir(model) and os.path.isdir(os.path.join(model, "tasks")):
     task_source = os.path.join(model, "tasks")
-  task_records = tasks.load(task_source, settings.limit) if "tasks" in suites else None
+  needs_tasks = {"tasks", "forgetting", "rigidity"} & set(suites)
+  task_records = tasks.load(task_source, settings.limit) if needs_tasks else None
   for suite in suites:
     if suite == "ifeval":
       outputs = {k: ifeval.evaluate(s, ifeval_records, settings) for k, s in evaluated.items()}
+      degenerate.add_degeneration(outputs)
     elif suite == "tasks":
       outputs = {k: tasks.evaluate(s, task_records, settings) for k, s in evaluated.items()}
+    elif suite == "forgetting":
+      outputs = forgetting.evaluate(subjects["model"], subjects.get("base"), task_records, settings, text, probes)
+    elif suite == "rigidity":
+      outputs = {k: rigidity.evaluate(s, task_records, settings, perturbations, ifeval_records)
+                 for k, s in evaluated.items()}
+    elif suite == "hallucination":
+      records = hallucination.load(settings.limit or hallucination.N_QUESTIONS, settings.seed)
+      outputs = {k: hallucination.evaluate(s, records, settings) for k, s in evaluated.items()}
     else:
       if ifeval_records is not None:
         chats = [[{"role": "user", "content": r["prompt"]}] for r in ifeval_records]
@@ -148,5 +182,7 @@ def _latency_model(outputs: dict[str, SuiteOutput]) -> SuiteOutput:
 def _finish_suite(results: dict, out: str, suite: str, outputs: dict[str, SuiteOutput]) -> None:
   base = outputs["base"].metrics if "base" in outputs else None
   results["suites"][suite] = report.suite_result(outputs["model"].metrics, base)
+  if outputs["model"].note:
+    results["suites"][suite]["note"] = outputs["model"].note
   report.write_rows(out, suite, outputs)
   report.plot(out, suite, outputs, UNITS[suite])
