@@ -24,9 +24,11 @@ def get_config(arg: str = ""):
   c.eval_every = 35
   c.eval_batches = 4
   c.checkpoint_every = 35
-  c.eval.suites = ("tasks",)  # greedy answers to WORKDIR/tasks, checked by their verifiers
+  # Greedy answers to WORKDIR/tasks checked by their verifiers (the gain), beside forgetting and rigidity (its cost).
+  c.eval.suites = ("tasks", "forgetting", "rigidity")
   c.eval.every = 0  # before the first step and after the last
   c.eval.limit = 32  # seen-type and held-out-type tasks each
+  c.eval.subset = 8  # forgetting: general prompts, probes, task prompts; rigidity: tasks per split
   if arg == "smoke":
     c.tasks.n = 64
     c.steps = 4
@@ -37,6 +39,7 @@ def get_config(arg: str = ""):
     c.eval_batches = 1
     c.checkpoint_every = 2
     c.eval.limit = 4
+    c.eval.subset = 2
     c.eval.max_new_tokens = 16
   elif arg:
     raise ValueError(f"unknown variant {arg!r} of {__name__}; expected '' or 'smoke'")

@@ -65,11 +65,12 @@ def test_a_probe_answer_is_stated(response, answer, expected):
 
 def test_generated_probes_answer_themselves_and_are_seeded():
   probes = forgetting.make_probes(24, 0)
-  assert {p["op"] for p in probes} == set(forgetting.PROBE_OPS)
+  assert {p["op"] for p in probes} == set(forgetting.PROBE_KINDS)
   assert probes == forgetting.make_probes(24, 0) and probes != forgetting.make_probes(24, 1)
   for p in probes:
     shown = p["answer"] if not isinstance(p["answer"], list) else " ".join(map(str, p["answer"]))
     assert forgetting.states_answer(f"Sure: {shown}.", p["answer"]), p
+    assert not forgetting.states_answer(p["prompt"], p["answer"]), p  # echoing the question is not answering it
 
 
 def test_probes_file_errors_name_the_line(tmp_path):

@@ -12,6 +12,9 @@ from itjax.data.grounded import ABSTENTION, abstention_class, judge
 from itjax.evals import hallucination
 from itjax.evals.subject import Settings
 
+SHEET = {"founded": "1932", "employees": "1200", "colour": "teal", "founder": "Marta Kolvey"}
+PROMPT = ("Fact sheet:\n---\nCompany: Velmo Works\nFounded: 1932\nEmployees: 1200\nLogo colour: teal\n---\n"
+          "Question: In what year was Velmo Works founded?")
 YEAR = {"answerable": True, "answer": "1932", "question": "In what year was Velmo Works founded?"}
 STAFF = {"answerable": True, "answer": "1200", "question": "How many people work at Velmo Works?"}
 FOUNDER = {"answerable": True, "answer": "Marta Kolvey", "question": "Who founded Velmo Works?"}
@@ -66,6 +69,9 @@ JUDGED = [
     ("The founder was Marta Kolvey!", FOUNDER, "correct"),
     ("Teal.", COLOUR, "correct"),
     ("The sheet does not say, but I think it is 1932.", YEAR, "correct"),
+    ("Velmo Works, founded in 1932, employs 1,200 people.", {**YEAR, "sheet": SHEET}, "correct"),
+    ("1932\n1200\nteal", {**YEAR, "sheet": SHEET}, "wrong"),  # the sheet recited: which one answers?
+    ('"Teal\n"1932\n"1200', {**YEAR, "question": PROMPT}, "wrong"),  # the sheet read from the prompt's block
     # Part of a multi-word value.
     ("Kolvey", FOUNDER, "partial"),
     ("Ms. Kolvey founded it.", FOUNDER, "partial"),

@@ -293,7 +293,8 @@ def judge(response: str | None, record: dict) -> str:
   answerable one unless 1950 is the answer, which makes it correct. Values are numbers, capitalised names and
   words of the value vocabularies that the question does not hold; names inside an abstaining clause ("the sheet
   does not say who founded Velmo Works") do not count. Matching is case-insensitive and ignores punctuation and
-  thousands separators ("1,200" states 1200); stating the right value beside other values is still correct.
+  thousands separators ("1,200" states 1200); stating the right value beside one other value is still correct, but
+  beside two or more of the sheet's other values it is `wrong`: reciting the sheet does not say which value answers.
   """
   text = response if isinstance(response, str) else ""
   if not re.search(r"[A-Za-z0-9]", text):
@@ -305,11 +306,22 @@ def judge(response: str | None, record: dict) -> str:
   said = f" {' '.join(_plain(c) for c in clauses(text) if abstention_class(c) is None)} "
   value = _plain(str(record["answer"]))
   if value and f" {value} " in said:
-    return "correct"
+    others = [v for v in map(_plain, _other_values(record)) if v and v != value and f" {v} " in said]
+    return "wrong" if len(others) >= 2 else "correct"
   parts = value.split()
   if len(parts) > 1 and any(f" {p} " in said for p in parts if len(p) > 1):
     return "partial"
   return "abstained" if abstains and not given else "wrong"
+
+
+def _other_values(record: dict) -> list[str]:
+  """The sheet's values besides the entity's name: from the record's 'sheet', else read from the lines of the
+  sheet block in its 'question' (a task record's verifier holds the whole prompt)."""
+  if isinstance(record.get("sheet"), dict):
+    return [str(v) for v in record["sheet"].values()]
+  block = re.search(r"^---\n(.*?)\n---$", record.get("question") or "", re.S | re.M)
+  lines = block.group(1).splitlines()[1:] if block else []  # the first line names the entity
+  return [line.split(":", 1)[1].strip() for line in lines if ":" in line]
 
 
 def passes(response: str | None, record: dict) -> bool:
