@@ -28,7 +28,8 @@ def get_config(arg: str = ""):
   c.eval.suites = ("tasks", "forgetting", "rigidity")
   c.eval.every = 0  # before the first step and after the last
   c.eval.limit = 32  # seen-type and held-out-type tasks each
-  c.eval.subset = 8  # forgetting: general prompts, probes, task prompts; rigidity: tasks per split
+  c.eval.subset = 6  # forgetting: general prompts, probes, task prompts; rigidity: tasks per split
+  c.eval.perturbations = ("typos_5", "case", "reworded", "reordered", "system")
   if arg == "smoke":
     c.tasks.n = 64
     c.steps = 4
@@ -40,6 +41,7 @@ def get_config(arg: str = ""):
     c.checkpoint_every = 2
     c.eval.limit = 4
     c.eval.subset = 2
+    c.eval.text_bytes = 4096
     c.eval.max_new_tokens = 16
   elif arg:
     raise ValueError(f"unknown variant {arg!r} of {__name__}; expected '' or 'smoke'")
