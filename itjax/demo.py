@@ -96,16 +96,16 @@ def run_demo(workdir: str, config=None) -> dict:
   os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
   report.write_results(os.path.join(workdir, "eval"), results)
 
-  _say(f"\n{'':40s} {'before':>10s} {'after':>10s} {'delta':>10s}")
+  _say(f"\n{'':50s} {'before':>10s} {'after':>10s} {'delta':>10s}")
   rows = [(f"{k.replace('_', ' ')}", *v, "{:.4f}") for k, v in losses.items() if None not in v]
   rows += [(f"{suite} {k} ({unit})", before.get(f"{suite}/{k}"), after[f"{suite}/{k}"],
             "{:.4f}" if k.startswith("kl_") else "{:.1f}")
            for suite, k, unit in HEADLINE if f"{suite}/{k}" in after]
   for label, b, a, fmt in rows:
     if b is None:
-      _say(f"{label:40s} {'':>10s} {fmt.format(a):>10s}")
+      _say(f"{label:50s} {'':>10s} {fmt.format(a):>10s}")
     else:
-      _say(f"{label:40s} {fmt.format(b):>10s} {fmt.format(a):>10s} {fmt.replace('{:', '{:+').format(a - b):>10s}")
+      _say(f"{label:50s} {fmt.format(b):>10s} {fmt.format(a):>10s} {fmt.replace('{:', '{:+').format(a - b):>10s}")
   evals = summary["evals"]
   if 0 in evals and summary["steps"] in evals:  # this call evaluated both: show two held-out tasks
     b_rows, a_rows = evals[0]["tasks"].rows, evals[summary["steps"]]["tasks"].rows

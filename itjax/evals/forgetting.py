@@ -11,8 +11,9 @@
   mean_length           and their mean length in generated tokens
 
 Probes are short questions with checkable answers, easy forms of the task generators' operations (arithmetic, unit
-conversion with their units, date arithmetic, a string operation on their words), plus a --probes file; an answer is right when it states the expected value:
-the number or date as a standalone token, the word case-insensitively, a list's items in order and adjacent.
+conversion with their units, date arithmetic, a string operation on their words), plus a --probes file; an answer
+is right when it states the expected value: the number or date as a standalone token, the word case-insensitively,
+a list's items in order and adjacent. No probe's answer is in its question, so echoing the question is not right.
 KL and retention compare with a reference model and appear under `model`; without one the suite reports the
 rest, and says so.
 """
@@ -221,12 +222,12 @@ def _mean_kl(model: Subject, base: Subject, pairs: list[tuple[list[int], int]]) 
 def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | None, settings: Settings,
              text: str, probes: list[dict] | None = None, base_cache: dict | None = None) -> dict[str, SuiteOutput]:
   """{'model': ..., 'base': ...} ('base' only with a reference). `text` is the general text itself; `probes`
-  default to N_PROBES generated ones; `base_cache` (a dict kept by the caller) holds the base's answers and
-  figures across calls, e.g. between evaluations during training, where the base does not change."""
+  default to N_PROBES generated ones (settings.limit of them, if fewer), and given ones are all asked;
+  `base_cache` (a dict kept by the caller) holds the base's answers and figures across calls, e.g. between
+  evaluations during training, where the base does not change."""
   limit = settings.limit
   general = [[{"role": "user", "content": p}] for p in GENERAL_PROMPTS[:limit]]
   probes = probes if probes is not None else make_probes(min(limit or N_PROBES, N_PROBES), settings.seed)
-  probes = probes[:limit] if limit else probes
   probe_chats = [[{"role": "user", "content": p["prompt"]}] for p in probes]
   task_chats = [[m for m in r["messages"] if m["role"] != "assistant"] for r in task_records or []]
   n_general, n_probes = len(general), len(probe_chats)

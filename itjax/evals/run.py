@@ -117,7 +117,7 @@ def run(model: str | None, suites: Sequence[str], out: str, base: str | None = N
   text = probes = None
   if "forgetting" in suites:
     text = forgetting.read_text(inputs.text or general_text.default_path(), inputs.text_bytes)
-    probes = forgetting.make_probes(forgetting.N_PROBES, settings.seed)
+    probes = forgetting.make_probes(min(settings.limit or forgetting.N_PROBES, forgetting.N_PROBES), settings.seed)
     probes += forgetting.read_probes(inputs.probes) if inputs.probes else []
   os.makedirs(out, exist_ok=True)
   results = {"model": model or responses, "base": None, "suites": {},
