@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from itjax.data.tasks import make_splits, write_splits
+from itjax.data.tasks import DEFAULT_HOLDOUT, expand_holdout, make_splits, write_splits
 from itjax.evals import tasks
 from itjax.evals.run import Inputs, run
 from itjax.evals.subject import Settings
@@ -62,7 +62,9 @@ def test_tasks_scoring_of_known_verdicts():
     idx = [i for i, r in enumerate(records) if r["split"] == split]
     assert out.metrics[split] == pytest.approx(100 * sum(right[i] for i in idx) / len(idx))
     assert out.metrics[f"n_{split}"] == len(idx)
-  for t in ("uppercase", "numbered"):
+  held_types = sorted({t for r in records for t in r["types"]} & expand_holdout(DEFAULT_HOLDOUT))
+  assert len(held_types) >= 2
+  for t in held_types:
     idx = [i for i, r in enumerate(records) if t in r["types"]]
     assert out.metrics[f"type/{t}"] == pytest.approx(100 * sum(right[i] for i in idx) / len(idx))
   assert [row["passed"] for row in out.rows] == right
