@@ -40,8 +40,7 @@ def get_config(arg: str = ""):
     c.eval_batches = 1
     c.checkpoint_every = 2
     c.eval.limit = 4
-    c.eval.subset = 2
-    c.eval.text_bytes = 4096
+    c.eval.suites = ("tasks",)  # forgetting and rigidity cost 2 minutes of compiling here; tests cover them
     c.eval.max_new_tokens = 16
   elif arg:
     raise ValueError(f"unknown variant {arg!r} of {__name__}; expected '' or 'smoke'")
