@@ -12,6 +12,9 @@
   itjax eval --model SRC --suites ifeval,tasks,latency,forgetting,rigidity,hallucination --out DIR [--base BASE|none]
              [--step N] [--data FILE] [--responses FILE] [--text FILE] [--text_bytes N] [--probes FILE]
              [--perturbations A,B] [--limit N] [--max_new_tokens N] [--batch_size N] [--seed S] [--json]
+  itjax curate --data IN[,IN2...] --out OUT.jsonl [--model SRC] [--dedup exact,near] [--near_threshold 0.8]
+               [--decontaminate EVAL[,EVAL2...]] [--ngram 13] [--min_chars N] [--max_tokens N]
+               [--select N] [--by random] [--report DIR] [--seed S] [--json]
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-COMMANDS = ("generate", "fetch-demo-model", "demo", "inspect-data", "make-tasks", "train", "export", "eval")
+COMMANDS = ("generate", "fetch-demo-model", "demo", "inspect-data", "make-tasks", "train", "export", "eval",
+            "curate")
 
 flags.DEFINE_string("model", None, "A Hugging Face model directory or a .gguf file (eval: or a training workdir).")
 flags.DEFINE_string("prompt", None, "One prompt, rendered as a user turn (raw text with --raw).")
@@ -37,7 +41,7 @@ flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
 flags.DEFINE_integer("top_k", 0, "Keep only the k most likely tokens (0 = off).", lower_bound=0)
 flags.DEFINE_integer("batch_size", 8, "Prompts decoded at once (slots; a finished one takes the next prompt). "
                      "eval: default 16.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.DEFINE_integer("seed", 0, "Sampling seed (curate: MinHash and --select).")
 flags.DEFINE_bool("raw", False, "Do not apply the chat template: the prompt text is the model input.")
 flags.DEFINE_multi_string("stop", [], "Stop strings: a response is cut at the first one (repeatable).")
 flags.DEFINE_string("chat_template", None, "A built-in template name (chatml, llama3, alpaca) instead of the "
@@ -56,7 +60,7 @@ flags.DEFINE_integer("step", None, "export: the checkpoint step (default: the la
 flags.DEFINE_bool("overwrite", False, "export: replace an existing --out directory.")
 flags.DEFINE_integer("show", 0, "Print this many examples with the trained tokens marked.", lower_bound=0)
 flags.DEFINE_bool("json", False, "Print the summary as one JSON object.")
-flags.DEFINE_string("out", None, "Output directory.")
+flags.DEFINE_string("out", None, "Output directory (curate: the output JSONL file).")
 flags.DEFINE_integer("n", 2000, "Training examples to generate (validation and held-out get n/10 each).",
                      lower_bound=1)
 flags.DEFINE_string("holdout", None, "Task types or groups kept out of training, comma-separated "
@@ -78,6 +82,18 @@ flags.DEFINE_string("base", None, "eval: a reference model evaluated beside --mo
 flags.DEFINE_string("responses", None, "eval: JSONL of responses (key or prompt, and response) to score without a "
                     "model (--suites ifeval).")
 flags.DEFINE_integer("limit", None, "eval: examples per suite (per split for tasks).", lower_bound=1)
+flags.DEFINE_list("dedup", ["exact", "near"], "curate: duplicate removal, a subset of exact,near ('' for none).")
+flags.DEFINE_float("near_threshold", 0.8, "curate: word-shingle Jaccard at or above which a record is a near "
+                   "duplicate of an earlier one.", lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_list("decontaminate", [], "curate: eval JSONL files whose prompts' n-grams a record may not share.")
+flags.DEFINE_integer("ngram", 13, "curate: words per n-gram for --decontaminate.", lower_bound=1)
+flags.DEFINE_integer("min_chars", 0, "curate: drop records with an assistant turn shorter than this (characters).",
+                     lower_bound=0)
+flags.DEFINE_integer("max_tokens", None, "curate: drop conversations longer than this under --model's chat "
+                     "template.", lower_bound=1)
+flags.DEFINE_integer("select", None, "curate: keep this many of the remaining records (see --by).", lower_bound=1)
+flags.DEFINE_enum("by", "random", ["random"], "curate: how --select chooses (random, seeded by --seed).")
+flags.DEFINE_string("report", None, "curate: a directory for report.md and before/after plots.")
 config_flags.DEFINE_config_file("config", None, "A training config file (configs/*.py[:ARG]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Training directory: checkpoints, metrics.jsonl, TensorBoard events, plots.")
 FLAGS = flags.FLAGS
@@ -222,6 +238,34 @@ def cmd_eval() -> None:
   print(f"wrote {os.path.join(FLAGS.out, 'results.json')}, report.md and per-example JSONL", file=sys.stderr)
 
 
+def cmd_curate() -> None:
+  from itjax.curate import Options, curate, removed_path
+  if not FLAGS.data or not FLAGS.out:
+    raise UsageError("--data IN[,IN2...] and --out OUT.jsonl are required")
+  tokenizer = None
+  if FLAGS.model:
+    from itjax.loading import load_tokenizer
+    tokenizer = load_tokenizer(FLAGS.model)
+  inputs = [p for p in FLAGS.data.split(",") if p]
+  options = Options(dedup=tuple(FLAGS.dedup), near_threshold=FLAGS.near_threshold,
+                    decontaminate=tuple(FLAGS.decontaminate), ngram=FLAGS.ngram, min_chars=FLAGS.min_chars,
+                    max_tokens=FLAGS.max_tokens, select=FLAGS.select, by=FLAGS.by, seed=FLAGS.seed,
+                    template=FLAGS.chat_template)
+  curated = curate(inputs, FLAGS.out, options, tokenizer)
+  for note in curated.notes:
+    print(f"itjax curate: {note}", file=sys.stderr)
+  summary = curated.summary()
+  if FLAGS.report:
+    from itjax.curate_report import write_report
+    print(f"wrote {write_report(FLAGS.report, curated, inputs, FLAGS.out)} and plots", file=sys.stderr)
+  if FLAGS.json:
+    print(json.dumps(summary))
+  else:
+    removed = ", ".join(f"{reason} {n}" for reason, n in summary["removed"].items() if n) or "none"
+    print(f"records {summary['records']}, kept {summary['kept']}; removed: {removed}")
+  print(f"wrote {FLAGS.out} and {removed_path(FLAGS.out)}", file=sys.stderr)
+
+
 def _parse(argv: list[str]) -> list[str]:
   if len(argv) < 2 or argv[1] not in COMMANDS:
     given = argv[1] if len(argv) > 1 else "nothing"
@@ -244,7 +288,7 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # JAX's backend probing logs at INFO
   command = {"generate": cmd_generate, "fetch-demo-model": cmd_fetch_demo_model, "demo": cmd_demo,
              "inspect-data": cmd_inspect_data, "make-tasks": cmd_make_tasks, "train": cmd_train,
-             "export": cmd_export, "eval": cmd_eval}[argv[1]]
+             "export": cmd_export, "eval": cmd_eval, "curate": cmd_curate}[argv[1]]
   try:
     command()
   except (UsageError, ValueError, FileNotFoundError, FileExistsError, KeyError, FloatingPointError, ImportError) as e:

@@ -8,6 +8,12 @@ from collections.abc import Iterator
 
 def objects(path: str, what: str) -> Iterator[tuple[str, dict]]:
   """(`path:line`, object) for every non-blank line; `what` names the file in an open error."""
+  for where, _, value in lines(path, what):
+    yield where, value
+
+
+def lines(path: str, what: str) -> Iterator[tuple[str, str, dict]]:
+  """(`path:line`, the line as it stands without its line break, object) for every non-blank line."""
   try:
     f = open(path, "rb")
   except OSError as e:
@@ -16,7 +22,7 @@ def objects(path: str, what: str) -> Iterator[tuple[str, dict]]:
     for number, raw in enumerate(f, start=1):
       where = f"{path}:{number}"
       try:
-        line = raw.decode("utf-8")
+        line = raw.decode("utf-8").rstrip("\r\n")
       except UnicodeDecodeError as e:
         raise ValueError(f"{where}: not valid UTF-8 (byte {e.start})") from None
       if not line.strip():
@@ -27,4 +33,4 @@ def objects(path: str, what: str) -> Iterator[tuple[str, dict]]:
         raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
       if not isinstance(value, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(value).__name__}")
-      yield where, value
+      yield where, line, value

@@ -16,6 +16,10 @@ from itjax.chat import ROLES
 FORMATS = ("alpaca", "messages", "sharegpt", "prompt_completion", "text")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "model": "assistant"}
+SHAREGPT_FROM = {"system": "system", "user": "human", "assistant": "gpt"}
+FORMAT_KEYS = {"alpaca": ("instruction", "input", "output", "system"), "messages": ("messages",),
+               "sharegpt": ("conversations",), "prompt_completion": ("prompt", "completion", "system"),
+               "text": ("text",)}  # the fields a format reads; any other field is the record's own
 
 
 class DataError(ValueError):
@@ -153,6 +157,27 @@ def to_record(record: dict, fmt: str, where: str) -> Record:
     return Record(where, messages=head + [{"role": "user", "content": _string(record, "prompt", where)},
                                           {"role": "assistant", "content": _string(record, "completion", where)}])
   raise ValueError(f"unknown data format {fmt!r}; expected one of {FORMATS}")
+
+
+def to_object(record: Record, fmt: str) -> dict:
+  """A Record as a JSON object in `fmt` (the inverse of `to_record`); raises DataError where `fmt` cannot hold it."""
+  if (record.messages is None) != (fmt == "text"):
+    raise DataError(record.where, f"cannot be written as {fmt}", "text and chats do not convert into each other")
+  if fmt == "text":
+    return {"text": record.text}
+  if fmt == "messages":
+    return {"messages": record.messages}
+  if fmt == "sharegpt":
+    return {"conversations": [{"from": SHAREGPT_FROM[m["role"]], "value": m["content"]} for m in record.messages]}
+  system = [m["content"] for m in record.messages if m["role"] == "system"]
+  chat = [m["content"] for m in record.messages if m["role"] != "system"]
+  if len(chat) == 2:
+    keys = ("instruction", "output") if fmt == "alpaca" else ("prompt", "completion")
+    return {keys[0]: chat[0], keys[1]: chat[1], **({"system": system[0]} if system else {})}
+  if fmt == "prompt_completion":
+    return {"prompt": record.messages[:-1], "completion": record.messages[-1:]}
+  raise DataError(record.where, "cannot be written as alpaca", f"a chat of {len(chat)} messages; alpaca holds "
+                  "one user and one assistant message")
 
 
 def read_records(path: str, fmt: str | None = None, on_error: str = "raise",
