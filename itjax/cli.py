@@ -92,7 +92,9 @@ flags.DEFINE_integer("min_chars", 0, "curate: drop records with an assistant tur
 flags.DEFINE_integer("max_tokens", None, "curate: drop conversations longer than this under --model's chat "
                      "template.", lower_bound=1)
 flags.DEFINE_integer("select", None, "curate: keep this many of the remaining records (see --by).", lower_bound=1)
-flags.DEFINE_enum("by", "random", ["random"], "curate: how --select chooses (random, seeded by --seed).")
+flags.DEFINE_enum("by", "random", ["random", "quality", "diversity"], "curate: how --select chooses: random "
+                  "(seeded by --seed), quality (highest instruction-following difficulty below 1) or diversity "
+                  "(k-center greedy over the model's embeddings); the last two need --model.")
 flags.DEFINE_string("report", None, "curate: a directory for report.md and before/after plots.")
 config_flags.DEFINE_config_file("config", None, "A training config file (configs/*.py[:ARG]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Training directory: checkpoints, metrics.jsonl, TensorBoard events, plots.")
@@ -242,8 +244,11 @@ def cmd_curate() -> None:
   from itjax.curate import Options, curate, removed_path
   if not FLAGS.data or not FLAGS.out:
     raise UsageError("--data IN[,IN2...] and --out OUT.jsonl are required")
-  tokenizer = None
-  if FLAGS.model:
+  tokenizer = model = None
+  if FLAGS.model and FLAGS.select is not None and FLAGS.by != "random":
+    from itjax.loading import load_model
+    model = load_model(FLAGS.model)
+  elif FLAGS.model:
     from itjax.loading import load_tokenizer
     tokenizer = load_tokenizer(FLAGS.model)
   inputs = [p for p in FLAGS.data.split(",") if p]
@@ -251,7 +256,7 @@ def cmd_curate() -> None:
                     decontaminate=tuple(FLAGS.decontaminate), ngram=FLAGS.ngram, min_chars=FLAGS.min_chars,
                     max_tokens=FLAGS.max_tokens, select=FLAGS.select, by=FLAGS.by, seed=FLAGS.seed,
                     template=FLAGS.chat_template)
-  curated = curate(inputs, FLAGS.out, options, tokenizer)
+  curated = curate(inputs, FLAGS.out, options, tokenizer, model)
   for note in curated.notes:
     print(f"itjax curate: {note}", file=sys.stderr)
   summary = curated.summary()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
 import re
 
 from tqdm import tqdm
@@ -23,7 +22,7 @@ from itjax.data.formats import FORMAT_KEYS, SHAREGPT_ROLES, DataError, Record, d
 REASONS = ("exact_duplicate", "near_duplicate", "contaminated", "empty", "too_short", "too_long",
            "repeats_instruction", "not_selected")
 DEDUP_KINDS = ("exact", "near")
-SELECT_BY = ("random",)
+SELECT_BY = ("random", "quality", "diversity")
 SHINGLE_WORDS = 5  # near dedup compares sets of 5-word shingles
 NUM_PERM = 128
 LSH_MARGIN = 0.1  # LSH looks for candidates this far below the threshold; the true Jaccard decides
@@ -55,6 +54,7 @@ class Item:
   text: str | None
   reason: str | None = None
   matched: str | None = None
+  ifd: float | None = None  # the instruction-following difficulty, when --by quality scored it
 
   def turns(self, role: str) -> list[str]:
     if self.messages is None:
@@ -283,18 +283,6 @@ def mark_contaminated(items: list[Item], grams: dict[tuple, str], n: int) -> Non
         break
 
 
-def select_random(items: list[Item], n: int, seed: int) -> None:
-  """Keeps n of the remaining records drawn at random (seeded); the others are `not_selected`."""
-  remaining = [item for item in items if item.reason is None]
-  if n > len(remaining):
-    raise ValueError(f"--select {n}: only {len(remaining)} records remain after filters, dedup and "
-                     f"decontamination (of {len(items)} read); expected at most {len(remaining)}")
-  chosen = set(random.Random(seed).sample(range(len(remaining)), n))
-  for i, item in enumerate(remaining):
-    if i not in chosen:
-      item.remove("not_selected")
-
-
 def render_as(item: Item, fmt: str) -> str:
   """The record as a JSON line in `fmt`: its own line when already in it, else its conversation plus its other keys."""
   if item.fmt == fmt:
@@ -326,13 +314,15 @@ def write_outputs(curated: Curated, out: str) -> None:
   """OUT (kept records, input order) and OUT.removed.jsonl (each removed record with where, reason, matched)."""
   kept = [render_as(item, curated.fmt) for item in curated.kept]
   removed = [json.dumps({"where": item.where, "reason": item.reason,
-                         **({"matched": item.matched} if item.matched else {}), "record": item.obj},
+                         **({"matched": item.matched} if item.matched else {}),
+                         **({"ifd": item.ifd} if item.ifd is not None else {}),
+                         "record": item.obj},
                         ensure_ascii=False) for item in curated.items if item.reason is not None]
   _write_lines(out, kept)
   _write_lines(removed_path(out), removed)
 
 
-def check_options(inputs: list[str], out: str, options: Options, tokenizer) -> None:
+def check_options(inputs: list[str], out: str, options: Options, tokenizer, model=None) -> None:
   if not inputs:
     raise ValueError("--data IN[,IN2...]: expected at least one input file")
   if not out.endswith(".jsonl"):
@@ -343,11 +333,18 @@ def check_options(inputs: list[str], out: str, options: Options, tokenizer) -> N
     raise ValueError(f"--by {options.by}: expected one of {', '.join(SELECT_BY)}")
   if options.max_tokens is not None and tokenizer is None:
     raise ValueError("--max_tokens needs --model SRC (its tokenizer and chat template count the tokens)")
+  if options.select is not None and options.select < 1:
+    raise ValueError(f"--select {options.select}: expected a number of records >= 1")
+  if options.select is not None and options.by != "random" and model is None:
+    raise ValueError(f"--by {options.by} needs --model SRC (the model to be tuned scores the records)")
 
 
-def curate(inputs: list[str], out: str, options: Options = Options(), tokenizer=None) -> Curated:
-  """Reads every input, runs the passes in order, writes OUT and OUT.removed.jsonl; returns what happened."""
-  check_options(inputs, out, options, tokenizer)
+def curate(inputs: list[str], out: str, options: Options = Options(), tokenizer=None, model=None) -> Curated:
+  """Reads every input, runs the passes in order, writes OUT and OUT.removed.jsonl; returns what happened.
+  `model` (a LoadedModel) is what --by quality and --by diversity score with; its tokenizer serves when
+  `tokenizer` is None."""
+  tokenizer = tokenizer if tokenizer is not None or model is None else model.tokenizer
+  check_options(inputs, out, options, tokenizer, model)
   items = [item for path in inputs for item in read_items(path)]
   curated = Curated(items, items[0].fmt)
   grams = eval_ngrams(options.decontaminate, options.ngram, curated.notes) if options.decontaminate else {}
@@ -359,6 +356,7 @@ def curate(inputs: list[str], out: str, options: Options = Options(), tokenizer=
   if options.decontaminate:
     mark_contaminated(items, grams, options.ngram)
   if options.select is not None:
-    select_random(items, options.select, options.seed)
+    from itjax import curate_select
+    curate_select.select(items, options.select, options.by, options.seed, model, options.template, curated.notes)
   write_outputs(curated, out)
   return curated

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from itjax import curate as C
@@ -234,3 +235,79 @@ def test_report_and_cli_json(tmp_path, eval_file):
   assert "| removed: near_duplicate | 2 |" in (report / "report.md").read_text()
   assert {p.name for p in report.iterdir()} == {"report.md", "lengths.png", "removed.png", "categories.png"}
   assert (tmp_path / "out.removed.jsonl").exists()
+
+
+def test_k_center_picks_one_per_cluster_first():
+  from itjax.curate_select import k_center
+  rng = np.random.default_rng(0)
+  centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+  labels = np.array([0, 0, 1, 2, 3, 1, 2, 3, 0, 1, 2, 3])
+  points = centres[labels] + rng.normal(scale=0.3, size=(len(labels), 2))
+  chosen = k_center(points, 6)
+  assert sorted(labels[chosen[:4]]) == [0, 1, 2, 3] and chosen[0] == 0
+  assert len(set(chosen)) == 6
+  with pytest.raises(ValueError, match="cannot choose 13 of 12"):
+    k_center(points, 13)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_hf_dir):
+  from itjax.loading import load_model
+  return load_model(tiny_hf_dir)
+
+
+def test_ifd_equals_the_ratio_of_transformers_losses(tiny_model, tiny_hf_dir):
+  """IFD = mean loss of the response given the instruction / mean loss of the response alone, same targets."""
+  import torch
+  import transformers
+  from itjax.curate_select import ifd_scores, ifd_sequences
+  chats = [[{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue, like the sky."}],
+           [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Count to three."},
+            {"role": "assistant", "content": "One, two, three."}]]
+  ours = ifd_scores(tiny_model.config, tiny_model.params, tiny_model.tokenizer, chats, progress=False)
+  reference = transformers.AutoModelForCausalLM.from_pretrained(tiny_hf_dir, torch_dtype=torch.float32).eval()
+
+  def mean_loss(ids, start):
+    with torch.no_grad():
+      logits = reference(torch.tensor([ids])).logits[0, :-1].double()
+    nll = -torch.log_softmax(logits, -1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+    return nll[start - 1:].mean().item()
+
+  for chat, got in zip(chats, ours):
+    given, start, alone, alone_start = ifd_sequences(tiny_model.tokenizer, chat)
+    assert given[start:] == alone[alone_start:]  # the same targets in both
+    want = mean_loss(given, start) / mean_loss(alone, alone_start)
+    assert got == pytest.approx(want, rel=1e-4)
+
+
+def test_model_selection_quality_and_diversity(tiny_model, tmp_path):
+  data = tmp_path / "data.jsonl"
+  records = [{"instruction": f"Say the word number {i}.", "output": f"Word {i} is {'apple banana cherry'.split()[i % 3]}."}
+             for i in range(8)]
+  write_jsonl(data, records)
+  out = str(tmp_path / "o.jsonl")
+  diverse = C.curate([str(data)], out, C.Options(select=3, by="diversity", dedup=()), model=tiny_model)
+  assert diverse.summary()["kept"] == 3 and diverse.kept[0].where.endswith(":1")  # k-center starts at the first
+  quality = C.curate([str(data)], out, C.Options(select=3, by="quality", dedup=()), model=tiny_model)
+  scored = [i.ifd for i in quality.items]
+  assert all(s is not None and s > 0 for s in scored)
+  below = sorted((s for s in scored if s < 1), reverse=True)  # a random model: the instruction rarely helps
+  assert sorted((i.ifd for i in quality.kept), reverse=True) == below[:3]
+  assert len(below) >= 3 or any("have IFD < 1" in n for n in quality.notes)
+  removed = [json.loads(line) for line in open(C.removed_path(out))]
+  assert all("ifd" in r for r in removed if r["reason"] == "not_selected")
+
+
+def test_quality_keeps_the_highest_ifd_below_one(tiny_model, tmp_path, monkeypatch):
+  from itjax import curate_select
+  data = tmp_path / "data.jsonl"
+  write_jsonl(data, [{"instruction": f"Task {i}.", "output": f"Answer {i}."} for i in range(8)])
+  scores = [0.5, 1.2, 0.9, 0.7, 0.95, 1.0, 0.2, 0.99]
+  monkeypatch.setattr(curate_select, "ifd_scores", lambda *args, **kwargs: list(scores))
+  out = str(tmp_path / "o.jsonl")
+  picked = C.curate([str(data)], out, C.Options(select=3, by="quality", dedup=()), model=tiny_model)
+  assert [i.where.rsplit(":", 1)[1] for i in picked.kept] == ["3", "5", "8"]  # 0.9, 0.95, 0.99; never 1.0 or 1.2
+  few = C.curate([str(data)], out, C.Options(select=7, by="quality", dedup=()), model=tiny_model)
+  assert len(few.kept) == 6 and "only 6 records have IFD < 1" in few.notes[0]
+  with pytest.raises(ValueError, match="--by quality needs --model"):
+    C.curate([str(data)], out, C.Options(select=3, by="quality"))

@@ -72,16 +72,46 @@ def _batches(sequences: Sequence[Sequence[int]], starts: Sequence[int], pad_id: 
     yield picked, tokens, segments, weights
 
 
+@functools.partial(jax.jit, static_argnums=(0,))
+def _hidden_means(config, params, tokens, segments):
+  """Per row: the mean over its real tokens of the final-normed hidden states [B,D] (float32)."""
+  hidden = Transformer(config.replace(remat="none")).apply({"params": params}, tokens, None, segments,
+                                                           return_hidden=True)
+  real = (segments > 0).astype(jnp.float32)[..., None]
+  return (hidden.astype(jnp.float32) * real).sum(axis=1) / jnp.maximum(real.sum(axis=1), 1.0)
+
+
+def _progress(total: int, desc: str | None):
+  from tqdm import tqdm
+  return tqdm(total=total, desc=desc, unit="seq", disable=desc is None, dynamic_ncols=True)
+
+
 def nll(config: ModelConfig, params, sequences: Sequence[Sequence[int]], starts: Sequence[int],
-        pad_id: int = 0) -> list[tuple[float, int]]:
+        pad_id: int = 0, desc: str | None = None) -> list[tuple[float, int]]:
   """(summed negative log-likelihood in nats, token count) of each sequence's tokens from `starts[i]` on, each
-  predicted from every token before it."""
+  predicted from every token before it. `desc` names a progress bar (None: no bar)."""
   out: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
-  for picked, tokens, segments, weights in _batches(sequences, starts, pad_id):
-    sums = np.asarray(jax.device_get(_nll_sums(config, params, tokens, segments, weights)), np.float64)
-    for r, j in enumerate(picked):
-      out[j] = (float(sums[r]), len(sequences[j]) - starts[j])
+  with _progress(len(sequences), desc) as bar:
+    for picked, tokens, segments, weights in _batches(sequences, starts, pad_id):
+      sums = np.asarray(jax.device_get(_nll_sums(config, params, tokens, segments, weights)), np.float64)
+      for r, j in enumerate(picked):
+        out[j] = (float(sums[r]), len(sequences[j]) - starts[j])
+      bar.update(len(picked))
   return out
+
+
+def mean_hidden(config: ModelConfig, params, sequences: Sequence[Sequence[int]], pad_id: int = 0,
+                desc: str | None = None) -> np.ndarray:
+  """[N,D] float32: each sequence's final hidden states (after the last norm) averaged over its tokens."""
+  out = None
+  with _progress(len(sequences), desc) as bar:
+    for picked, tokens, segments, _ in _batches(sequences, [1] * len(sequences), pad_id):
+      means = np.asarray(jax.device_get(_hidden_means(config, params, tokens, segments)), np.float32)
+      if out is None:
+        out = np.zeros((len(sequences), means.shape[1]), np.float32)
+      out[picked] = means[:len(picked)]
+      bar.update(len(picked))
+  return out if out is not None else np.zeros((0, config.dim), np.float32)
 
 
 def kl(p_config: ModelConfig, p_params, q_config: ModelConfig, q_params, sequences: Sequence[Sequence[int]],
