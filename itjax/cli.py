@@ -15,6 +15,9 @@
   itjax curate --data IN[,IN2...] --out OUT.jsonl [--model SRC] [--dedup exact,near] [--near_threshold 0.8]
                [--decontaminate EVAL[,EVAL2...]] [--ngram 13] [--min_chars N] [--max_tokens N]
                [--select N] [--by random] [--report DIR] [--seed S] [--json]
+  itjax distill --model SRC --data IN.jsonl --out OUT.jsonl [--template general|refer|math|FILE]
+                [--check none|tasks|last_number] [--batch_size N] [--max_new_tokens N] [--limit N]   (re-run to resume)
+  itjax distill --model SRC --self --prompts FILE|general --out OUT.jsonl [--limit N] [--seed S]
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 COMMANDS = ("generate", "fetch-demo-model", "demo", "inspect-data", "make-tasks", "train", "export", "eval",
-            "curate")
+            "curate", "distill")
 
 flags.DEFINE_string("model", None, "A Hugging Face model directory or a .gguf file (eval: or a training workdir).")
 flags.DEFINE_string("prompt", None, "One prompt, rendered as a user turn (raw text with --raw).")
@@ -81,7 +84,8 @@ flags.DEFINE_string("base", None, "eval: a reference model evaluated beside --mo
                     "a workdir's own base).")
 flags.DEFINE_string("responses", None, "eval: JSONL of responses (key or prompt, and response) to score without a "
                     "model (--suites ifeval).")
-flags.DEFINE_integer("limit", None, "eval: examples per suite (per split for tasks).", lower_bound=1)
+flags.DEFINE_integer("limit", None, "eval: examples per suite (per split for tasks). distill: the first N records "
+                     "or prompts.", lower_bound=1)
 flags.DEFINE_list("dedup", ["exact", "near"], "curate: duplicate removal, a subset of exact,near ('' for none).")
 flags.DEFINE_float("near_threshold", 0.8, "curate: word-shingle Jaccard at or above which a record is a near "
                    "duplicate of an earlier one.", lower_bound=0.0, upper_bound=1.0)
@@ -96,6 +100,13 @@ flags.DEFINE_enum("by", "random", ["random", "quality", "diversity"], "curate: h
                   "(seeded by --seed), quality (highest instruction-following difficulty below 1) or diversity "
                   "(k-center greedy over the model's embeddings); the last two need --model.")
 flags.DEFINE_string("report", None, "curate: a directory for report.md and before/after plots.")
+flags.DEFINE_string("template", "general", "distill: how the model is asked to rewrite a response: general, "
+                    "refer, math, or a Jinja file (given instruction, reference and messages).")
+flags.DEFINE_enum("check", "none", ["none", "tasks", "last_number"], "distill: reject rewrites that fail the "
+                  "record's task verifier (tasks) or whose last number differs from the reference's (last_number).")
+flags.DEFINE_bool("self", False, "distill: answer --prompts with the model itself (self-replay), no reference.")
+flags.DEFINE_string("prompts", None, "distill --self: a JSONL file with 'prompt' per line, or 'general' for the "
+                    "built-in general prompts.")
 config_flags.DEFINE_config_file("config", None, "A training config file (configs/*.py[:ARG]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Training directory: checkpoints, metrics.jsonl, TensorBoard events, plots.")
 FLAGS = flags.FLAGS
@@ -271,6 +282,33 @@ def cmd_curate() -> None:
   print(f"wrote {FLAGS.out} and {removed_path(FLAGS.out)}", file=sys.stderr)
 
 
+def cmd_distill() -> None:
+  from itjax.distill import Options, distill, self_replay, summary_path
+  from itjax.loading import load_model
+  if not FLAGS.model or not FLAGS.out:
+    raise UsageError("--model SRC and --out OUT.jsonl are required")
+  if FLAGS["self"].value != bool(FLAGS.prompts) or FLAGS["self"].value == bool(FLAGS.data):
+    raise UsageError("give --data IN.jsonl (rewrite its responses) or --self --prompts FILE|general (self-replay)")
+  options = Options(template=FLAGS.template, check=FLAGS.check, batch_size=FLAGS.batch_size,
+                    max_new_tokens=FLAGS.max_new_tokens if FLAGS["max_new_tokens"].present else 512,
+                    limit=FLAGS.limit, chat_template=FLAGS.chat_template, seed=FLAGS.seed)
+  if not FLAGS["self"].value:
+    from itjax.distill import load_template, read_rewritable
+    load_template(options.template)  # bad input stops before the model loads
+    read_rewritable(FLAGS.data, options)
+  model = load_model(FLAGS.model, dtype=FLAGS.dtype)
+  if FLAGS["self"].value:
+    summary = self_replay(FLAGS.prompts, FLAGS.out, model, options)
+  else:
+    summary = distill(FLAGS.data, FLAGS.out, model, options)
+  if FLAGS.json:
+    print(json.dumps(summary))
+  else:
+    rejected = ", ".join(f"{r} {n}" for r, n in summary["rejected_by_reason"].items() if n) or "none"
+    print(f"records {summary['records']}, accepted {summary['accepted']}; rejected: {rejected}")
+  print(f"wrote {FLAGS.out} and {summary_path(FLAGS.out)}", file=sys.stderr)
+
+
 def _parse(argv: list[str]) -> list[str]:
   if len(argv) < 2 or argv[1] not in COMMANDS:
     given = argv[1] if len(argv) > 1 else "nothing"
@@ -293,7 +331,8 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # JAX's backend probing logs at INFO
   command = {"generate": cmd_generate, "fetch-demo-model": cmd_fetch_demo_model, "demo": cmd_demo,
              "inspect-data": cmd_inspect_data, "make-tasks": cmd_make_tasks, "train": cmd_train,
-             "export": cmd_export, "eval": cmd_eval, "curate": cmd_curate}[argv[1]]
+             "export": cmd_export, "eval": cmd_eval, "curate": cmd_curate,
+             "distill": cmd_distill}[argv[1]]
   try:
     command()
   except (UsageError, ValueError, FileNotFoundError, FileExistsError, KeyError, FloatingPointError, ImportError) as e:

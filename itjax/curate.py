@@ -96,7 +96,7 @@ def normal_words(text: str) -> list[str]:
   return _NOT_WORD.sub(" ", text.casefold()).split()
 
 
-def _response_slots(obj: dict, fmt: str) -> list[tuple[dict, str]]:
+def response_slots(obj: dict, fmt: str) -> list[tuple[dict, str]]:
   """(container, key) of every assistant text in a raw record, in order."""
   if fmt in ("alpaca", "text"):
     return [(obj, "output" if fmt == "alpaca" else "text")]
@@ -124,16 +124,16 @@ def read_items(path: str) -> list[Item]:
     if fmt is None:
       raise DataError(where, "unknown data format", f"keys {sorted(obj)}; expected 'messages', 'conversations', "
                       "'instruction', 'prompt'+'completion' or 'text'")
-    blank = [_is_blank(c, k) for c, k in _response_slots(obj, fmt)]
+    blank = [_is_blank(c, k) for c, k in response_slots(obj, fmt)]
     parsed = obj
     if any(blank):  # parse a copy with the blanks filled, then give the turns back their own (blank) text
       parsed = json.loads(line)
-      for (container, key), is_blank in zip(_response_slots(parsed, fmt), blank):
+      for (container, key), is_blank in zip(response_slots(parsed, fmt), blank):
         container[key] = "-" if is_blank else container[key]
     record = to_record(parsed, fmt, where)
     if any(blank) and record.messages is not None:
       for message, (container, key) in zip([m for m in record.messages if m["role"] == "assistant"],
-                                           _response_slots(obj, fmt)):
+                                           response_slots(obj, fmt)):
         message["content"] = container[key]
     item = Item(where, line, obj, fmt, record.messages, obj["text"] if record.text is not None else None)
     if any(blank):
