@@ -18,6 +18,8 @@ from collections import Counter
 from typing import Callable, Iterable
 
 from itjax.data import grounded
+from itjax.data.phrasings import (PHRASING_MODES, check_phrasings, default_form, drawn_sentence, join_prompt,
+                                  phrase_sentence, phrasings_of)
 from itjax.data.verify import CASES, LAYOUTS, LIST_LAYOUTS, verify
 
 __all__ = ["TYPES", "DEFAULT_HOLDOUT", "PHRASING_MODES", "make_task", "verify", "expand_holdout", "make_splits",
@@ -189,69 +191,6 @@ TYPES: dict[str, str] = {**{name: op.group for name, op in OPS.items()}, **CONST
 # The grounded questions are held out too, so that training on them is an ablation: drop 'grounded' to train on them.
 DEFAULT_HOLDOUT = "max_number,numbered,uppercase,grounded"
 
-# Every constraint sentence in several wordings of one requirement (the verifier is the same for all of them).
-# Phrasing 0 is what trains by default (phrasings "one"); the rigidity suite rewords prompts with the others.
-_PHRASINGS = {
-    "bullets": ("Format your answer as exactly {n} markdown bullet points, each line starting with \"* \".",
-                "Answer with a bulleted list of exactly {n} items, like \"* item\".",
-                "Give exactly {n} bullet points, starting every line with an asterisk and a space (\"* \")."),
-    "numbered": ("Present the answer as a numbered list (1. 2. 3. ...), one item per line.",
-                 "Write the items as a numbered list starting at 1.",
-                 "Number the items from 1 upwards, putting each numbered item on a separate line."),
-    "paragraphs": ("Write exactly {n} paragraphs, one item per paragraph, separated by a line containing only ***.",
-                   "Put each item in its own paragraph: exactly {n} paragraphs with the divider *** between them.",
-                   "Split the answer into {n} paragraphs holding one item each, with a line of just *** between "
-                   "neighbouring paragraphs."),
-    "json": ("Return only a JSON object of the form {shape} and nothing else.",
-             "Wrap your entire output in JSON: a single object shaped like {shape}.",
-             "Reply with one JSON object, {shape}, and no text around it."),
-    "lowercase": ("Your entire response should be in lowercase letters; no capital letters are allowed.",
-                  "Write everything in lowercase.",
-                  "Use small letters only throughout the reply and avoid capitals entirely."),
-    "uppercase": ("Your entire response must be in English capital letters only.",
-                  "Write the whole response in uppercase.",
-                  "Every letter of your reply has to be a capital letter."),
-    "title": ("Include a title wrapped in double angular brackets on the first line, such as <<the answer>>.",
-              "Start with a title in double angular brackets, for example <<my reply>>.",
-              "The first line must be a title enclosed in << and >>, like <<results>>."),
-    "end_phrase": ('End your response with the exact phrase "{phrase}"; nothing may follow it.',
-                   'Finish your reply with this exact phrase: "{phrase}"',
-                   'The last words of your response must be "{phrase}" with nothing after them.'),
-    "no_commas": ("Do not use any commas in your response.", "Refrain from using commas anywhere in your reply.",
-                  "Your reply must not contain a single comma."),
-    "quotes": ("Wrap your entire response in double quotation marks.", "Put the whole response inside double quotes.",
-               "Enclose everything you write between a pair of double quotation marks."),
-}
-# The line said when no layout is asked for, by form: list items, a scalar beside a title or end phrase, a bare scalar.
-_DEFAULT_LINES = {
-    "items": ("Put each item on its own line.", "Write one item per line.", "List the items on separate lines."),
-    "alone": ("Write the {noun} on a line by itself.", "Put the {noun} alone on its own line.",
-              "Give the {noun} on its own line with nothing else on that line."),
-    "only": ("Reply with only the {noun}.", "Give just the {noun}.", "Answer with the {noun} and nothing else."),
-}
-PHRASING_MODES = ("one", "all")  # "one": phrasing 0 of every sentence; "all": any phrasing
-
-
-def phrasings_of(sentence: dict) -> tuple[str, ...]:
-  """The wordings (format strings) of a prompt_parts sentence: its constraint's, or its default form's."""
-  return _DEFAULT_LINES[sentence["form"]] if sentence["id"] == "default" else _PHRASINGS[sentence["id"]]
-
-
-def phrase_sentence(sentence: dict, index: int, fill: dict) -> dict:
-  """The sentence said in phrasing `index`, filled with the record's values (n, phrase, shape, noun)."""
-  return {**sentence, "phrasing": index, "text": phrasings_of(sentence)[index].format(**fill)}
-
-
-def join_prompt(parts: dict) -> str:
-  """The user prompt that a record's prompt_parts spell: the task text, then each sentence in order."""
-  return " ".join([parts["task"], *(s["text"] for s in parts["sentences"])])
-
-
-def _check_phrasings(phrasings: str) -> None:
-  if phrasings not in PHRASING_MODES:
-    raise ValueError(f"phrasings must be one of {', '.join(map(repr, PHRASING_MODES))}, got {phrasings!r}")
-
-
 def _compatible(op: Op, layout: str | None, mods: set[str]) -> bool:
   """Whether every constraint can hold at once for this op's answer."""
   if op.group == "grounded" and layout is not None:  # a grounded answer is a sentence or a value, not items
@@ -303,19 +242,6 @@ def render(answer: list | int | str, layout: str | None, mods: Iterable[str], ti
   return f'"{body}"' if "quotes" in mods else body
 
 
-def _default_form(n: int | None, mods: list[str]) -> str:
-  """The default line a record without a layout gets: list items, a scalar alone on its line, or only the scalar."""
-  if n is not None:
-    return "items"
-  return "alone" if {"title", "end_phrase"}.intersection(mods) else "only"
-
-
-def _drawn_sentence(rng: random.Random, sentence: dict, fill: dict, phrasings: str) -> dict:
-  """The sentence in a drawn phrasing; "one" draws too but says phrasing 0, so both modes give the same tasks."""
-  index = rng.randrange(len(phrasings_of(sentence)))
-  return phrase_sentence(sentence, index if phrasings == "all" else 0, fill)
-
-
 def make_task(rng: random.Random, allowed: Callable[[list[str]], bool] | None = None, phrasings: str = "one") -> dict:
   """One record; combinations of types for which `allowed(types)` is False are redrawn.
 
@@ -323,7 +249,7 @@ def make_task(rng: random.Random, allowed: Callable[[list[str]], bool] | None = 
   `prompt_parts` (task text, constraint sentences in order with their id and phrasing, and the values filled into
   them) rebuild the prompt with `join_prompt`, so that it can be reworded or reordered.
   """
-  _check_phrasings(phrasings)
+  check_phrasings(phrasings)
   for _ in range(_MAX_TRIES):
     types = _draw_types(rng)
     if types is not None and (allowed is None or allowed(types)):
@@ -344,11 +270,11 @@ def make_task(rng: random.Random, allowed: Callable[[list[str]], bool] | None = 
   keys = (["items"] if n is not None else ["answer"]) if layout == "json" else None
   shape = '{"items": [...]}' if n is not None else '{"answer": ...}'
   fill = {"n": n, "phrase": phrase, "shape": shape, "noun": op.noun}
-  sentences = [_drawn_sentence(rng, {"id": c}, fill, phrasings) for c in constraints]
+  sentences = [drawn_sentence(rng, {"id": c}, fill, phrasings) for c in constraints]
   rng.shuffle(sentences)
   if layout is None:
-    default = {"id": "default", "form": _default_form(n, mods)}
-    sentences.insert(0, _drawn_sentence(rng, default, fill, phrasings))
+    default = {"id": "default", "form": default_form(n, mods)}
+    sentences.insert(0, drawn_sentence(rng, default, fill, phrasings))
   parts = {"task": prompt, "sentences": sentences, "fill": fill}
   response = render(answer, layout, mods, op.title, phrase or "")
   verifier = {"op": op_id, "answer": answer, "layout": layout, "modifiers": mods, "n": n, "phrase": phrase,
@@ -386,7 +312,7 @@ def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOU
   Each split draws from its own seeded stream, and no instruction appears twice across the splits. With nothing
   held out the heldout split is empty. `phrasings` is make_task's: "one" or "all" wordings of the constraints.
   """
-  _check_phrasings(phrasings)
+  check_phrasings(phrasings)
   held = expand_holdout(holdout)
   extra = max(1, round(n * validation_fraction))
   prompts: set[str] = set()
