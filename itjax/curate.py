@@ -16,7 +16,7 @@ import re
 
 from tqdm import tqdm
 
-from itjax import jsonl
+from itjax import atomic, jsonl
 from itjax.data.formats import FORMAT_KEYS, SHAREGPT_ROLES, DataError, Record, detect_format, to_object, to_record
 
 REASONS = ("exact_duplicate", "near_duplicate", "contaminated", "empty", "too_short", "too_long",
@@ -300,14 +300,7 @@ def removed_path(out: str) -> str:
 
 def _write_lines(path: str, lines: list[str]) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  try:
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.writelines(line + "\n" for line in lines)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  atomic.write_text(path, lambda f: f.writelines(line + "\n" for line in lines))
 
 
 def write_outputs(curated: Curated, out: str) -> None:

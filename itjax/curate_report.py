@@ -10,19 +10,10 @@ from __future__ import annotations
 import collections
 import os
 
+from itjax import atomic
 from itjax.curate import REASONS, Curated, Item, normal_words
 
 TOP_CATEGORIES = 20
-
-
-def _atomic(path: str, save) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  try:
-    save(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def categories(items: list[Item]) -> tuple[str, collections.Counter]:
@@ -43,7 +34,7 @@ def _plt():
 def _save(fig, path: str) -> str:
   plt = _plt()
   try:
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    atomic.save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
   finally:
     plt.close(fig)
   return path
@@ -112,8 +103,5 @@ def write_report(directory: str, curated: Curated, inputs: list[str], out: str) 
   plot_categories(curated, os.path.join(directory, "categories.png"))
   path = os.path.join(directory, "report.md")
 
-  def save(tmp: str) -> None:
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(markdown(curated, inputs, out))
-  _atomic(path, save)
+  atomic.write_text(path, lambda f: f.write(markdown(curated, inputs, out)))
   return path

@@ -22,7 +22,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tqdm import tqdm
 
-from itjax import jsonl
+from itjax import atomic, jsonl
 from itjax.curate import Item, response_slots, read_items
 from itjax.data.formats import DataError
 from itjax.data.tasks import verify
@@ -139,11 +139,7 @@ def complete_lines(path: str) -> list[str]:
 
 
 def _write_json(path: str, value: dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=2)
-    f.write("\n")
-  os.replace(tmp, path)
+  atomic.write_text(path, lambda f: (json.dump(value, f, indent=2), f.write("\n")))
 
 
 def summary_path(out: str) -> str:

@@ -275,7 +275,7 @@ def test_smollm2_eval_answers_as_generate_does(itjax_smollm2, tmp_path):
 
 def test_an_interrupted_eval_leaves_no_half_written_files(trained, tmp_path, monkeypatch):
   """Ctrl-C (SIGTERM unwinds the same way) inside a suite or inside a write: results.json is absent or whole."""
-  from itjax.evals import report
+  from itjax import atomic
   out = tmp_path / "o"
   run(trained, ["tasks"], str(out), settings=FAST)
   whole = (out / "results.json").read_text()
@@ -285,7 +285,7 @@ def test_an_interrupted_eval_leaves_no_half_written_files(trained, tmp_path, mon
     raise KeyboardInterrupt
 
   with pytest.raises(KeyboardInterrupt):
-    report._atomic_write(str(out / "results.json"), interrupted)
+    atomic.write_text(str(out / "results.json"), interrupted)
   assert (out / "results.json").read_text() == whole and not [p for p in os.listdir(out) if ".tmp" in p]
 
   def stop(*args, **kwargs):

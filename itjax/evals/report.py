@@ -13,26 +13,8 @@ import json
 import math
 import os
 
+from itjax import atomic
 from itjax.evals.subject import SuiteOutput
-
-
-def _atomic(path: str, save) -> None:
-  """`save(temp_path)`, then the temp file renamed over `path`; on any error (Ctrl-C too) the temp file goes."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  try:
-    save(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
-def _atomic_write(path: str, write) -> None:
-  """A text file written whole or not at all: `write(f)` fills it."""
-  def save(tmp: str) -> None:
-    with open(tmp, "w", encoding="utf-8") as f:
-      write(f)
-  _atomic(path, save)
 
 
 def suite_result(model: dict[str, float], base: dict[str, float] | None) -> dict:
@@ -72,7 +54,7 @@ def markdown(results: dict) -> str:
 
 def write_rows(out: str, suite: str, outputs: dict[str, SuiteOutput]) -> str:
   path = os.path.join(out, f"{suite}.jsonl")
-  _atomic_write(path, lambda f: f.writelines(
+  atomic.write_text(path, lambda f: f.writelines(
       json.dumps({"subject": label, **row}, ensure_ascii=False) + "\n"
       for label, output in outputs.items() for row in output.rows))
   return path
@@ -99,7 +81,7 @@ def plot(out: str, suite: str, outputs: dict[str, SuiteOutput], ylabel: str) -> 
   ax.legend()
   path = os.path.join(out, f"{suite}.png")
   try:
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    atomic.save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
   finally:
     plt.close(fig)
   return path
@@ -107,6 +89,6 @@ def plot(out: str, suite: str, outputs: dict[str, SuiteOutput], ylabel: str) -> 
 
 def write_results(out: str, results: dict) -> str:
   path = os.path.join(out, "results.json")
-  _atomic_write(os.path.join(out, "report.md"), lambda f: f.write(markdown(results)))
-  _atomic_write(path, lambda f: (json.dump(results, f, ensure_ascii=False, indent=2), f.write("\n")))
+  atomic.write_text(os.path.join(out, "report.md"), lambda f: f.write(markdown(results)))
+  atomic.write_text(path, lambda f: (json.dump(results, f, ensure_ascii=False, indent=2), f.write("\n")))
   return path
