@@ -73,6 +73,16 @@ def test_generated_probes_answer_themselves_and_are_seeded():
     assert not forgetting.states_answer(p["prompt"], p["answer"]), p  # echoing the question is not answering it
 
 
+def test_probes_carry_none_of_the_tasks_format_constraints():
+  """A probe asks what the model knows; a task's format sentence in it ("Reply with only the answer." once was)
+  would score whether the tuned model obeys the constraint it was trained on."""
+  from itjax.data import phrasings
+  wordings = [w for table in (phrasings._PHRASINGS, phrasings._DEFAULT_LINES) for ws in table.values() for w in ws]
+  stems = {w.split("{")[0].strip().lower() for w in wordings}
+  for p in forgetting.make_probes(forgetting.N_PROBES, 0):
+    assert not [s for s in stems if s in p["prompt"].lower()], p["prompt"]
+
+
 def test_probes_file_errors_name_the_line(tmp_path):
   path = tmp_path / "probes.jsonl"
   path.write_text('{"prompt": "What is 2 + 2?", "answer": 4}\n{"prompt": "Capital of Peru?"}\n')

@@ -34,9 +34,11 @@ from itjax.jsonl import objects
 WINDOW = 512
 # Easy forms of the task generators' operations (their own draws, e.g. "42 * 25 - 18" or 165 days after a date,
 # are beyond a 135M base: SmolLM2-135M-Instruct answered 9 of 72 right, several by echoing the prompt's numbers).
+# Probes are asked plainly. They once ended with "Reply with only the answer.", which is word for word one of the
+# tasks' own format constraints: a model tuned to obey it then answered with a bare value and, at 135M, without the
+# working it needs to get the value right, so retention measured the trained constraint, not what the model knew.
 PROBE_KINDS = ("sum", "product", "unit", "next_day", "first_letter")
 N_PROBES = 48
-PROBE_SUFFIX = " Reply with only the answer."
 
 GENERAL_PROMPTS = (
     "What is the capital of France?",
@@ -111,7 +113,7 @@ def make_probes(n: int, seed: int) -> list[dict]:
   for i in range(n):
     kind = PROBE_KINDS[i % len(PROBE_KINDS)]
     prompt, answer = _probe(kind, rng)
-    probes.append({"prompt": prompt + PROBE_SUFFIX, "answer": answer, "op": kind})
+    probes.append({"prompt": prompt, "answer": answer, "op": kind})
   return probes
 
 
