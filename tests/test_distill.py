@@ -263,3 +263,23 @@ def test_cli_runs_end_to_end_and_names_a_bad_template(tmp_path, tiny_hf_dir):
   assert good.returncode == 0, good.stderr
   assert json.loads(good.stdout.splitlines()[-1])["records"] == 2
   assert len(read_jsonl(tmp_path / "out.jsonl")) == 2
+
+
+def test_general_prompts_share_no_subject_with_the_forgetting_suite():
+  """Self-replay data must not hold the evaluation's own questions: no general prompt shares two content words
+  with a general prompt or a probe of the forgetting suite (before, 'How can I drink more water?' met 'How do plants
+  drink water?')."""
+  import re
+  from itjax.data.general_prompts import general_prompts
+  from itjax.evals.forgetting import GENERAL_PROMPTS, make_probes
+  common = set("a an the of to in on and or is are do does what how why who which give me my i you your for with "
+               "about write short two three sentences some things one few tell describe explain be more can should "
+               "when where this that it its there day word first".split())
+
+  def content(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z']+", text.lower()) if w not in common and len(w) > 2}
+
+  evaluated = [content(p) for p in GENERAL_PROMPTS] + [content(p["prompt"]) for p in make_probes(48, 0)]
+  clashes = [(g, sorted(content(g) & e)) for g in general_prompts() for e in evaluated
+             if len(content(g) & e) >= 2]
+  assert clashes == []
