@@ -113,3 +113,12 @@ def test_data_files_to_batches(tmp_path):
   assert (report.records, report.used, report.skipped) == (12, 11, 1)
   batches = list(Pipeline(sources, 64, 2, epochs=1, pad_id=tok.pad_id, process_index=0, process_count=1))
   assert sum(int(b["weights"].sum()) for b in batches) == 10 * 2 + 2 * (report.target_tokens - 20)  # text x2
+
+
+def test_mix_reports_examples_and_trained_token_shares():
+  """Weights count examples; the loss counts trained tokens: a source of long answers outweighs its example share."""
+  short = Source("short", [(np.arange(5), np.array([0, 0, 0, 1, 1], bool))] * 10)  # 2 trained tokens each
+  long = Source("long", [(np.arange(9), np.array([0] + [1] * 8, bool))] * 4, weight=0.5)  # 8 trained tokens each
+  mix = Pipeline([short, long], max_len=16, batch_size=2, process_index=0, process_count=1).mix()
+  assert [(name, n) for name, n, _ in mix] == [("short", 10), ("long", 5)]
+  assert np.allclose([share for *_, share in mix], [20 / 60, 40 / 60])

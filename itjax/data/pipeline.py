@@ -100,6 +100,13 @@ class Pipeline:
     order = _rng(self.seed, 1, epoch).permutation(len(rows))
     return [rows[r] for r in order]
 
+  def mix(self) -> list[tuple[str, int, float]]:
+    """(name, examples per epoch, share of an epoch's trained tokens) per source: the loss averages over trained
+    tokens, so a source of long answers weighs more in it than its share of examples says."""
+    trained = [self.per_epoch[k] * float(np.mean([m[1:].sum() for _, m in s.examples]))
+               for k, s in enumerate(self.sources)]
+    return [(s.name, self.per_epoch[k], trained[k] / sum(trained)) for k, s in enumerate(self.sources)]
+
   def efficiency(self, epoch: int = 0) -> float:
     """Fraction of an epoch's row slots that hold tokens (not padding)."""
     rows = self.epoch_rows(epoch)
