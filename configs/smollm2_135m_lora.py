@@ -13,6 +13,11 @@ def get_config(arg: str = ""):
   c.tasks.n = 2000  # written into WORKDIR/tasks first
   c.data.train = "{workdir}/tasks/train.jsonl"
   c.data.validation = "{workdir}/tasks/validation.jsonl"
+  # Self-replay against forgetting: the base's own answers to general prompts (written into WORKDIR/replay first;
+  # those over 128 tokens are dropped), mixed in at 0.15 examples per task example.
+  c.replay.n = 300
+  c.replay.max_new_tokens = 128
+  c.replay.weight = 0.15
   c.steps = 70  # about 7 minutes on 2 CPU cores (5.3-6 s per step)
   c.batch_size = 8
   c.max_len = 256
@@ -28,10 +33,12 @@ def get_config(arg: str = ""):
   c.eval.suites = ("tasks", "forgetting", "rigidity")
   c.eval.every = 0  # before the first step and after the last
   c.eval.limit = 32  # seen-type and held-out-type tasks each
-  c.eval.subset = 6  # forgetting: general prompts, probes, task prompts; rigidity: tasks per split
+  c.eval.subset = 6  # forgetting: general prompts and task prompts; rigidity: tasks per split
+  c.eval.n_probes = 48  # short answers: cheap, and retention needs more than 6
   c.eval.perturbations = ("typos_5", "case", "reworded", "reordered", "system")
   if arg == "smoke":
     c.tasks.n = 64
+    c.replay.n = 0
     c.steps = 4
     c.batch_size = 4
     c.max_len = 128

@@ -65,14 +65,21 @@ def base_config() -> ml_collections.ConfigDict:
   # holdout: types or groups kept out of training ('grounded' too, so training on grounded questions is an ablation).
   c.tasks = ml_collections.ConfigDict(dict(n=0, seed=0, holdout="max_number,numbered,uppercase,grounded",
                                            phrasings="one"))
+  # Self-replay against forgetting (itjax distill --self): n > 0 has the base model answer n general prompts
+  # (`prompts`: 'general', the built-in generator, or a JSONL file of {"prompt"}) into WORKDIR/replay/replay.jsonl
+  # before training (resuming if cut short), and mixes its accepted answers into data.train at `weight` (relative
+  # to the other sources' weights, 1 unless given).
+  c.replay = ml_collections.ConfigDict(dict(n=0, prompts="general", weight=0.3, max_new_tokens=256, batch_size=16,
+                                            seed=0))
   # Generation suites on the live params (itjax.evals): before training, every `every` steps (0: only at the end)
   # and at the end; metrics.jsonl gets eval/SUITE/METRIC. 'tasks' runs when WORKDIR/tasks exists; 'ifeval' needs
   # eval.data (IFEval-format JSONL); 'forgetting' compares with the base (the frozen params, adapters off) and
   # scores the first text_bytes of eval.text (default: the bundled prose) plus eval.probes (JSONL, optional);
   # 'rigidity' applies eval.perturbations (empty: all) to the tasks; 'hallucination' asks questions about invented
   # fact sheets. These three use `subset` examples per prompt set (0: `limit`): each runs several sets.
+  # n_probes: how many generated retention probes the forgetting suite asks (0: `subset`; at most 48).
   c.eval = ml_collections.ConfigDict(dict(suites=("tasks",), every=0, limit=32, max_new_tokens=96, batch_size=16,
-                                          data="", subset=8, text="", text_bytes=16384, probes="",
+                                          data="", subset=8, text="", text_bytes=16384, probes="", n_probes=0,
                                           perturbations=()))
   return c
 
@@ -91,9 +98,16 @@ def from_file(path: str, arg: str = "") -> ml_collections.ConfigDict:
   return module.get_config(arg)
 
 
-def data_paths(c: ml_collections.ConfigDict, key: str, workdir: str) -> str:
-  """config.data.<key> with {workdir} filled in."""
-  return c.data[key].replace("{workdir}", workdir)
+def data_paths(c: ml_collections.ConfigDict, key: str, workdir: str, replay: bool = True) -> str:
+  """config.data.<key> with {workdir} filled in; the training data gains the self-replay file when replay.n > 0."""
+  spec = c.data[key].replace("{workdir}", workdir)
+  if key == "train" and c.replay.n > 0 and replay:
+    spec += f",{replay_path(workdir)}:{c.replay.weight}"
+  return spec
+
+
+def replay_path(workdir: str) -> str:
+  return os.path.join(workdir, "replay", "replay.jsonl")
 
 
 def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
@@ -133,6 +147,12 @@ def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
          d.length_policy)
   _check(d.on_error in ("raise", "skip"), "data.on_error", "must be raise or skip", d.on_error)
   _check(c.tasks.n >= 0, "tasks.n", "must be >= 0", c.tasks.n)
+  _check(c.replay.n >= 0, "replay.n", "must be >= 0", c.replay.n)
+  _check(c.replay.weight > 0, "replay.weight", "must be > 0", c.replay.weight)
+  for key in ("max_new_tokens", "batch_size"):
+    _check(c.replay[key] > 0, f"replay.{key}", "must be > 0", c.replay[key])
+  _check(c.replay.prompts == "general" or os.path.isfile(c.replay.prompts), "replay.prompts",
+         "must be 'general' or a JSONL file of {\"prompt\": ...} lines", c.replay.prompts)
   _check(c.tasks.phrasings in ("one", "all"), "tasks.phrasings", "must be one or all", c.tasks.phrasings)
   live = ("tasks", "ifeval", "forgetting", "rigidity", "hallucination")
   _check(set(c.eval.suites) <= set(live), "eval.suites", f"may hold {', '.join(live)}", c.eval.suites)
@@ -141,7 +161,7 @@ def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
   from itjax.data.perturb import PERTURBATIONS
   unknown = [p for p in c.eval.perturbations if p not in PERTURBATIONS]
   _check(not unknown, "eval.perturbations", f"may hold {', '.join(PERTURBATIONS)}", c.eval.perturbations)
-  for key in ("every", "limit", "subset"):
+  for key in ("every", "limit", "subset", "n_probes"):
     _check(c.eval[key] >= 0, f"eval.{key}", "must be >= 0", c.eval[key])
   for key in ("max_new_tokens", "batch_size", "text_bytes"):
     _check(c.eval[key] > 0, f"eval.{key}", "must be > 0", c.eval[key])
@@ -150,7 +170,7 @@ def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
   if workdir is not None:
     from itjax.data.dataset import parse_sources
     for key in ("train", "validation"):
-      spec = data_paths(c, key, workdir)
+      spec = data_paths(c, key, workdir, replay=False)  # the replay file is written after the model loads
       for path, _ in parse_sources(spec) if spec else []:
         _check(os.path.isfile(path), f"data.{key}", f"names a file that does not exist ({path})", spec)
 

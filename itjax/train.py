@@ -91,6 +91,29 @@ def eval_batches(config: ml_collections.ConfigDict, spec: str, tokenizer) -> lis
   return batches[:config.eval_batches or None]
 
 
+def write_replay(config: ml_collections.ConfigDict, workdir: str, model) -> dict:
+  """The base model's own answers to config.replay.n prompts in WORKDIR/replay (itjax distill --self); a finished
+  file is kept as it is, a cut-short one resumed."""
+  from itjax.distill import Options, self_replay, summary_path
+  r = config.replay
+  out = config_lib.replay_path(workdir)
+  if os.path.exists(summary_path(out)):
+    with open(summary_path(out)) as f:
+      summary = json.load(f)
+    if summary["records"] == r.n:
+      return summary
+  _log(f"self-replay: the base answers {r.n} prompts ({r.prompts}) into {out}")
+  summary = self_replay(r.prompts, out, model, Options(batch_size=r.batch_size, max_new_tokens=r.max_new_tokens,
+                                                        limit=r.n, seed=r.seed, progress=jax.process_index() == 0))
+  rejected = ", ".join(f"{k} {v}" for k, v in summary["rejected_by_reason"].items() if v) or "none"
+  if not summary["accepted"]:
+    raise ValueError(f"config.replay: none of the base's {summary['records']} answers was kept (rejected: "
+                     f"{rejected}); raise replay.max_new_tokens or give other replay.prompts")
+  _log(f"self-replay: {summary['accepted']} of {summary['records']} answers kept (rejected: {rejected}), mixed into "
+       f"data.train at weight {r.weight}")
+  return summary
+
+
 def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
   """Loads model and data, builds the mesh (over `devices`, default all), state, and the compiled steps."""
   from itjax.loading import load_model
@@ -104,6 +127,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
 
   src = model_source(config)
   loaded = load_model(src)
+  if config.replay.n > 0:
+    write_replay(config, workdir, loaded)
   adapters = None
   if config.init_adapter:
     from itjax.interop.export import read_peft_adapter
@@ -122,6 +147,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
   pipeline = Pipeline(sources, config.max_len, config.batch_size, config.seed, pack=config.data.pack,
                       pad_id=loaded.tokenizer.pad_id)
   report.packing_efficiency = pipeline.efficiency(0)
+  if len(sources) > 1:
+    _log("data mix per epoch: " + ", ".join(f"{os.path.basename(name)} {n:,} examples ({100 * share:.0f}% of trained "
+                                            f"tokens)" for name, n, share in pipeline.mix()))
   validation = []
   if config.data.validation:
     validation = eval_batches(config, config_lib.data_paths(config, "validation", workdir), loaded.tokenizer)
@@ -212,7 +240,8 @@ class LiveEvaluator:
       elif suite == "ifeval":
         self.suites[suite] = ifeval.read_ifeval(c.data, limit)
       elif suite == "forgetting":
-        probes = forgetting.make_probes(subset or forgetting.N_PROBES, run.config.seed)
+        count = min(c.n_probes or subset or forgetting.N_PROBES, forgetting.N_PROBES)
+        probes = forgetting.make_probes(count, run.config.seed)
         probes += forgetting.read_probes(c.probes) if c.probes else []
         self.suites[suite] = (tasks.load(tasks_dir, subset) if has_tasks else None,
                               forgetting.read_text(c.text or general_text.default_path(), c.text_bytes), probes)

@@ -216,3 +216,34 @@ def test_a_non_finite_loss_stops_with_the_step_and_metric(tiny_hf_dir, tmp_path)
   with pytest.raises(NonFiniteError, match=r"step 3: loss is nan"):
     train(config, str(tmp_path / "w"), run)
   assert os.listdir(tmp_path / "w" / "checkpoints") == ["2"]  # the NaN state was not saved over the good one
+
+
+def test_self_replay_is_written_once_and_mixed_into_training(tiny_hf_dir, tmp_path, monkeypatch):
+  """replay.n > 0: the base answers that many general prompts into WORKDIR/replay before training (empty answers
+  rejected), the kept ones join data.train at replay.weight, and a second setup generates nothing."""
+  from itjax import distill
+  asked = []
+
+  def answers(model, chats, options, on_answer):
+    for i, chat in enumerate(chats):
+      asked.append(chat[-1]["content"])
+      on_answer(i, "" if len(asked) == 2 else f"My own answer number {len(asked)}.", True)
+
+  monkeypatch.setattr(distill, "generate_answers", answers)
+  config = load_config(model=tiny_hf_dir, **{"replay.n": 5, "replay.weight": 0.5})
+  run = setup(config, str(tmp_path))
+  lines = [json.loads(l) for l in open(tmp_path / "replay" / "replay.jsonl")]
+  assert len(asked) == 5 and [l["messages"][0]["content"] for l in lines] == asked[:1] + asked[2:]
+  assert json.load(open(tmp_path / "replay" / "replay.summary.json"))["rejected_by_reason"]["empty"] == 1
+  assert [(os.path.basename(s.name), s.weight) for s in run.pipeline.sources][-1] == ("replay.jsonl", 0.5)
+  setup(config, str(tmp_path))
+  assert len(asked) == 5
+
+
+def test_self_replay_that_keeps_nothing_stops_naming_the_key(tiny_hf_dir, tmp_path, monkeypatch):
+  from itjax import distill
+  monkeypatch.setattr(distill, "generate_answers", lambda model, chats, options, on_answer: [
+      on_answer(i, "cut off", False) for i in range(len(chats))])
+  with pytest.raises(ValueError, match=r"config.replay: none of the base's 3 answers was kept \(rejected: "
+                                       r"truncated 3\); raise replay.max_new_tokens"):
+    setup(load_config(model=tiny_hf_dir, **{"replay.n": 3}), str(tmp_path))
