@@ -170,21 +170,21 @@ def _line_reason(line: str, where: str) -> str | None:
 def run_in_order(model, chats: list[list[dict]], options: Options, judge: Callable[[int, str, bool], tuple],
                  write: Callable[[int, tuple], None], done_before: int, accepted_before: int) -> None:
   """Generates for every chat; `judge(i, text, finished)` -> (reason, ...) and `write(i, judged)` is called in
-  index order through a reorder buffer, with a progress bar showing the running acceptance rate."""
+  index order through a reorder buffer. The progress bar counts answers as they finish (one long answer early on
+  holds back the writes, not the bar) and shows the running acceptance rate."""
   bar = tqdm(total=len(chats), desc="distill", unit="record", disable=not options.progress, dynamic_ncols=True)
   waiting: dict[int, tuple] = {}
   counts = {"next": 0, "seen": done_before, "accepted": accepted_before}
 
   def on_answer(i: int, text: str, finished: bool) -> None:
-    waiting[i] = judge(i, text, finished)
+    waiting[i] = judged = judge(i, text, finished)
+    counts["seen"] += 1
+    counts["accepted"] += judged[0] is None
+    bar.update(1)
+    bar.set_postfix_str(f"accepted {counts['accepted'] / counts['seen']:.0%}")
     while counts["next"] in waiting:
-      judged = waiting.pop(counts["next"])
-      write(counts["next"], judged)
+      write(counts["next"], waiting.pop(counts["next"]))
       counts["next"] += 1
-      counts["seen"] += 1
-      counts["accepted"] += judged[0] is None
-      bar.update(1)
-      bar.set_postfix_str(f"accepted {counts['accepted'] / counts['seen']:.0%}")
 
   try:
     if chats:
