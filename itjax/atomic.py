@@ -22,3 +22,13 @@ def write_text(path: str, write) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
       write(f)
   save(path, saver)
+
+
+def save_png(path: str, fig, dpi: int = 110) -> str:
+  """A matplotlib figure as a PNG, written whole or not at all; the figure is closed either way."""
+  import matplotlib.pyplot as plt
+  try:
+    save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
+  finally:
+    plt.close(fig)
+  return path

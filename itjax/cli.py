@@ -252,7 +252,7 @@ def cmd_eval() -> None:
 
 
 def cmd_curate() -> None:
-  from itjax.curate import Options, curate, removed_path
+  from itjax.curate import Options, counts_text, curate, removed_path
   if not FLAGS.data or not FLAGS.out:
     raise UsageError("--data IN[,IN2...] and --out OUT.jsonl are required")
   tokenizer = model = None
@@ -277,12 +277,12 @@ def cmd_curate() -> None:
   if FLAGS.json:
     print(json.dumps(summary))
   else:
-    removed = ", ".join(f"{reason} {n}" for reason, n in summary["removed"].items() if n) or "none"
-    print(f"records {summary['records']}, kept {summary['kept']}; removed: {removed}")
+    print(f"records {summary['records']}, kept {summary['kept']}; removed: {counts_text(summary['removed'])}")
   print(f"wrote {FLAGS.out} and {removed_path(FLAGS.out)}", file=sys.stderr)
 
 
 def cmd_distill() -> None:
+  from itjax.curate import counts_text
   from itjax.distill import Options, distill, self_replay, summary_path
   from itjax.loading import load_model
   if not FLAGS.model or not FLAGS.out:
@@ -304,8 +304,8 @@ def cmd_distill() -> None:
   if FLAGS.json:
     print(json.dumps(summary))
   else:
-    rejected = ", ".join(f"{r} {n}" for r, n in summary["rejected_by_reason"].items() if n) or "none"
-    print(f"records {summary['records']}, accepted {summary['accepted']}; rejected: {rejected}")
+    print(f"records {summary['records']}, accepted {summary['accepted']}; rejected: "
+          f"{counts_text(summary['rejected_by_reason'])}")
   print(f"wrote {FLAGS.out} and {summary_path(FLAGS.out)}", file=sys.stderr)
 
 

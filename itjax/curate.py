@@ -294,6 +294,11 @@ def render_as(item: Item, fmt: str) -> str:
     raise DataError(item.where, e.reason, "OUT is written in the first input's format") from None
 
 
+def counts_text(counts: dict[str, int]) -> str:
+  """'reason n, ...' of the non-zero counts, or 'none': how curate and distill say what they dropped."""
+  return ", ".join(f"{reason} {n}" for reason, n in counts.items() if n) or "none"
+
+
 def removed_path(out: str) -> str:
   return out[:-len(".jsonl")] + ".removed.jsonl"
 

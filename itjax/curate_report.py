@@ -31,15 +31,6 @@ def _plt():
   return plt
 
 
-def _save(fig, path: str) -> str:
-  plt = _plt()
-  try:
-    atomic.save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-  finally:
-    plt.close(fig)
-  return path
-
-
 def plot_lengths(curated: Curated, path: str) -> str:
   """Histograms of prompt and response lengths (characters), before and after."""
   plt = _plt()
@@ -53,7 +44,7 @@ def plot_lengths(curated: Curated, path: str) -> str:
     ax.set_xlabel(f"{label} length (characters)")
     ax.set_ylabel("records")
     ax.legend()
-  return _save(fig, path)
+  return atomic.save_png(path, fig)
 
 
 def plot_reasons(summary: dict, path: str) -> str:
@@ -63,7 +54,7 @@ def plot_reasons(summary: dict, path: str) -> str:
   ax.set_xticks(range(len(REASONS)), REASONS, rotation=40, ha="right")
   ax.set_ylabel("records removed")
   ax.grid(axis="y", alpha=0.3)
-  return _save(fig, path)
+  return atomic.save_png(path, fig)
 
 
 def plot_categories(curated: Curated, path: str) -> str:
@@ -81,7 +72,7 @@ def plot_categories(curated: Curated, path: str) -> str:
   ax.invert_yaxis()
   ax.set_xlabel(f"records by {what}")
   ax.legend()
-  return _save(fig, path)
+  return atomic.save_png(path, fig)
 
 
 def markdown(curated: Curated, inputs: list[str], out: str) -> str:

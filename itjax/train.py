@@ -94,6 +94,7 @@ def eval_batches(config: ml_collections.ConfigDict, spec: str, tokenizer) -> lis
 def write_replay(config: ml_collections.ConfigDict, workdir: str, model) -> dict:
   """The base model's own answers to config.replay.n prompts in WORKDIR/replay (itjax distill --self); a finished
   file is kept as it is, a cut-short one resumed."""
+  from itjax.curate import counts_text
   from itjax.distill import Options, self_replay, summary_path
   r = config.replay
   out = config_lib.replay_path(workdir)
@@ -105,7 +106,7 @@ def write_replay(config: ml_collections.ConfigDict, workdir: str, model) -> dict
   _log(f"self-replay: the base answers {r.n} prompts ({r.prompts}) into {out}")
   summary = self_replay(r.prompts, out, model, Options(batch_size=r.batch_size, max_new_tokens=r.max_new_tokens,
                                                         limit=r.n, seed=r.seed, progress=jax.process_index() == 0))
-  rejected = ", ".join(f"{k} {v}" for k, v in summary["rejected_by_reason"].items() if v) or "none"
+  rejected = counts_text(summary["rejected_by_reason"])
   if not summary["accepted"]:
     raise ValueError(f"config.replay: none of the base's {summary['records']} answers was kept (rejected: "
                      f"{rejected}); raise replay.max_new_tokens or give other replay.prompts")

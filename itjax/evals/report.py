@@ -80,11 +80,7 @@ def plot(out: str, suite: str, outputs: dict[str, SuiteOutput], ylabel: str) -> 
   ax.grid(axis="y", alpha=0.3)
   ax.legend()
   path = os.path.join(out, f"{suite}.png")
-  try:
-    atomic.save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-  finally:
-    plt.close(fig)
-  return path
+  return atomic.save_png(path, fig)
 
 
 def write_results(out: str, results: dict) -> str:
