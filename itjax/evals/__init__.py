@@ -11,8 +11,8 @@
 
 `subject.py` holds a model under evaluation and how it answers (greedy, continuous batching); each suite module
 turns answers into metrics and per-example rows; `report.py` writes results.json, report.md, SUITE.jsonl and plots;
-`run.py` is the `itjax eval` command; `scoring.py` (teacher-forced likelihoods, KL) and `degenerate.py` (repetition)
-serve several suites.
+`run.py` is the `itjax eval` command and `live.py` runs the suites inside training; `scoring.py` (teacher-forced
+likelihoods, KL) and `degenerate.py` (repetition) serve several suites.
 """
 
 SUITES = ("ifeval", "tasks", "latency", "forgetting", "rigidity", "hallucination")
