@@ -24,6 +24,12 @@ def write_text(path: str, write) -> None:
   save(path, saver)
 
 
+def write_json(path: str, value) -> None:
+  """`value` as indented UTF-8 JSON with a final newline, written whole or not at all."""
+  import json
+  write_text(path, lambda f: (json.dump(value, f, ensure_ascii=False, indent=2), f.write("\n")))
+
+
 def save_png(path: str, fig, dpi: int = 110) -> str:
   """A matplotlib figure as a PNG, written whole or not at all; the figure is closed either way."""
   import matplotlib.pyplot as plt

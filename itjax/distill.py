@@ -138,10 +138,6 @@ def complete_lines(path: str) -> list[str]:
   return [line for line in data[:keep].decode("utf-8").split("\n") if line.strip()]
 
 
-def _write_json(path: str, value: dict) -> None:
-  atomic.write_text(path, lambda f: (json.dump(value, f, indent=2), f.write("\n")))
-
-
 def summary_path(out: str) -> str:
   return (out[:-len(".jsonl")] if out.endswith(".jsonl") else out) + ".summary.json"
 
@@ -241,7 +237,7 @@ def distill(data: str, out: str, model, options: Options = Options()) -> dict:
     chats = [rewrite_chat(item, template) for item in todo]
     run_in_order(model, chats, options, judge, write, len(done), reasons.count(None))
   summary = summarize(reasons)
-  _write_json(summary_path(out), summary)
+  atomic.write_json(summary_path(out), summary)
   return summary
 
 
@@ -294,5 +290,5 @@ def self_replay(prompts: str, out: str, model, options: Options = Options()) -> 
     chats = [[{"role": "user", "content": prompt}] for _, prompt in todo]
     run_in_order(model, chats, options, judge, write, len(reasons), reasons.count(None))
   summary = summarize(reasons)
-  _write_json(summary_path(out), summary)
+  atomic.write_json(summary_path(out), summary)
   return summary

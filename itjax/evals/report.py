@@ -86,5 +86,5 @@ def plot(out: str, suite: str, outputs: dict[str, SuiteOutput], ylabel: str) -> 
 def write_results(out: str, results: dict) -> str:
   path = os.path.join(out, "results.json")
   atomic.write_text(os.path.join(out, "report.md"), lambda f: f.write(markdown(results)))
-  atomic.write_text(path, lambda f: (json.dump(results, f, ensure_ascii=False, indent=2), f.write("\n")))
+  atomic.write_json(path, results)
   return path
