@@ -13,6 +13,9 @@ def get_config(arg: str = ""):
   c.tasks.n = 2000  # written into WORKDIR/tasks first
   c.data.train = "{workdir}/tasks/train.jsonl"
   c.data.validation = "{workdir}/tasks/validation.jsonl"
+  # Types that a 135M model does not learn in 70 steps (0% after training, in every run we measured) and whose
+  # bare-number answers pull its arithmetic with them: left out of training, still in every evaluation.
+  c.data.drop_types = "arithmetic,date_add,paragraphs,sort_numbers,sort_words"
   # Self-replay against forgetting: the base's own answers to general prompts (written into WORKDIR/replay first;
   # those over 128 tokens are dropped), mixed in at 0.15 examples per task example.
   c.replay.n = 300
@@ -32,7 +35,7 @@ def get_config(arg: str = ""):
   # Greedy answers to WORKDIR/tasks checked by their verifiers (the gain), beside forgetting and rigidity (its cost).
   c.eval.suites = ("tasks", "forgetting", "rigidity")
   c.eval.every = 0  # before the first step and after the last
-  c.eval.limit = 32  # seen-type and held-out-type tasks each
+  c.eval.limit = 100  # seen-type and held-out-type tasks each
   c.eval.subset = 6  # forgetting: general prompts and task prompts; rigidity: tasks per split
   c.eval.n_probes = 48  # short answers: cheap, and retention needs more than 6
   c.eval.perturbations = ("typos_5", "case", "reworded", "reordered", "system")

@@ -58,7 +58,10 @@ def base_config() -> ml_collections.ConfigDict:
       train_on="all",
       length_policy="truncate",
       on_error="raise",
-      pack=True))
+      pack=True,
+      # Types left out of data.train (records carry `types`, as generated tasks do): 'a,b' drops every training
+      # record of type a or b, counted in the log; validation and evaluation sets stay whole.
+      drop_types=""))
   # Generated verifiable tasks (itjax.data.tasks): n > 0 writes WORKDIR/tasks/{train,validation,heldout}.jsonl
   # before training (unless present), and data paths may say {workdir}.
   # phrasings: 'one' says every constraint in its first wording, 'all' in any of its wordings (prompt diversity).

@@ -138,7 +138,12 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
 
   # Data: tokenized once, batches by the pipeline (host shard of the global batch).
   options = data_options(config)
-  sources, report = dataset.load_sources(config_lib.data_paths(config, "train", workdir), loaded.tokenizer, options)
+  drop = tuple(t.strip() for t in config.data.drop_types.split(",") if t.strip())
+  sources, report = dataset.load_sources(config_lib.data_paths(config, "train", workdir), loaded.tokenizer, options,
+                                         drop)
+  if drop:
+    _log(f"data.drop_types: left out {report.left_out:,} of the {report.records:,} records of data.train ("
+         + ", ".join(f"{t} {report.left_out_by_type[t]:,}" for t in drop) + ")")
   pipeline = Pipeline(sources, config.max_len, config.batch_size, config.seed, pack=config.data.pack,
                       pad_id=loaded.tokenizer.pad_id)
   report.packing_efficiency = pipeline.efficiency(0)

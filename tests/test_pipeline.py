@@ -122,3 +122,40 @@ def test_mix_reports_examples_and_trained_token_shares():
   mix = Pipeline([short, long], max_len=16, batch_size=2, process_index=0, process_count=1).mix()
   assert [(name, n) for name, n, _ in mix] == [("short", 10), ("long", 5)]
   assert np.allclose([share for *_, share in mix], [20 / 60, 40 / 60])
+
+
+def test_drop_types_leaves_out_training_records_by_type_and_counts_them(tmp_path):
+  """data.drop_types: records carrying a listed type are left out (counted per type), others and untyped kept; a
+  type no record carries is refused as the typo it most likely is, and so is a malformed `types` field."""
+  from conftest import make_llama3_style_tokenizer
+  from itjax.data import dataset
+  from itjax.data.formats import DataError
+  from itjax.tokenizer import HFTokenizer
+  tok = HFTokenizer(make_llama3_style_tokenizer())
+  types = [["sort_words", "quotes"], ["arithmetic"], ["arithmetic", "json"], ["json"], ["date_add", "quotes"]]
+  tasks = tmp_path / "tasks.jsonl"
+  tasks.write_text("".join(json.dumps({"instruction": f"Task {i}.", "output": f"{i}", "types": t}) + "\n"
+                           for i, t in enumerate(types)))
+  plain = tmp_path / "plain.jsonl"
+  plain.write_text(json.dumps({"instruction": "Hi.", "output": "Hello."}) + "\n")
+  options = dataset.Options(max_len=64)
+  sources, report = dataset.load_sources(f"{tasks},{plain}:0.5", tok, options, ("arithmetic", "date_add"))
+  assert [len(s.examples) for s in sources] == [2, 1]
+  assert (report.records, report.left_out, report.used) == (6, 3, 3)
+  assert report.left_out_by_type == {"arithmetic": 2, "date_add": 1}
+  assert report.summary()["left_out"] == 3
+  whole, _ = dataset.load_sources(f"{tasks},{plain}:0.5", tok, options)
+  assert [len(s.examples) for s in whole] == [5, 1]
+  kept_ids = [ids.tolist() for ids, _ in sources[0].examples]
+  assert kept_ids == [whole[0].examples[0][0].tolist(), whole[0].examples[3][0].tolist()]  # records 0 and 3, in order
+  with pytest.raises(ValueError, match="data.drop_types: no record of .* has type 'arithmatic'; types present: "
+                                       "arithmetic, date_add, json, quotes, sort_words"):
+    dataset.load_sources(str(tasks), tok, options, ("arithmatic",))
+  with pytest.raises(ValueError, match="data.drop_types: it leaves nothing of .*only.jsonl"):
+    only = tmp_path / "only.jsonl"
+    only.write_text(json.dumps({"instruction": "x", "output": "y", "types": ["json"]}) + "\n")
+    dataset.load_sources(f"{only},{plain}", tok, options, ("json",))
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text(json.dumps({"instruction": "x", "output": "y", "types": "json"}) + "\n")
+  with pytest.raises(DataError, match="bad.jsonl:1: 'types' is not a list of strings"):
+    dataset.load_sources(str(bad), tok, options)

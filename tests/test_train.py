@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -191,6 +192,9 @@ def test_smollm2_smoke_config_runs(smollm2_gguf, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads(result.stdout.strip().splitlines()[-1])
   assert summary["trainable_params"] == 2_442_240 and summary["steps"] == 4
+  dropped = re.search(r"data.drop_types: left out (\d+) of the 64 records of data.train \(arithmetic (\d+), "
+                      r"date_add (\d+), paragraphs (\d+), sort_numbers (\d+), sort_words (\d+)\)", result.stderr)
+  assert dropped and 0 < int(dropped[1]) < 64 and all(int(n) > 0 for n in dropped.groups()[1:]), result.stderr[-2000:]
   assert [s for s, _ in losses(str(workdir))] == [1, 2, 3, 4]
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir / "tensorboard"))
   assert os.listdir(workdir / "checkpoints") and (workdir / "loss.png").stat().st_size > 0

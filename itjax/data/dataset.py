@@ -61,12 +61,36 @@ def encode_records(records: list[formats.Record], tokenizer, options: Options,
   return examples
 
 
-def load_sources(spec: str, tokenizer, options: Options = Options()) -> tuple[list[Source], formats.Report]:
-  """Reads, renders and tokenizes every file of a spec; the report covers them all."""
+def drop_types(records: list[formats.Record], types: frozenset[str], report: formats.Report) -> list[formats.Record]:
+  """The records that carry none of `types`; each one left out is counted in `report` under every type it carries."""
+  kept = []
+  for record in records:
+    hit = types.intersection(record.types)
+    if hit:
+      report.left_out += 1
+      report.left_out_by_type.update(hit)
+    else:
+      kept.append(record)
+  return kept
+
+
+def load_sources(spec: str, tokenizer, options: Options = Options(),
+                 drop: tuple[str, ...] = ()) -> tuple[list[Source], formats.Report]:
+  """Reads, renders and tokenizes every file of a spec; the report covers them all. Records whose `types` include
+  one of `drop` are left out and counted; a type in `drop` that no record carries is an error (a typo, most likely)."""
   report = formats.Report()
-  sources = []
+  sources, present = [], set()
   for path, weight in parse_sources(spec):
     records, _ = formats.read_records(path, options.format, options.on_error, report)
+    if drop:
+      present.update(*(r.types for r in records))
+      records = drop_types(records, frozenset(drop), report)
+      if not records:
+        raise ValueError(f"data.drop_types: it leaves nothing of {path} (types dropped: {', '.join(drop)})")
     sources.append(Source(path, encode_records(records, tokenizer, options, report, desc=path), weight))
+  missing = [t for t in drop if not report.left_out_by_type[t]]
+  if missing:
+    raise ValueError(f"data.drop_types: no record of {spec} has type {missing[0]!r}; types present: "
+                     f"{', '.join(sorted(present)) or 'none (the records carry no types)'}")
   return sources, report
 

@@ -35,6 +35,7 @@ class Record:
   where: str  # path:line
   messages: list[dict] | None = None  # a chat (loss on the assistant turns)
   text: str | None = None  # general text (loss on every token)
+  types: tuple[str, ...] = ()  # the record's own `types` (generated tasks carry them), for data.drop_types
 
 
 @dataclasses.dataclass
@@ -43,6 +44,8 @@ class Report:
   records: int = 0
   used: int = 0
   truncated: int = 0
+  left_out: int = 0  # records left out on purpose (data.drop_types), not problems
+  left_out_by_type: collections.Counter = dataclasses.field(default_factory=collections.Counter)
   tokens: int = 0
   target_tokens: int = 0
   packing_efficiency: float | None = None
@@ -58,15 +61,17 @@ class Report:
     self.problems.append(str(error))
 
   def merge(self, other: Report) -> None:
-    for f in ("records", "used", "truncated", "tokens", "target_tokens"):
+    for f in ("records", "used", "truncated", "left_out", "tokens", "target_tokens"):
       setattr(self, f, getattr(self, f) + getattr(other, f))
     self.skipped_by_reason.update(other.skipped_by_reason)
+    self.left_out_by_type.update(other.left_out_by_type)
     self.problems.extend(other.problems)
 
   def summary(self) -> dict:
     return {"records": self.records, "used": self.used, "skipped": self.skipped, "truncated": self.truncated,
-            "tokens": self.tokens, "target_tokens": self.target_tokens,
-            "packing_efficiency": self.packing_efficiency, "skipped_by_reason": dict(self.skipped_by_reason)}
+            "left_out": self.left_out, "left_out_by_type": dict(self.left_out_by_type), "tokens": self.tokens,
+            "target_tokens": self.target_tokens, "packing_efficiency": self.packing_efficiency,
+            "skipped_by_reason": dict(self.skipped_by_reason)}
 
 
 def detect_format(record: dict) -> str | None:
@@ -218,7 +223,12 @@ def read_records(path: str, fmt: str | None = None, on_error: str = "raise",
                             f"line {number} has keys {sorted(obj)}; expected 'messages', 'conversations', "
                             "'instruction', 'prompt'+'completion' or 'text' (or name the format)")
         try:
-          records.append(to_record(obj, fmt, where))
+          record = to_record(obj, fmt, where)
+          types = obj.get("types", [])
+          if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+            raise DataError(where, "'types' is not a list of strings", f"got {types!r:.60}")
+          record.types = tuple(types)
+          records.append(record)
         except DataError as e:
           if e.reason.startswith("missing field"):
             raise DataError(where, e.reason, f"the file is read as {fmt}; name the format if that is wrong") from None
