@@ -2,10 +2,12 @@
 
     python benchmarks/train_step.py [--batch 8] [--length 256] [--rank 8] [--steps 4]
     python benchmarks/train_step.py --model smollm2-135m --dtype bfloat16 --batch 32 --length 1024   # on a GPU
+    python benchmarks/train_step.py --trained 0.22   # the loss on 22% of the tokens, as the demo's tasks have it
 
 Both sides: the same GGUF weights dequantised to float32 (or, with --model PRESET, random weights of that shape on
 both sides), LoRA rank 8 (alpha 16) on every linear layer of the blocks, AdamW, the same batch of tokens, the loss
-on every token. Tokens/s is batch * length over the best step time after warm-up (itjax's compile time is reported
+on every token, or with --trained F on the last F of every 80-token example (a prompt, then its answer; the peer
+gets -100 labels elsewhere, as TRL's assistant-only loss does). Tokens/s is batch * length over the best step time after warm-up (itjax's compile time is reported
 apart). FLOP/s uses the per-token count documented in itjax/metrics.py (about 4 x params for LoRA), against a large
 matmul of the same dtype in JAX and in torch, on the device each runs on (the GPU when there is one).
 """
@@ -122,7 +124,8 @@ def peft_step(model, inputs: np.ndarray, targets: np.ndarray, rank: int, steps: 
 
   def one():
     logits = model(input_ids=x).logits
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
+                                             ignore_index=-100)
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
     opt.step()
@@ -143,6 +146,7 @@ def main():
   ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   ap.add_argument("--matmul", type=int, default=2048, help="size of the reference matmul")
   ap.add_argument("--skip_peer", action="store_true")
+  ap.add_argument("--trained", type=float, default=1.0, help="share of the tokens that carry the loss")
   args = ap.parse_args()
   import torch
   torch.set_num_threads(os.cpu_count())
@@ -154,11 +158,14 @@ def main():
     from itjax.model.llama import init_params
     model_config = PRESETS[args.model]
     base_params = init_params(model_config, jax.random.PRNGKey(1))
-  print(f"model {args.model}, {args.dtype}, batch {args.batch} x {args.length}, LoRA rank {args.rank}; "
+  print(f"model {args.model}, {args.dtype}, batch {args.batch} x {args.length}, LoRA rank {args.rank}, loss on "
+        f"{args.trained:.0%} of the tokens; "
         f"JAX on {jax.devices()[0].device_kind}, torch on {torch_device()}")
   rng = np.random.default_rng(0)
   ids = rng.integers(0, model_config.vocab_size, (args.batch, args.length + 1)).astype(np.int32)
-  batch = {"inputs": ids[:, :-1], "targets": ids[:, 1:], "weights": np.ones((args.batch, args.length), np.float32),
+  answer = np.arange(args.length) % 80 >= round(80 * (1 - args.trained))  # each 80 tokens: prompt, then answer
+  weights = np.tile(answer, (args.batch, 1)).astype(np.float32)
+  batch = {"inputs": ids[:, :-1], "targets": ids[:, 1:], "weights": weights,
            "segment_ids": np.ones((args.batch, args.length), np.int32),
            "positions": np.tile(np.arange(args.length, dtype=np.int32), (args.batch, 1))}
   tokens = args.batch * args.length
@@ -168,7 +175,8 @@ def main():
         f"GFLOP/s (peak used: {peak / 1e9:.1f})")
   peer_s = None
   if not args.skip_peer:  # first, so that torch can hand its GPU memory back before JAX takes what it needs
-    peer_s = peft_step(hf_model(args.model, model_config, args.dtype), batch["inputs"], batch["targets"], args.rank,
+    labels = np.where(weights > 0, batch["targets"], -100)
+    peer_s = peft_step(hf_model(args.model, model_config, args.dtype), batch["inputs"], labels, args.rank,
                        args.steps)
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
   seconds, compile_s, flops = itjax_step(model_config, base_params, batch, args.rank, args.steps, args.dtype)

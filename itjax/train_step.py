@@ -52,12 +52,19 @@ def _unchunk(x: jax.Array) -> jax.Array:
 
 
 def _head_forward(hidden, head, targets, weights, chunk, head_grad):
-  """Loss and hits, and already the gradients of the loss sum w.r.t. hidden (and head, if it trains)."""
+  """Loss and hits, and already the gradients of the loss sum w.r.t. hidden (and head, if it trains).
+
+  Each row's weighted positions are moved to its front first (a stable sort), so the chunks past the longest row's
+  count hold no target and are skipped: the vocabulary projection runs on the trained tokens, not on every prompt
+  token (an assistant-only mask trains a fifth of them in typical instruction data)."""
   b, t, d = hidden.shape
   n = t // chunk
+  order = jnp.argsort(weights == 0, axis=1, stable=True)  # [B,T]: weighted positions first, in order
+  live = jnp.max(jnp.sum(weights != 0, axis=1))  # chunks from live // chunk on hold no weighted position
+  hidden_sorted = jnp.take_along_axis(hidden, order[..., None], axis=1)
+  targets, weights = jnp.take_along_axis(targets, order, axis=1), jnp.take_along_axis(weights, order, axis=1)
 
-  def body(carry, xs):
-    h, y, w = xs  # [B,C,D], [B,C], [B,C]
+  def chunk_head(h, y, w):
     logits = jnp.einsum("bcd,dv->bcv", h, head.astype(h.dtype), preferred_element_type=jnp.float32)
     top = jnp.max(logits, axis=-1)
     e = jnp.exp(logits - top[..., None])
@@ -70,16 +77,24 @@ def _head_forward(hidden, head, targets, weights, chunk, head_grad):
     dlogits = e * (w / total)[..., None] - jax.nn.one_hot(y, logits.shape[-1], dtype=e.dtype) * w[..., None]
     dlogits = dlogits.astype(h.dtype)
     dh = jnp.einsum("bcv,dv->bcd", dlogits, head.astype(h.dtype), preferred_element_type=jnp.float32)
-    dhead = carry[2]
-    if head_grad:
-      dhead = dhead + jnp.einsum("bcd,bcv->dv", h, dlogits, preferred_element_type=jnp.float32)
-    return (carry[0] + loss, carry[1] + hits, dhead), dh.astype(hidden.dtype)
+    dhead = jnp.einsum("bcd,bcv->dv", h, dlogits, preferred_element_type=jnp.float32) if head_grad else zero
+    return loss, hits, dh.astype(hidden.dtype), dhead
+
+  def no_targets(h, y, w):
+    return zero, zero, jnp.zeros(h.shape, hidden.dtype), (jnp.zeros(head.shape, jnp.float32) if head_grad else zero)
+
+  def body(carry, xs):
+    i, h, y, w = xs  # [], [B,C,D], [B,C], [B,C]
+    loss, hits, dh, dhead = jax.lax.cond(i * chunk < live, chunk_head, no_targets, h, y, w)
+    return (carry[0] + loss, carry[1] + hits, carry[2] + dhead), dh
 
   zero = jnp.zeros((), jnp.float32)
   dhead0 = jnp.zeros(head.shape, jnp.float32) if head_grad else zero
-  (loss, hits, dhead), dh = jax.lax.scan(body, (zero, zero, dhead0),
-                                         (_chunks(hidden, n), _chunks(targets, n), _chunks(weights, n)))
-  return loss, hits, _unchunk(dh), dhead
+  (loss, hits, dhead), dh = jax.lax.scan(
+      body, (zero, zero, dhead0),
+      (jnp.arange(n), _chunks(hidden_sorted, n), _chunks(targets, n), _chunks(weights, n)))
+  dh = jnp.take_along_axis(_unchunk(dh), jnp.argsort(order, axis=1)[..., None], axis=1)  # back to the positions
+  return loss, hits, dh, dhead
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))

@@ -15,13 +15,18 @@ def plain_cross_entropy(hidden, head, targets, weights):
   return jnp.sum(nll * weights), jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
 
 
-@pytest.mark.parametrize("chunk", [4, 16, 0])
-def test_linear_cross_entropy_matches_autodiff(chunk):
-  k = jax.random.split(jax.random.PRNGKey(0), 4)
+@pytest.mark.parametrize("chunk,density", [(4, 0.7), (16, 0.7), (0, 0.7), (2, 0.2), (4, 0.2)])
+def test_linear_cross_entropy_matches_autodiff(chunk, density):
+  """Dense masks, and sparse ones (a fifth of the positions, one row with none, weights other than 1) where the
+  chunks past the longest row's targets are skipped: the same loss, hits and gradients as the plain formula."""
+  k = jax.random.split(jax.random.PRNGKey(0), 5)
   hidden = jax.random.normal(k[0], (3, 16, 8))
   head = jax.random.normal(k[1], (8, 50))
   targets = jax.random.randint(k[2], (3, 16), 0, 50)
-  weights = (jax.random.uniform(k[3], (3, 16)) > 0.3).astype(jnp.float32)
+  weights = (jax.random.uniform(k[3], (3, 16)) < density).astype(jnp.float32)
+  if density < 0.5:
+    weights = weights.at[1].set(0.0) * jax.random.choice(k[4], jnp.array([1.0, 2.0]), (3, 16))
+    assert 0 < weights.sum() and (weights != 0).sum(1).max() <= 16 - max(chunk, 1)  # at least one chunk skipped
   (loss, hits), (loss0, hits0) = (chunked_cross_entropy(hidden, head, targets, weights, chunk),
                                   plain_cross_entropy(hidden, head, targets, weights))
   np.testing.assert_allclose(loss, loss0, rtol=1e-6)
