@@ -6,6 +6,7 @@ Messages are dicts with `role` in {system, user, assistant} and a string `conten
 
 from __future__ import annotations
 
+import difflib
 import functools
 
 import jinja2
@@ -52,7 +53,13 @@ def resolve(template: str | None, own: str | None) -> str:
     if own is None:
       raise ValueError(f"the tokenizer has no chat template; name one of {sorted(BUILTIN_TEMPLATES)}")
     return own
-  return BUILTIN_TEMPLATES.get(template, template)
+  if template in BUILTIN_TEMPLATES:
+    return BUILTIN_TEMPLATES[template]
+  if "messages" not in template or ("{{" not in template and "{%" not in template):  # a typo would render as text
+    close = difflib.get_close_matches(template, BUILTIN_TEMPLATES, n=1)
+    raise ValueError(f"chat template {template!r:.80} is neither a built-in name ({', '.join(BUILTIN_TEMPLATES)}) "
+                     "nor a Jinja template that renders `messages`" + (f"; did you mean {close[0]!r}?" if close else ""))
+  return template
 
 
 def validate(messages: list[dict]) -> None:

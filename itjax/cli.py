@@ -30,6 +30,8 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from itjax.chat import resolve as resolve_template
+
 COMMANDS = ("generate", "fetch-demo-model", "demo", "inspect-data", "make-tasks", "train", "export", "eval",
             "curate", "distill")
 
@@ -334,6 +336,11 @@ def main(argv: list[str]) -> None:
              "export": cmd_export, "eval": cmd_eval, "curate": cmd_curate,
              "distill": cmd_distill}[argv[1]]
   try:
+    if "chat_template" in FLAGS and FLAGS.chat_template:  # before any model loads
+      try:
+        resolve_template(FLAGS.chat_template, None)
+      except ValueError as e:
+        raise UsageError(f"--chat_template: {e}") from None
     command()
   except (UsageError, ValueError, FileNotFoundError, FileExistsError, KeyError, FloatingPointError, ImportError) as e:
     message = e.args[0] if isinstance(e, KeyError) and e.args else e

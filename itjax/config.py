@@ -11,6 +11,7 @@ import os
 
 import ml_collections
 
+from itjax import chat
 from itjax.model.config import LORA_TARGETS_ALL, REMAT_POLICIES, LoraSpec, ModelConfig
 
 METHODS = ("lora", "full")
@@ -149,6 +150,11 @@ def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
   _check(d.length_policy in ("truncate", "drop"), "data.length_policy", "must be truncate or drop",
          d.length_policy)
   _check(d.on_error in ("raise", "skip"), "data.on_error", "must be raise or skip", d.on_error)
+  if d.chat_template:
+    try:
+      chat.resolve(d.chat_template, None)
+    except ValueError as e:
+      raise ValueError(f"config.data.chat_template: {e}") from None
   _check(c.tasks.n >= 0, "tasks.n", "must be >= 0", c.tasks.n)
   _check(c.replay.n >= 0, "replay.n", "must be >= 0", c.replay.n)
   _check(c.replay.weight > 0, "replay.weight", "must be > 0", c.replay.weight)

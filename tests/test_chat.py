@@ -69,6 +69,17 @@ def test_builtin_templates_render():
     chat.resolve(None, None)
 
 
+def test_a_template_name_typo_is_refused_not_rendered_as_text():
+  """`chatm1` is neither a built-in name nor a template: taken literally, every prompt would render as 'chatm1'."""
+  with pytest.raises(ValueError, match="chat template 'chatm1' is neither a built-in name .* did you mean 'chatml'"):
+    chat.resolve("chatm1", "{{ messages }}")
+  with pytest.raises(ValueError, match="nor a Jinja template that renders `messages`"):
+    chat.resolve("{{ bos_token }}hello", None)  # Jinja, but it ignores the conversation
+  own = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+  assert chat.resolve(own, None) == own and chat.resolve("chatml", None) == chat.BUILTIN_TEMPLATES["chatml"]
+  assert chat.resolve(None, own) == own
+
+
 def test_sentencepiece_round_trip(sp_model):
   tok = load_tokenizer(sp_model)
   assert isinstance(tok, SentencePieceTokenizer)

@@ -164,6 +164,9 @@ def test_configs_validate():
   for name, arg in [("smollm2_135m_lora.py", ""), ("smollm2_135m_lora.py", "smoke"), ("tiny_lora.py", "full")]:
     c = load_config(name, arg, model="demo")
     validate(c)
+  c.data.chat_template = "chatm1"  # a typo of a built-in name is refused before anything loads
+  with pytest.raises(ValueError, match="config.data.chat_template: chat template 'chatm1' .* did you mean 'chatml'"):
+    validate(c)
 
 
 def test_a_workdir_loads_as_the_trained_model(tiny_hf_dir, tmp_path):
