@@ -12,6 +12,8 @@ import functools
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from itjax.errors import UserError
+
 ROLES = ("system", "user", "assistant")
 
 BUILTIN_TEMPLATES: dict[str, str] = {
@@ -51,27 +53,30 @@ def resolve(template: str | None, own: str | None) -> str:
   """A built-in name, a literal template, or (None) the tokenizer's own template."""
   if template is None:
     if own is None:
-      raise ValueError(f"the tokenizer has no chat template; name one of {sorted(BUILTIN_TEMPLATES)}")
+      raise UserError(f"the tokenizer has no chat template; name one of {sorted(BUILTIN_TEMPLATES)}")
     return own
   if template in BUILTIN_TEMPLATES:
     return BUILTIN_TEMPLATES[template]
   if "messages" not in template or ("{{" not in template and "{%" not in template):  # a typo would render as text
     close = difflib.get_close_matches(template, BUILTIN_TEMPLATES, n=1)
-    raise ValueError(f"chat template {template!r:.80} is neither a built-in name ({', '.join(BUILTIN_TEMPLATES)}) "
-                     "nor a Jinja template that renders `messages`" + (f"; did you mean {close[0]!r}?" if close else ""))
+    raise UserError(f"chat template {template!r:.80} is neither a built-in name ({', '.join(BUILTIN_TEMPLATES)}) "
+                    "nor a Jinja template that renders `messages`" + (f"; did you mean {close[0]!r}?" if close else ""))
   return template
 
 
 def validate(messages: list[dict]) -> None:
   if not isinstance(messages, list) or not messages:
-    raise ValueError("messages must be a non-empty list")
+    raise UserError("messages must be a non-empty list")
   for i, m in enumerate(messages):
     if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-      raise ValueError(f"message {i}: expected {{'role': one of {ROLES}, 'content': str}}, got {m!r}")
+      raise UserError(f"message {i}: expected {{'role': one of {ROLES}, 'content': str}}, got {m!r}")
 
 
 def render(template: str, messages: list[dict], add_generation_prompt: bool, **special_tokens) -> str:
   """Renders messages with a Jinja chat template (bos_token / eos_token etc. passed as keywords)."""
   validate(messages)
-  return _compile(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                   **special_tokens)
+  try:
+    return _compile(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                     **special_tokens)
+  except jinja2.TemplateError as e:  # a template's own raise_exception, or a broken template
+    raise UserError(f"chat template: {e}") from None

@@ -13,6 +13,7 @@ import os
 
 import orbax.checkpoint as ocp
 
+from itjax.errors import InputNotFound
 from itjax.model.config import LoraSpec
 
 
@@ -69,7 +70,7 @@ def _latest(workdir: str, step: int | None) -> tuple[ocp.CheckpointManager, int]
   manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
   step = manager.latest_step() if step is None else step
   if step is None:
-    raise FileNotFoundError(f"{workdir}: no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+    raise InputNotFound(f"{workdir}: no checkpoint in {os.path.join(workdir, 'checkpoints')}")
   return manager, step
 
 

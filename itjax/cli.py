@@ -26,11 +26,13 @@ import json
 import os
 import sys
 import time
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from itjax.chat import resolve as resolve_template
+from itjax.errors import UserError
 
 COMMANDS = ("generate", "fetch-demo-model", "demo", "inspect-data", "make-tasks", "train", "export", "eval",
             "curate", "distill")
@@ -114,8 +116,7 @@ flags.DEFINE_string("workdir", None, "Training directory: checkpoints, metrics.j
 FLAGS = flags.FLAGS
 
 
-class UsageError(ValueError):
-  pass
+UsageError = UserError  # a wrong or missing flag
 
 
 def _prompt_ids(tokenizer, record: dict, raw: bool, template: str | None, where: str) -> list[int]:
@@ -342,13 +343,17 @@ def main(argv: list[str]) -> None:
       except ValueError as e:
         raise UsageError(f"--chat_template: {e}") from None
     command()
-  except (UsageError, ValueError, FileNotFoundError, FileExistsError, KeyError, FloatingPointError, ImportError) as e:
-    message = e.args[0] if isinstance(e, KeyError) and e.args else e
-    print(f"itjax {argv[1]}: error: {message}", file=sys.stderr)
+  except UserError as e:
+    print(f"itjax {argv[1]}: error: {e}", file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt:
     print(f"itjax {argv[1]}: interrupted", file=sys.stderr)
     sys.exit(130)
+  except Exception:  # not the input's fault: keep everything needed to find it
+    traceback.print_exc()
+    print(f"itjax {argv[1]}: this is a bug in itjax, not a problem with the input; please report it with the "
+          "traceback above", file=sys.stderr)
+    sys.exit(70)
 
 
 def run() -> None:

@@ -12,6 +12,7 @@ import os
 import ml_collections
 
 from itjax import chat
+from itjax.errors import UserError
 from itjax.model.config import LORA_TARGETS_ALL, REMAT_POLICIES, LoraSpec, ModelConfig
 
 METHODS = ("lora", "full")
@@ -90,7 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 def _check(ok: bool, key: str, message: str, value) -> None:
   if not ok:
-    raise ValueError(f"config.{key} {message}, got {value!r}")
+    raise UserError(f"config.{key} {message}, got {value!r}")
 
 
 def from_file(path: str, arg: str = "") -> ml_collections.ConfigDict:
@@ -154,7 +155,7 @@ def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
     try:
       chat.resolve(d.chat_template, None)
     except ValueError as e:
-      raise ValueError(f"config.data.chat_template: {e}") from None
+      raise UserError(f"config.data.chat_template: {e}") from None
   _check(c.tasks.n >= 0, "tasks.n", "must be >= 0", c.tasks.n)
   _check(c.replay.n >= 0, "replay.n", "must be >= 0", c.replay.n)
   _check(c.replay.weight > 0, "replay.weight", "must be > 0", c.replay.weight)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from itjax import atomic, jsonl
 from itjax.data.formats import FORMAT_KEYS, SHAREGPT_ROLES, DataError, Record, detect_format, to_object, to_record
+from itjax.errors import UserError
 
 REASONS = ("exact_duplicate", "near_duplicate", "contaminated", "empty", "too_short", "too_long",
            "repeats_instruction", "not_selected")
@@ -322,19 +323,19 @@ def write_outputs(curated: Curated, out: str) -> None:
 
 def check_options(inputs: list[str], out: str, options: Options, tokenizer, model=None) -> None:
   if not inputs:
-    raise ValueError("--data IN[,IN2...]: expected at least one input file")
+    raise UserError("--data IN[,IN2...]: expected at least one input file")
   if not out.endswith(".jsonl"):
-    raise ValueError(f"--out {out}: expected a path ending in .jsonl")
+    raise UserError(f"--out {out}: expected a path ending in .jsonl")
   if unknown := [d for d in options.dedup if d not in DEDUP_KINDS]:
-    raise ValueError(f"--dedup {','.join(unknown)}: expected a comma-separated subset of {','.join(DEDUP_KINDS)}")
+    raise UserError(f"--dedup {','.join(unknown)}: expected a comma-separated subset of {','.join(DEDUP_KINDS)}")
   if options.by not in SELECT_BY:
-    raise ValueError(f"--by {options.by}: expected one of {', '.join(SELECT_BY)}")
+    raise UserError(f"--by {options.by}: expected one of {', '.join(SELECT_BY)}")
   if options.max_tokens is not None and tokenizer is None:
-    raise ValueError("--max_tokens needs --model SRC (its tokenizer and chat template count the tokens)")
+    raise UserError("--max_tokens needs --model SRC (its tokenizer and chat template count the tokens)")
   if options.select is not None and options.select < 1:
-    raise ValueError(f"--select {options.select}: expected a number of records >= 1")
+    raise UserError(f"--select {options.select}: expected a number of records >= 1")
   if options.select is not None and options.by != "random" and model is None:
-    raise ValueError(f"--by {options.by} needs --model SRC (the model to be tuned scores the records)")
+    raise UserError(f"--by {options.by} needs --model SRC (the model to be tuned scores the records)")
 
 
 def curate(inputs: list[str], out: str, options: Options = Options(), tokenizer=None, model=None) -> Curated:

@@ -19,6 +19,7 @@ import random
 
 import numpy as np
 
+from itjax.errors import UserError
 from itjax.evals import scoring
 
 
@@ -32,7 +33,7 @@ def ifd_sequences(tokenizer, messages: list[dict], template: str | None = None
   turn of a chat."""
   last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
   if last is None or not any(m["role"] == "user" for m in messages[:last]):
-    raise ValueError("IFD needs a user turn followed by an assistant turn")
+    raise UserError("IFD needs a user turn followed by an assistant turn")
   prompt = tokenizer.encode_chat(messages[:last], add_generation_prompt=True, template=template)
   response = tokenizer.encode(messages[last]["content"], add_bos=False) + [tokenizer.eos_ids[0]]
   return prompt + response, len(prompt), [_prefix(tokenizer)] + response, 1
@@ -54,7 +55,7 @@ def k_center(points: np.ndarray, n: int) -> list[int]:
   """Indices of n points chosen by k-center greedy, starting from point 0; ties go to the lower index."""
   points = np.asarray(points, np.float64)
   if not 0 < n <= len(points):
-    raise ValueError(f"k_center: cannot choose {n} of {len(points)} points")
+    raise UserError(f"k_center: cannot choose {n} of {len(points)} points")
   chosen = [0]
   nearest = np.linalg.norm(points - points[0], axis=1)
   while len(chosen) < n:
@@ -81,15 +82,15 @@ def select(items: list, n: int, by: str, seed: int, model=None, template: str | 
   greedy over `model`'s embeddings ('diversity'). `model` is a LoadedModel."""
   remaining = [item for item in items if item.reason is None]
   if n > len(remaining):
-    raise ValueError(f"--select {n}: only {len(remaining)} records remain after filters, dedup and "
-                     f"decontamination (of {len(items)} read); expected at most {len(remaining)}")
+    raise UserError(f"--select {n}: only {len(remaining)} records remain after filters, dedup and "
+                    f"decontamination (of {len(items)} read); expected at most {len(remaining)}")
   if by == "random":
     chosen = set(random.Random(seed).sample(range(len(remaining)), n))
   elif by == "quality":
     texts = [item.where for item in remaining if item.messages is None]
     if texts:
-      raise ValueError(f"--by quality scores responses to instructions; {texts[0]} is a text record "
-                       f"({len(texts)} in all)")
+      raise UserError(f"--by quality scores responses to instructions; {texts[0]} is a text record "
+                      f"({len(texts)} in all)")
     scores = ifd_scores(model.config, model.params, model.tokenizer, [item.messages for item in remaining], template)
     for item, score in zip(remaining, scores):
       item.ifd = score if math.isfinite(score) else None

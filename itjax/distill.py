@@ -26,6 +26,7 @@ from itjax import atomic, jsonl
 from itjax.curate import Item, response_slots, read_items
 from itjax.data.formats import DataError
 from itjax.data.tasks import verify
+from itjax.errors import UserError
 
 REASONS = ("empty", "truncated", "mentions_reference", "failed_check")
 CHECKS = ("none", "tasks", "last_number")
@@ -71,12 +72,12 @@ def load_template(name: str) -> jinja2.Template:
     with open(name, encoding="utf-8") as f:
       source = f.read()
   else:
-    raise ValueError(f"--template: unknown template {name!r}; expected one of {', '.join(TEMPLATES)} or an "
-                     "existing Jinja file")
+    raise UserError(f"--template: unknown template {name!r}; expected one of {', '.join(TEMPLATES)} or an "
+                    "existing Jinja file")
   try:
     return ImmutableSandboxedEnvironment(keep_trailing_newline=False).from_string(source)
   except jinja2.TemplateSyntaxError as e:
-    raise ValueError(f"--template {name}:{e.lineno}: not a valid Jinja template ({e.message})") from None
+    raise UserError(f"--template {name}:{e.lineno}: not a valid Jinja template ({e.message})") from None
 
 
 def last_number(text: str) -> float | None:
@@ -159,8 +160,8 @@ def _line_reason(line: str, where: str) -> str | None:
   try:
     return json.loads(line)["distill"]["reason"]
   except (json.JSONDecodeError, KeyError, TypeError):
-    raise ValueError(f"{where}: not a line distill wrote (expected a JSON object with 'distill'); is --out another "
-                     "file?") from None
+    raise UserError(f"{where}: not a line distill wrote (expected a JSON object with 'distill'); is --out another "
+                    "file?") from None
 
 
 def run_in_order(model, chats: list[list[dict]], options: Options, judge: Callable[[int, str, bool], tuple],
@@ -207,12 +208,12 @@ def distill(data: str, out: str, model, options: Options = Options()) -> dict:
   """Rewrites the last assistant turn of every record of `data` into `out` (resuming a partial `out`); returns the
   summary, also written to OUT.summary.json."""
   if options.check not in CHECKS:
-    raise ValueError(f"--check: expected one of {', '.join(CHECKS)}, got {options.check!r}")
+    raise UserError(f"--check: expected one of {', '.join(CHECKS)}, got {options.check!r}")
   template = load_template(options.template)
   items = read_rewritable(data, options)
   done = complete_lines(out)
   if len(done) > len(items):
-    raise ValueError(f"{out}: has {len(done)} lines but {data} gives {len(items)} records; is --out another run's?")
+    raise UserError(f"{out}: has {len(done)} lines but {data} gives {len(items)} records; is --out another run's?")
   reasons = [_line_reason(line, f"{out}:{n + 1}") for n, line in enumerate(done)]
   todo = items[len(done):]
 
@@ -250,10 +251,10 @@ def read_self_prompts(source: str, options: Options) -> list[tuple[str, str]]:
   prompts = []
   for where, obj in jsonl.objects(source, "--prompts file"):
     if not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
-      raise ValueError(f"{where}: expected a non-empty 'prompt' string, got keys {sorted(obj)}")
+      raise UserError(f"{where}: expected a non-empty 'prompt' string, got keys {sorted(obj)}")
     prompts.append((where, obj["prompt"]))
   if not prompts:
-    raise ValueError(f"{source}: no prompts found")
+    raise UserError(f"{source}: no prompts found")
   return prompts[:options.limit]
 
 
@@ -263,8 +264,8 @@ def self_replay(prompts: str, out: str, model, options: Options = Options()) -> 
   pairs = read_self_prompts(prompts, options)
   kept, dropped = complete_lines(out), complete_lines(rejected_path(out))
   if len(kept) + len(dropped) > len(pairs):
-    raise ValueError(f"{out} and {rejected_path(out)}: hold {len(kept) + len(dropped)} answers for "
-                     f"{len(pairs)} prompts; is --out another run's?")
+    raise UserError(f"{out} and {rejected_path(out)}: hold {len(kept) + len(dropped)} answers for "
+                    f"{len(pairs)} prompts; is --out another run's?")
   reasons = [None] * len(kept) + [json.loads(line).get("reason") for line in dropped]
   todo = pairs[len(kept) + len(dropped):]
 

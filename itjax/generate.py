@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from itjax.errors import UserError
 from itjax.model.config import ModelConfig
 from itjax.model.llama import Transformer, init_cache, unstack_layers
 
@@ -39,11 +40,11 @@ class Sampling:
 
   def __post_init__(self):
     if self.temperature < 0:
-      raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+      raise UserError(f"temperature must be >= 0, got {self.temperature}")
     if self.top_k < 0:
-      raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+      raise UserError(f"top_k must be >= 0, got {self.top_k}")
     if not 0 < self.top_p <= 1:
-      raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+      raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
 
   @property
   def greedy(self) -> bool:
@@ -104,7 +105,7 @@ class Generator:
     """With `unroll` (the default), scanned params are unrolled into a per-layer copy: XLA:CPU copies a scanned
     layer's weights out of the stack on every decode step. unroll=False decodes the scanned layout in place."""
     if not eos_ids:
-      raise ValueError("at least one end-of-sequence id is needed")
+      raise UserError("at least one end-of-sequence id is needed")
     if config.scan_layers and unroll:
       params = unstack_layers(params, config.num_layers)
       config = config.replace(scan_layers=False)
@@ -213,13 +214,13 @@ class Generator:
     if not prompts:
       return []
     if any(len(p) == 0 for p in prompts):
-      raise ValueError("empty prompt: every prompt needs at least one token")
+      raise UserError("empty prompt: every prompt needs at least one token")
     if max_new_tokens < 1:
-      raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+      raise UserError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     longest = max(len(p) for p in prompts)
     if longest + max_new_tokens > self.config.max_position_embeddings:
-      raise ValueError(f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's "
-                       f"max_position_embeddings={self.config.max_position_embeddings}")
+      raise UserError(f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's "
+                      f"max_position_embeddings={self.config.max_position_embeddings}")
     slots = min(batch_size or len(prompts), len(prompts))
     mode = dict(greedy=sampling.greedy, top_k=sampling.top_k, use_top_p=sampling.top_p < 1)
     scalars = (jax.random.key(seed), jnp.float32(max(sampling.temperature, 1e-6)), jnp.float32(sampling.top_p))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+from itjax.errors import InputNotFound, UserError
+
 
 def objects(path: str, what: str) -> Iterator[tuple[str, dict]]:
   """(`path:line`, object) for every non-blank line; `what` names the file in an open error."""
@@ -17,20 +19,20 @@ def lines(path: str, what: str) -> Iterator[tuple[str, str, dict]]:
   try:
     f = open(path, "rb")
   except OSError as e:
-    raise FileNotFoundError(f"{path}: cannot open {what} ({e.strerror})") from None
+    raise InputNotFound(f"{path}: cannot open {what} ({e.strerror})") from None
   with f:
     for number, raw in enumerate(f, start=1):
       where = f"{path}:{number}"
       try:
         line = raw.decode("utf-8").rstrip("\r\n")
       except UnicodeDecodeError as e:
-        raise ValueError(f"{where}: not valid UTF-8 (byte {e.start})") from None
+        raise UserError(f"{where}: not valid UTF-8 (byte {e.start})") from None
       if not line.strip():
         continue
       try:
         value = json.loads(line)
       except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
       if not isinstance(value, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(value).__name__}")
+        raise UserError(f"{where}: expected a JSON object, got {type(value).__name__}")
       yield where, line, value

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from itjax.errors import InputNotFound, UserError
 from itjax.model.config import ModelConfig
 from itjax.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer_dir
 
@@ -24,8 +25,8 @@ class LoadedModel:
 
 def _check_exists(src: str) -> None:
   if not os.path.exists(src):
-    raise FileNotFoundError(f"model path {src!r} does not exist (expected a Hugging Face model directory or a "
-                            ".gguf file)")
+    raise InputNotFound(f"model path {src!r} does not exist (expected a Hugging Face model directory or a "
+                        ".gguf file)")
 
 
 def is_workdir(src: str) -> bool:
@@ -54,7 +55,7 @@ def load_model(src: str, dtype: str = "float32", param_dtype: str = "float32") -
     from itjax.interop.gguf import load_gguf
     return LoadedModel(*load_gguf(src, dtype, param_dtype), src)
   if not os.path.isdir(src):
-    raise ValueError(f"model path {src!r} is neither a directory nor a .gguf file")
+    raise UserError(f"model path {src!r} is neither a directory nor a .gguf file")
   from itjax.interop.hf import load_hf_model
   config, params = load_hf_model(src, dtype, param_dtype)
   return LoadedModel(config, params, load_tokenizer(src), src)

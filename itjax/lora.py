@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from itjax.errors import UserError
 from itjax.model.config import ModelConfig
 from itjax.model.llama import lora_a_init, param_shapes
 
@@ -39,8 +40,8 @@ def split(params: dict, patterns: tuple[str, ...]) -> tuple[dict, dict]:
   flat = flatten(params)
   trainable = {k: v for k, v in flat.items() if is_trainable(k, patterns)}
   if not trainable:
-    raise ValueError(f"no param matches the trainable patterns {list(patterns)}; paths look like "
-                     f"{sorted(flat)[:3]}")
+    raise UserError(f"no param matches the trainable patterns {list(patterns)}; paths look like "
+                    f"{sorted(flat)[:3]}")
   return unflatten(trainable), unflatten({k: v for k, v in flat.items() if k not in trainable})
 
 

@@ -9,6 +9,7 @@ import re
 
 import optax
 
+from itjax.errors import UserError
 from itjax.lora import flatten, unflatten
 
 # No weight decay on norm scales and biases (nor on anything matching these) unless the config says otherwise.
@@ -28,7 +29,7 @@ def schedule(learning_rate: float, steps: int, warmup_steps: int, decay: str = "
   elif decay == "constant":
     after = optax.constant_schedule(learning_rate)
   else:
-    raise ValueError(f"schedule decay must be cosine, linear or constant, got {decay!r}")
+    raise UserError(f"schedule decay must be cosine, linear or constant, got {decay!r}")
   return optax.join_schedules([warmup, after], [warmup_steps]) if warmup_steps > 0 else after
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from itjax import chat
+from itjax.errors import UserError
 from itjax.jsonl import objects
 
 
@@ -12,17 +13,17 @@ def read_prompts(path: str) -> list[dict]:
   for where, record in objects(path, "prompts file"):
     if isinstance(record.get("prompt"), str):
       if not record["prompt"]:
-        raise ValueError(f"{where}: 'prompt' is empty")
+        raise UserError(f"{where}: 'prompt' is empty")
     elif "messages" in record:
       try:
         chat.validate(record["messages"])
       except ValueError as e:
-        raise ValueError(f"{where}: 'messages': {e}") from None
+        raise UserError(f"{where}: 'messages': {e}") from None
     else:
-      raise ValueError(f"{where}: expected a 'prompt' string or a 'messages' list, got keys {sorted(record)}")
+      raise UserError(f"{where}: expected a 'prompt' string or a 'messages' list, got keys {sorted(record)}")
     records.append(record)
   if not records:
-    raise ValueError(f"{path}: no prompts found")
+    raise UserError(f"{path}: no prompts found")
   return records
 
 

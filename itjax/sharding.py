@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from itjax.errors import UserError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("batch", ("data", "fsdp")),
@@ -33,14 +35,14 @@ def mesh_shape(shape: tuple[int, int, int], num_devices: int) -> tuple[int, int,
   """Resolves one -1 to the remaining devices; the product must equal the device count."""
   shape = tuple(int(x) for x in shape)
   if len(shape) != 3 or shape.count(-1) > 1 or any(x == 0 or x < -1 for x in shape):
-    raise ValueError(f"mesh must be 3 sizes for {MESH_AXES} (one may be -1), got {shape}")
+    raise UserError(f"mesh must be 3 sizes for {MESH_AXES} (one may be -1), got {shape}")
   known = math.prod(x for x in shape if x != -1)
   if -1 in shape:
     if num_devices % known:
-      raise ValueError(f"mesh {shape} does not divide the {num_devices} devices")
+      raise UserError(f"mesh {shape} does not divide the {num_devices} devices")
     shape = tuple(num_devices // known if x == -1 else x for x in shape)
   if math.prod(shape) != num_devices:
-    raise ValueError(f"mesh {shape} needs {math.prod(shape)} devices, but there are {num_devices}")
+    raise UserError(f"mesh {shape} needs {math.prod(shape)} devices, but there are {num_devices}")
   return shape
 
 
@@ -56,7 +58,7 @@ def spec(axes: tuple[str, ...], mesh_sizes: dict[str, int] | None = None, shape=
   out, used = [], set()
   for i, name in enumerate(axes):
     if name not in rules:
-      raise ValueError(f"{where or 'param'}: logical axis {name!r} has no rule in itjax.sharding.RULES")
+      raise UserError(f"{where or 'param'}: logical axis {name!r} has no rule in itjax.sharding.RULES")
     target = rules[name]
     names = () if target is None else (target,) if isinstance(target, str) else target
     names = tuple(n for n in names if n not in used)
@@ -64,8 +66,8 @@ def spec(axes: tuple[str, ...], mesh_sizes: dict[str, int] | None = None, shape=
     if shape is not None and mesh_sizes is not None:
       size = math.prod(mesh_sizes[n] for n in names)
       if shape[i] % size:
-        raise ValueError(f"{where}: dimension {i} ({name}, {shape[i]}) is not divisible by mesh axes {names} "
-                         f"of size {size}")
+        raise UserError(f"{where}: dimension {i} ({name}, {shape[i]}) is not divisible by mesh axes {names} "
+                        f"of size {size}")
     out.append(names[0] if len(names) == 1 else names or None)
   return P(*out)
 

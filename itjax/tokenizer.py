@@ -11,6 +11,7 @@ import os
 import re
 
 from itjax import chat
+from itjax.errors import InputNotFound
 
 
 class Tokenizer:
@@ -133,7 +134,7 @@ def load_tokenizer_dir(path: str) -> HFTokenizer:
   from transformers import AutoTokenizer
   files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
   if not any(os.path.exists(os.path.join(path, f)) for f in files):
-    raise FileNotFoundError(f"{path}: no tokenizer files (expected one of {', '.join(files)})")
+    raise InputNotFound(f"{path}: no tokenizer files (expected one of {', '.join(files)})")
   tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
   extra: tuple[int, ...] = ()
   gen = os.path.join(path, "generation_config.json")

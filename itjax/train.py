@@ -28,12 +28,12 @@ from itjax import optim, sharding
 from itjax.checkpoint import Checkpointer, sha256_file
 from itjax.data import dataset
 from itjax.data.pipeline import Pipeline
+from itjax.errors import NonFinite, UserError
 from itjax.model.llama import param_axes, param_shapes
 from itjax.train_step import compiler_options, make_eval_step, make_train_step
 
 
-class NonFiniteError(FloatingPointError):
-  pass
+NonFiniteError = NonFinite  # the name the step's callers know
 
 
 def _log(message: str) -> None:
@@ -102,8 +102,8 @@ def write_replay(config: ml_collections.ConfigDict, workdir: str, model) -> dict
                                 progress=jax.process_index() == 0))
   rejected = counts_text(summary["rejected_by_reason"])
   if not summary["accepted"]:
-    raise ValueError(f"config.replay: none of the base's {summary['records']} answers was kept (rejected: "
-                     f"{rejected}); raise replay.max_new_tokens or give other replay.prompts")
+    raise UserError(f"config.replay: none of the base's {summary['records']} answers was kept (rejected: "
+                    f"{rejected}); raise replay.max_new_tokens or give other replay.prompts")
   _log(f"self-replay: {summary['accepted']} of {summary['records']} answers kept (rejected: {rejected}), mixed into "
        f"data.train at weight {r.weight}")
   return summary
@@ -158,7 +158,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
   try:
     mesh = sharding.make_mesh(tuple(config.mesh), devices)
   except ValueError as e:
-    raise ValueError(f"config.mesh: {e}") from None
+    raise UserError(f"config.mesh: {e}") from None
   rng = jax.random.PRNGKey(config.seed)
   if adapters is None:
     adapters = lora_lib.init_adapters(mcfg, jax.random.fold_in(rng, 1))
@@ -169,7 +169,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
   shapes, axes = param_shapes(mcfg), param_axes(mcfg)
   missing = set(lora_lib.flatten(shapes)) - set(lora_lib.flatten(params))
   if missing:
-    raise ValueError(f"the model is missing params {sorted(missing)[:5]}")
+    raise UserError(f"the model is missing params {sorted(missing)[:5]}")
   place = lambda tree: jax.device_put(tree, sharding.tree_shardings(mesh, axes, tree))
   trainable, frozen = place(trainable), place(frozen)
 
@@ -242,8 +242,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), run.state)
     run.state, meta = ckpt.restore(abstract)
     if meta["base"]["sha256"] != run.base["sha256"]:
-      raise ValueError(f"{workdir}: the checkpoint was trained on base weights {meta['base']['path']} "
-                       f"(sha256 {meta['base']['sha256'][:12]}), not {run.base['path']}")
+      raise UserError(f"{workdir}: the checkpoint was trained on base weights {meta['base']['path']} "
+                      f"(sha256 {meta['base']['sha256'][:12]}), not {run.base['path']}")
     run.pipeline.set_state(meta["data_state"])
     best_eval = meta.get("best_eval")
     _log(f"resuming {workdir} at step {resumed}")

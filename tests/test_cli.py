@@ -101,3 +101,29 @@ def test_make_tasks_writes_the_splits(tmp_path):
   again = tmp_path / "again"
   assert itjax("make-tasks", "--out", str(again), "--n", "40", "--seed", "1").returncode == 0
   assert (again / "train.jsonl").read_text() == (out / "train.jsonl").read_text()
+
+
+@pytest.mark.parametrize("error,code,one_line", [
+    (lambda: __import__("itjax.errors").errors.UserError("data.jsonl:3: missing field 'output'"), 1, True),
+    (lambda: __import__("itjax.errors").errors.InputNotFound("model path 'x' does not exist"), 1, True),
+    (lambda: KeyError("layers"), 70, False),  # an internal lookup that failed: a bug, not the input's fault
+    (lambda: ValueError("operands could not be broadcast"), 70, False),
+])
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys, error, code, one_line):
+  from itjax import cli
+
+  def boom():
+    raise error()
+
+  monkeypatch.setattr(cli, "cmd_make_tasks", boom)
+  argv = cli._parse(["itjax", "make-tasks"])
+  with pytest.raises(SystemExit) as stop:
+    cli.main(argv)
+  err = capsys.readouterr().err
+  assert stop.value.code == code
+  if one_line:
+    assert err == f"itjax make-tasks: error: {error()}\n"
+  else:
+    assert "Traceback (most recent call last)" in err and "in boom" in err
+    assert err.rstrip().endswith("this is a bug in itjax, not a problem with the input; please report it with the "
+                                 "traceback above")

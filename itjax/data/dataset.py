@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from itjax.data import encode, formats
 from itjax.data.pipeline import Example, Source
+from itjax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +37,7 @@ def parse_sources(spec: str) -> list[tuple[str, float]]:
     except ValueError:
       out.append((part, 1.0))
   if not out:
-    raise ValueError(f"no data files in {spec!r}")
+    raise UserError(f"no data files in {spec!r}")
   return out
 
 
@@ -86,11 +87,11 @@ def load_sources(spec: str, tokenizer, options: Options = Options(),
       present.update(*(r.types for r in records))
       records = drop_types(records, frozenset(drop), report)
       if not records:
-        raise ValueError(f"data.drop_types: it leaves nothing of {path} (types dropped: {', '.join(drop)})")
+        raise UserError(f"data.drop_types: it leaves nothing of {path} (types dropped: {', '.join(drop)})")
     sources.append(Source(path, encode_records(records, tokenizer, options, report, desc=path), weight))
   missing = [t for t in drop if not report.left_out_by_type[t]]
   if missing:
-    raise ValueError(f"data.drop_types: no record of {spec} has type {missing[0]!r}; types present: "
-                     f"{', '.join(sorted(present)) or 'none (the records carry no types)'}")
+    raise UserError(f"data.drop_types: no record of {spec} has type {missing[0]!r}; types present: "
+                    f"{', '.join(sorted(present)) or 'none (the records carry no types)'}")
   return sources, report
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from itjax.data.formats import DataError, Record
+from itjax.errors import UserError
 
 TRAIN_ON = ("all", "last")  # train on every assistant turn, or only on the last one
 
@@ -24,7 +25,7 @@ def encode_chat(tokenizer, messages: list[dict], template: str | None = None, tr
                 where: str = "chat") -> tuple[np.ndarray, np.ndarray]:
   """(ids [N] int32, mask [N] bool) for a conversation ending with an assistant turn."""
   if train_on not in TRAIN_ON:
-    raise ValueError(f"train_on must be one of {TRAIN_ON}, got {train_on!r}")
+    raise UserError(f"train_on must be one of {TRAIN_ON}, got {train_on!r}")
   render = lambda msgs, gen: tokenizer.render_chat(msgs, add_generation_prompt=gen, template=template)
   try:
     full = render(messages, False)
@@ -70,7 +71,7 @@ def encode_chat(tokenizer, messages: list[dict], template: str | None = None, tr
 def encode_text(tokenizer, text: str) -> tuple[np.ndarray, np.ndarray]:
   """General text: BOS (as the tokenizer adds it) + text + EOS, every token after the first a target."""
   if not tokenizer.eos_ids:
-    raise ValueError("the tokenizer has no EOS id to end text records with")
+    raise UserError("the tokenizer has no EOS id to end text records with")
   ids = tokenizer.encode(text) + [tokenizer.eos_ids[0]]
   mask = np.ones(len(ids), bool)
   mask[0] = False
@@ -88,7 +89,7 @@ def fit_length(ids: np.ndarray, mask: np.ndarray, max_len: int, policy: str,
   if policy == "drop":
     raise DataError(where, "longer than max_len", f"{len(ids) - 1} > {max_len} tokens")
   if policy != "truncate":
-    raise ValueError(f"length policy must be 'truncate' or 'drop', got {policy!r}")
+    raise UserError(f"length policy must be 'truncate' or 'drop', got {policy!r}")
   ids, mask = ids[:max_len + 1], mask[:max_len + 1]
   if not mask.any():
     raise DataError(where, "prompt longer than max_len", f"no trained token within {max_len} tokens")

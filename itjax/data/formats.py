@@ -12,6 +12,7 @@ import dataclasses
 import json
 
 from itjax.chat import ROLES
+from itjax.errors import InputNotFound, UserError
 
 FORMATS = ("alpaca", "messages", "sharegpt", "prompt_completion", "text")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -22,7 +23,7 @@ FORMAT_KEYS = {"alpaca": ("instruction", "input", "output", "system"), "messages
                "text": ("text",)}  # the fields a format reads; any other field is the record's own
 
 
-class DataError(ValueError):
+class DataError(UserError):
   """A bad record or file; the message starts with `path:line:`."""
 
   def __init__(self, where: str, reason: str, detail: str = ""):
@@ -161,7 +162,7 @@ def to_record(record: dict, fmt: str, where: str) -> Record:
       return Record(where, messages=check_messages(record["prompt"] + completion, where, "prompt+completion"))
     return Record(where, messages=head + [{"role": "user", "content": _string(record, "prompt", where)},
                                           {"role": "assistant", "content": _string(record, "completion", where)}])
-  raise ValueError(f"unknown data format {fmt!r}; expected one of {FORMATS}")
+  raise UserError(f"unknown data format {fmt!r}; expected one of {FORMATS}")
 
 
 def to_object(record: Record, fmt: str) -> dict:
@@ -189,14 +190,14 @@ def read_records(path: str, fmt: str | None = None, on_error: str = "raise",
                  report: Report | None = None) -> tuple[list[Record], Report]:
   """Reads a JSONL file; `fmt` None detects it from the first record. Blank lines are not records."""
   if fmt is not None and fmt not in FORMATS:
-    raise ValueError(f"unknown data format {fmt!r}; expected one of {FORMATS}")
+    raise UserError(f"unknown data format {fmt!r}; expected one of {FORMATS}")
   if on_error not in ("raise", "skip"):
-    raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    raise UserError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
   report = Report() if report is None else report
   try:
     f = open(path, "rb")
   except OSError as e:
-    raise FileNotFoundError(f"{path}: cannot open data file ({e.strerror})") from None
+    raise InputNotFound(f"{path}: cannot open data file ({e.strerror})") from None
   records, seen = [], 0
   with f:
     for number, raw in enumerate(f, start=1):

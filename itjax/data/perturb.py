@@ -26,6 +26,7 @@ import re
 from typing import Iterable
 
 from itjax.data import grounded, tasks
+from itjax.errors import UserError
 
 PERTURBATIONS = ("typos_2", "typos_5", "case", "whitespace", "reworded", "reordered", "system", "plain_template")
 # Those that apply to any prompt text; reworded and reordered need a task record's prompt_parts.
@@ -68,8 +69,8 @@ def check_perturbations(names: str | Iterable[str] | None) -> tuple[str, ...]:
   picked = [str(n).strip() for n in listed if str(n).strip()]
   unknown = [n for n in picked if n not in PERTURBATIONS]
   if unknown or not picked:
-    raise ValueError(f"--perturbations: unknown perturbation {', '.join(map(repr, unknown)) or '(none given)'}; "
-                     f"known: {', '.join(PERTURBATIONS)}")
+    raise UserError(f"--perturbations: unknown perturbation {', '.join(map(repr, unknown)) or '(none given)'}; "
+                    f"known: {', '.join(PERTURBATIONS)}")
   return tuple(dict.fromkeys(picked))
 
 

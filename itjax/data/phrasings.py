@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import random
 
+from itjax.errors import UserError
+
 # Every constraint sentence in several wordings of one requirement (the verifier is the same for all of them).
 # Phrasing 0 is what trains by default (phrasings "one"); the rigidity suite rewords prompts with the others.
 _PHRASINGS = {
@@ -67,7 +69,7 @@ def join_prompt(parts: dict) -> str:
 
 def check_phrasings(phrasings: str) -> None:
   if phrasings not in PHRASING_MODES:
-    raise ValueError(f"phrasings must be one of {', '.join(map(repr, PHRASING_MODES))}, got {phrasings!r}")
+    raise UserError(f"phrasings must be one of {', '.join(map(repr, PHRASING_MODES))}, got {phrasings!r}")
 
 
 def default_form(n: int | None, mods: list[str]) -> str:

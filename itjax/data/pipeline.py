@@ -26,6 +26,7 @@ import json
 import numpy as np
 
 from itjax.data import packing
+from itjax.errors import UserError
 
 Example = tuple[np.ndarray, np.ndarray]  # (ids [N] int32, mask [N] bool)
 
@@ -48,22 +49,22 @@ class Pipeline:
                epochs: int | None = None, pack: bool = True, pad_id: int = 0,
                process_index: int | None = None, process_count: int | None = None):
     if not sources:
-      raise ValueError("no data sources")
+      raise UserError("no data sources")
     for s in sources:
       if not s.examples:
-        raise ValueError(f"data source {s.name}: no usable examples")
+        raise UserError(f"data source {s.name}: no usable examples")
       if not s.weight > 0:
-        raise ValueError(f"data source {s.name}: weight must be > 0, got {s.weight}")
+        raise UserError(f"data source {s.name}: weight must be > 0, got {s.weight}")
       longest = max(len(ids) - 1 for ids, _ in s.examples)
       if longest > max_len:
-        raise ValueError(f"data source {s.name}: an example fills {longest} slots > max_len {max_len}")
+        raise UserError(f"data source {s.name}: an example fills {longest} slots > max_len {max_len}")
     if process_index is None or process_count is None:
       import jax
       process_index, process_count = jax.process_index(), jax.process_count()
     if batch_size % process_count:
-      raise ValueError(f"batch_size {batch_size} is not divisible by the {process_count} processes")
+      raise UserError(f"batch_size {batch_size} is not divisible by the {process_count} processes")
     if epochs is not None and epochs < 1:
-      raise ValueError(f"epochs must be >= 1 or None (endless), got {epochs}")
+      raise UserError(f"epochs must be >= 1 or None (endless), got {epochs}")
     self.sources, self.max_len, self.batch_size, self.seed = sources, max_len, batch_size, seed
     self.epochs, self.pack, self.pad_id = epochs, pack, pad_id
     self.process_index, self.process_count = process_index, process_count
@@ -162,6 +163,6 @@ class Pipeline:
 
   def set_state(self, state: dict) -> None:
     if state.get("fingerprint") != self.fingerprint():
-      raise ValueError("data iterator state was saved by a pipeline over other data or settings "
-                       f"(fingerprint {state.get('fingerprint')} != {self.fingerprint()})")
+      raise UserError("data iterator state was saved by a pipeline over other data or settings "
+                      f"(fingerprint {state.get('fingerprint')} != {self.fingerprint()})")
     self.batch = int(state["batch"])

@@ -21,6 +21,7 @@ from itjax.data import grounded
 from itjax.data.phrasings import (PHRASING_MODES, check_phrasings, default_form, drawn_sentence, join_prompt,
                                   phrase_sentence, phrasings_of)
 from itjax.data.verify import CASES, LAYOUTS, LIST_LAYOUTS, verify
+from itjax.errors import UserError
 
 __all__ = ["TYPES", "DEFAULT_HOLDOUT", "PHRASING_MODES", "make_task", "verify", "expand_holdout", "make_splits",
            "write_splits", "join_prompt", "phrasings_of", "phrase_sentence"]
@@ -255,7 +256,7 @@ def make_task(rng: random.Random, allowed: Callable[[list[str]], bool] | None = 
     if types is not None and (allowed is None or allowed(types)):
       break
   else:
-    raise ValueError("no allowed combination of task types was drawn; is everything held out?")
+    raise UserError("no allowed combination of task types was drawn; is everything held out?")
   op_id, constraints = types[0], types[1:]
   op = OPS[op_id]
   layout = next((c for c in constraints if c in LAYOUTS), None)
@@ -300,8 +301,8 @@ def expand_holdout(spec: str | Iterable[str]) -> set[str]:
     elif name:
       unknown.append(name)
   if unknown:
-    raise ValueError(f"unknown task type or group {', '.join(map(repr, unknown))}; known types: "
-                     f"{', '.join(TYPES)}; known groups: {', '.join(groups)}")
+    raise UserError(f"unknown task type or group {', '.join(map(repr, unknown))}; known types: "
+                    f"{', '.join(TYPES)}; known groups: {', '.join(groups)}")
   return held
 
 
@@ -327,7 +328,7 @@ def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOU
       if record["messages"][0]["content"] not in prompts:
         prompts.add(record["messages"][0]["content"])
         records.append(record)
-    raise ValueError(f"could not draw {count} distinct {split} records")
+    raise UserError(f"could not draw {count} distinct {split} records")
 
   def seen(types: list[str]) -> bool:
     return held.isdisjoint(types)

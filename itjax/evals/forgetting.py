@@ -27,6 +27,7 @@ import random
 import re
 
 from itjax.data import tasks as task_gen
+from itjax.errors import InputNotFound, UserError
 from itjax.evals import degenerate, scoring
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 from itjax.jsonl import objects
@@ -121,21 +122,21 @@ def read_probes(path: str) -> list[dict]:
   """Probes of a JSONL file: 'prompt' (a non-empty string) and 'answer' (an integer, a string or a list of them)
   on every line; a problem stops with `path:line: what is wrong`."""
   if not os.path.exists(path):
-    raise FileNotFoundError(f"--probes {path}: no such file")
+    raise InputNotFound(f"--probes {path}: no such file")
   probes = []
   for where, record in objects(path, "probes"):
     if not isinstance(record.get("prompt"), str) or not record["prompt"].strip():
-      raise ValueError(f"{where}: 'prompt' must be a non-empty string")
+      raise UserError(f"{where}: 'prompt' must be a non-empty string")
     if "answer" not in record:
-      raise ValueError(f"{where}: missing 'answer' (an integer, a string or a list the response must state)")
+      raise UserError(f"{where}: missing 'answer' (an integer, a string or a list the response must state)")
     answer = record["answer"]
     items = answer if isinstance(answer, list) else [answer]
     if not items or not all(isinstance(a, (int, str)) and not isinstance(a, bool) and str(a).strip() for a in items):
-      raise ValueError(f"{where}: 'answer' must be an integer, a non-empty string or a non-empty list of them, "
-                       f"got {answer!r}")
+      raise UserError(f"{where}: 'answer' must be an integer, a non-empty string or a non-empty list of them, "
+                      f"got {answer!r}")
     probes.append({"prompt": record["prompt"], "answer": answer, "op": record.get("op", "file")})
   if not probes:
-    raise ValueError(f"{path}: no probes")
+    raise UserError(f"{path}: no probes")
   return probes
 
 
@@ -161,19 +162,19 @@ def states_answer(response: str, answer) -> bool:
 def read_text(path: str, max_bytes: int | None = None) -> str:
   """The text of a UTF-8 file, cut at the last paragraph break (else line break) within `max_bytes`."""
   if not os.path.exists(path):
-    raise FileNotFoundError(f"--text {path}: no such file")
+    raise InputNotFound(f"--text {path}: no such file")
   with open(path, encoding="utf-8", errors="strict") as f:
     try:
       text = f.read()
     except UnicodeDecodeError as e:
-      raise ValueError(f"--text {path}: not UTF-8 text ({e})") from None
+      raise UserError(f"--text {path}: not UTF-8 text ({e})") from None
   if max_bytes and len(text.encode("utf-8")) > max_bytes:
     head = text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
     cut = head.rfind("\n\n")
     cut = cut if cut > 0 else head.rfind("\n")
     text = head[:cut] if cut > 0 else head
   if not text.strip():
-    raise ValueError(f"--text {path}: the text is empty (perplexity needs some text)")
+    raise UserError(f"--text {path}: the text is empty (perplexity needs some text)")
   return text
 
 

@@ -15,6 +15,7 @@ cannot compute, and its note says so.
 from __future__ import annotations
 
 from itjax.data import grounded
+from itjax.errors import UserError
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 
 N_QUESTIONS = 200
@@ -39,7 +40,7 @@ def _percent(labels: list[str], label: str) -> float:
 def score(records: list[dict], responses: list[str]) -> SuiteOutput:
   """The four rates (those the records allow) and counts; rows repeat each record with its response and label."""
   if len(records) != len(responses):
-    raise ValueError(f"expected one response per record: {len(records)} records, {len(responses)} responses")
+    raise UserError(f"expected one response per record: {len(records)} records, {len(responses)} responses")
   labels = [grounded.judge(response, record) for record, response in zip(records, responses)]
   answerable = [label for record, label in zip(records, labels) if record["answerable"]]
   unanswerable = [label for record, label in zip(records, labels) if not record["answerable"]]

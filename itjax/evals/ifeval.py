@@ -14,8 +14,9 @@ import shutil
 import tempfile
 
 from itjax import demo_model
-from itjax.jsonl import objects
+from itjax.errors import MissingDependency, UserError
 from itjax.evals.subject import Settings, Subject, SuiteOutput
+from itjax.jsonl import objects
 
 INSTALL_HINT = "pip install 'itjax[eval]'"
 LANGDETECT_SEED = 0
@@ -26,7 +27,7 @@ def _registry() -> dict:
   try:
     from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
   except ImportError as e:
-    raise ImportError(f"IFEval scoring needs the eval extra ({e}): {INSTALL_HINT}") from e
+    raise MissingDependency(f"IFEval scoring needs the eval extra ({e}): {INSTALL_HINT}") from e
   return INSTRUCTION_DICT
 
 
@@ -41,10 +42,10 @@ def _punkt_parameters():
   try:
     from punkt.data import load_bundled
   except ImportError as e:
-    raise ImportError(f"IFEval scoring needs the trained Punkt model ({e}): {INSTALL_HINT}") from e
+    raise MissingDependency(f"IFEval scoring needs the trained Punkt model ({e}): {INSTALL_HINT}") from e
   bundled = load_bundled("english")
   if bundled.numeric_abbrev_types:
-    raise ValueError("the bundled English Punkt model has numeric abbreviations, which NLTK's format cannot hold")
+    raise UserError("the bundled English Punkt model has numeric abbreviations, which NLTK's format cannot hold")
   params = PunktParameters()
   params.abbrev_types = set(bundled.abbrev_types)
   params.collocations = set(bundled.collocations)
@@ -89,14 +90,14 @@ def ensure_punkt() -> str:
 def _check_ids(ids, where: str, registry: dict) -> None:
   """`instruction_id_list` must be a non-empty list of ids IFEval's checkers know."""
   if not isinstance(ids, list) or not ids:
-    raise ValueError(f"{where}: 'instruction_id_list' must be a non-empty list of instruction ids")
+    raise UserError(f"{where}: 'instruction_id_list' must be a non-empty list of instruction ids")
   for i in ids:
     if not isinstance(i, str) or i not in registry:
       known = sorted(registry)
       close = difflib.get_close_matches(i, known, n=1) if isinstance(i, str) else []
       hint = f"did you mean {close[0]!r}? " if close else ""
-      raise ValueError(f"{where}: unknown instruction id {i!r} "
-                       f"({hint}known: {len(known)} ids of IFEval, e.g. {', '.join(known[:3])})")
+      raise UserError(f"{where}: unknown instruction id {i!r} "
+                      f"({hint}known: {len(known)} ids of IFEval, e.g. {', '.join(known[:3])})")
 
 
 def _checker(instruction_id: str, kwargs: dict, prompt: str, registry: dict):
@@ -112,29 +113,29 @@ def _checker(instruction_id: str, kwargs: dict, prompt: str, registry: dict):
 def _check_kwargs(instruction_id: str, kwargs, prompt: str, where: str, registry: dict) -> None:
   """The kwargs must build the checker, and give every argument it takes: a missing one would be drawn at random."""
   if not isinstance(kwargs, dict):
-    raise ValueError(f"{where}: kwargs of {instruction_id!r} must be an object, got {type(kwargs).__name__}")
+    raise UserError(f"{where}: kwargs of {instruction_id!r} must be an object, got {type(kwargs).__name__}")
   try:
     checker = _checker(instruction_id, kwargs, prompt, registry)
   except Exception as e:  # the checkers raise TypeError, ValueError, AttributeError... on bad arguments
-    raise ValueError(f"{where}: kwargs {kwargs} do not fit {instruction_id!r} ({type(e).__name__}: {e})") from None
+    raise UserError(f"{where}: kwargs {kwargs} do not fit {instruction_id!r} ({type(e).__name__}: {e})") from None
   missing = [k for k in checker.get_instruction_args_keys() if k != "prompt" and kwargs.get(k) in (None, "", [])]
   if missing:
-    raise ValueError(f"{where}: {instruction_id!r} needs kwargs {missing} (its checker would pick them at random)")
+    raise UserError(f"{where}: {instruction_id!r} needs kwargs {missing} (its checker would pick them at random)")
 
 
 def _check_record(record: dict, where: str, registry: dict) -> None:
   for field in ("key", "prompt", "instruction_id_list", "kwargs"):
     if field not in record:
-      raise ValueError(f"{where}: missing field {field!r}")
+      raise UserError(f"{where}: missing field {field!r}")
   if isinstance(record["key"], bool) or not isinstance(record["key"], (int, str)):
-    raise ValueError(f"{where}: 'key' must be an int or a string, got {type(record['key']).__name__}")
+    raise UserError(f"{where}: 'key' must be an int or a string, got {type(record['key']).__name__}")
   if not isinstance(record["prompt"], str) or not record["prompt"].strip():
-    raise ValueError(f"{where}: 'prompt' must be a non-empty string")
+    raise UserError(f"{where}: 'prompt' must be a non-empty string")
   _check_ids(record["instruction_id_list"], where, registry)
   ids, kwargs = record["instruction_id_list"], record["kwargs"]
   if not isinstance(kwargs, list) or len(kwargs) != len(ids):
     got = f"{len(kwargs)} entries" if isinstance(kwargs, list) else type(kwargs).__name__
-    raise ValueError(f"{where}: 'kwargs' must be a list of {len(ids)} objects, one per instruction, got {got}")
+    raise UserError(f"{where}: 'kwargs' must be a list of {len(ids)} objects, one per instruction, got {got}")
   for instruction_id, kw in zip(ids, kwargs):
     _check_kwargs(instruction_id, kw, record["prompt"], where, registry)
 
@@ -145,7 +146,7 @@ def read_ifeval(path: str, limit: int | None = None) -> list[dict]:
   Every problem stops with `path:line: what is wrong`; blank lines are skipped.
   """
   if limit is not None and limit < 1:
-    raise ValueError(f"limit must be at least 1, got {limit}")
+    raise UserError(f"limit must be at least 1, got {limit}")
   registry = _registry()
   records, seen = [], {}
   for where, record in objects(path, "IFEval data"):
@@ -154,11 +155,11 @@ def read_ifeval(path: str, limit: int | None = None) -> list[dict]:
     _check_record(record, where, registry)
     key = str(record["key"])
     if key in seen:
-      raise ValueError(f"{where}: duplicate key {record['key']!r} (first at {seen[key]})")
+      raise UserError(f"{where}: duplicate key {record['key']!r} (first at {seen[key]})")
     seen[key] = where
     records.append(record)
   if not records:
-    raise ValueError(f"{path}: no records")
+    raise UserError(f"{path}: no records")
   return records
 
 
@@ -167,16 +168,16 @@ def _find_record(line: dict, where: str, by_key: dict, by_prompt: dict) -> int:
   if "key" in line:
     index = by_key.get(str(line["key"]))
     if index is None:
-      raise ValueError(f"{where}: key {line['key']!r} matches no record")
+      raise UserError(f"{where}: key {line['key']!r} matches no record")
     return index
   if "prompt" in line:
     indices = by_prompt.get(line["prompt"]) if isinstance(line["prompt"], str) else None
     if not indices:
-      raise ValueError(f"{where}: 'prompt' matches no record")
+      raise UserError(f"{where}: 'prompt' matches no record")
     if len(indices) > 1:
-      raise ValueError(f"{where}: 'prompt' matches {len(indices)} records; give their 'key'")
+      raise UserError(f"{where}: 'prompt' matches {len(indices)} records; give their 'key'")
     return indices[0]
-  raise ValueError(f"{where}: neither 'key' nor 'prompt' says which record this answers")
+  raise UserError(f"{where}: neither 'key' nor 'prompt' says which record this answers")
 
 
 def read_responses(path: str, records: list[dict]) -> list[str]:
@@ -194,22 +195,22 @@ def read_responses(path: str, records: list[dict]) -> list[str]:
   for where, line in objects(path, "responses"):
     if not isinstance(line.get("response"), str):
       problem = "no 'response' field" if "response" not in line else "'response' is not a string"
-      raise ValueError(f"{where}: {problem}")
+      raise UserError(f"{where}: {problem}")
     if "instruction_id_list" in line:
       _check_ids(line["instruction_id_list"], where, registry)
     index = _find_record(line, where, by_key, by_prompt)
     record = records[index]
     for field in ("prompt", "instruction_id_list"):
       if field in line and line[field] != record[field]:
-        raise ValueError(f"{where}: {field!r} differs from that of record key {record['key']!r}")
+        raise UserError(f"{where}: {field!r} differs from that of record key {record['key']!r}")
     if index in answered_at:
-      raise ValueError(f"{where}: record key {record['key']!r} answered twice (first at {answered_at[index]})")
+      raise UserError(f"{where}: record key {record['key']!r} answered twice (first at {answered_at[index]})")
     answered_at[index] = where
     responses[index] = line["response"]
   unanswered = [r for r, response in zip(records, responses) if response is None]
   if unanswered:
-    raise ValueError(f"{path}: no response for {len(unanswered)} of {len(records)} records "
-                     f"(first: key {unanswered[0]['key']!r})")
+    raise UserError(f"{path}: no response for {len(unanswered)} of {len(records)} records "
+                    f"(first: key {unanswered[0]['key']!r})")
   return responses
 
 
@@ -248,9 +249,9 @@ def score(records: list[dict], responses: list[str]) -> tuple[dict[str, float], 
   the same numbers.
   """
   if len(records) != len(responses):
-    raise ValueError(f"{len(records)} records but {len(responses)} responses")
+    raise UserError(f"{len(records)} records but {len(responses)} responses")
   if not records:
-    raise ValueError("no records to score")
+    raise UserError("no records to score")
   registry = _registry()
   ensure_punkt()
   import langdetect

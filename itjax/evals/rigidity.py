@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 
 from itjax.data.perturb import FREE_TEXT_PERTURBATIONS, PERTURBATIONS, chat_of, check_perturbations, perturb
 from itjax.data.tasks import verify
+from itjax.errors import UserError
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 
 __all__ = ["PERTURBATIONS", "check_perturbations", "refusal_class", "evaluate", "evaluate_ifeval", "summarize"]
@@ -192,7 +193,7 @@ def evaluate(subject: Subject, records: list[dict], settings: Settings,
   generation pass for all of it."""
   names = check_perturbations(perturbations)
   if not records:
-    raise ValueError("the rigidity suite needs task records (itjax make-tasks writes them)")
+    raise UserError("the rigidity suite needs task records (itjax make-tasks writes them)")
   parts = [("", records, names, _task_rows)]
   if ifeval_records:
     parts.append(("ifeval/", ifeval_records, _free_text(names), _ifeval_rows))
@@ -207,6 +208,6 @@ def evaluate_ifeval(subject: Subject, ifeval_records: list[dict], settings: Sett
                     perturbations: Iterable[str] | None = FREE_TEXT_PERTURBATIONS) -> SuiteOutput:
   """IFEval records alone under the perturbations that apply to free text; metrics prefixed `ifeval/`."""
   if not ifeval_records:
-    raise ValueError("evaluate_ifeval needs IFEval records")
+    raise UserError("evaluate_ifeval needs IFEval records")
   return _run(subject, settings, [("ifeval/", ifeval_records, _free_text(check_perturbations(perturbations)),
                                    _ifeval_rows)])

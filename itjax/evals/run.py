@@ -15,6 +15,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
+from itjax.errors import InputNotFound, UserError
 from itjax.evals import SUITES, report
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 
@@ -47,8 +48,8 @@ def load_subjects(src: str, base: str | None, step: int | None, unmerged: bool) 
   if _is_workdir(src):
     from itjax.checkpoint import lora_spec
     if not os.path.isdir(os.path.join(src, "checkpoints")) or not os.listdir(os.path.join(src, "checkpoints")):
-      raise FileNotFoundError(f"--model {src}: a training workdir without checkpoints (nothing in "
-                              f"{os.path.join(src, 'checkpoints')})")
+      raise InputNotFound(f"--model {src}: a training workdir without checkpoints (nothing in "
+                          f"{os.path.join(src, 'checkpoints')})")
     base_model, trained, meta = load_trained(src, step)
     template = meta["config"]["data"].get("chat_template") or None
     spec = lora_spec(meta)
@@ -63,7 +64,7 @@ def load_subjects(src: str, base: str | None, step: int | None, unmerged: bool) 
       return subjects, meta["base"]["path"]
   else:
     if step is not None:
-      raise ValueError(f"--step needs a training workdir as --model, got {src}")
+      raise UserError(f"--step needs a training workdir as --model, got {src}")
     loaded = load_model(src)
     subjects["model"] = Subject("model", loaded.config, loaded.params, loaded.tokenizer)
   if base and base != "none":
@@ -81,7 +82,7 @@ def _data_for(suites: Sequence[str], data: str | None) -> dict[str, str]:
     named = dict(part.split("=", 1) for part in data.split(","))
     unknown = set(named) - {"ifeval", "tasks"}
     if unknown:
-      raise ValueError(f"--data: unknown suite {sorted(unknown)} (SUITE=FILE takes ifeval or tasks)")
+      raise UserError(f"--data: unknown suite {sorted(unknown)} (SUITE=FILE takes ifeval or tasks)")
     return named
   return {"ifeval" if "ifeval" in suites else "tasks": data}
 
@@ -90,8 +91,8 @@ def check_suites(suites: Sequence[str]) -> list[str]:
   suites = [s.strip() for s in suites if s.strip()]
   unknown = [s for s in suites if s not in SUITES]
   if unknown or not suites:
-    raise ValueError(f"--suites: unknown suite {', '.join(map(repr, unknown)) or '(none given)'}; known: "
-                     f"{', '.join(SUITES)}")
+    raise UserError(f"--suites: unknown suite {', '.join(map(repr, unknown)) or '(none given)'}; known: "
+                    f"{', '.join(SUITES)}")
   return suites
 
 
@@ -105,12 +106,12 @@ def run(model: str | None, suites: Sequence[str], out: str, base: str | None = N
   perturbations = rigidity.check_perturbations(inputs.perturbations) if "rigidity" in suites else None
   files = _data_for(suites, data)
   if "ifeval" in suites and "ifeval" not in files:
-    raise ValueError("--suites ifeval needs --data FILE: IFEval-format JSONL (key, prompt, instruction_id_list, "
-                     "kwargs)")
+    raise UserError("--suites ifeval needs --data FILE: IFEval-format JSONL (key, prompt, instruction_id_list, "
+                    "kwargs)")
   if responses and suites != ["ifeval"]:
-    raise ValueError("--responses scores IFEval responses: use it with --suites ifeval alone")
+    raise UserError("--responses scores IFEval responses: use it with --suites ifeval alone")
   if not responses and not model:
-    raise ValueError("--model is required (a HF directory, a .gguf file or a training workdir)")
+    raise UserError("--model is required (a HF directory, a .gguf file or a training workdir)")
   # Data first, so a bad file stops the run before any model loads.
   ifeval_records = ifeval.read_ifeval(files["ifeval"], settings.limit) if "ifeval" in files and (
       {"ifeval", "rigidity"} & set(suites)) else None

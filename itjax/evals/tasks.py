@@ -12,6 +12,7 @@ import os
 from collections import defaultdict
 
 from itjax.data.tasks import DEFAULT_HOLDOUT, expand_holdout, make_splits, verify
+from itjax.errors import InputNotFound, UserError
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 from itjax.jsonl import objects
 
@@ -32,11 +33,11 @@ def read_tasks_file(path: str) -> list[dict]:
   for where, record in objects(path, "tasks file"):
     if not isinstance(record.get("verifier"), dict) or not isinstance(record.get("types"), list) or not isinstance(
         record.get("messages"), list) or not record["messages"]:
-      raise ValueError(f"{where}: expected a task record with 'messages', 'types' and 'verifier' "
-                       "(as itjax make-tasks writes them)")
+      raise UserError(f"{where}: expected a task record with 'messages', 'types' and 'verifier' "
+                      "(as itjax make-tasks writes them)")
     records.append(record)
   if not records:
-    raise ValueError(f"{path}: no task records")
+    raise UserError(f"{path}: no task records")
   return records
 
 
@@ -53,10 +54,10 @@ def load(source: str | None, limit: int | None = None) -> list[dict]:
       if os.path.exists(path) and os.path.getsize(path) > 0:
         tagged += [{**r, "split": split} for r in read_tasks_file(path)]
     if not tagged:
-      raise ValueError(f"{source}: no {' or '.join(SPLIT_FILES.values())} with task records")
+      raise UserError(f"{source}: no {' or '.join(SPLIT_FILES.values())} with task records")
   else:
     if not os.path.exists(source):
-      raise FileNotFoundError(f"{source}: no such tasks file")
+      raise InputNotFound(f"{source}: no such tasks file")
     held = _held_types(os.path.dirname(os.path.abspath(source)))
     tagged = [{**r, "split": "seen" if held.isdisjoint(r["types"]) else "heldout"} for r in read_tasks_file(source)]
   if limit:

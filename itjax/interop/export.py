@@ -18,6 +18,7 @@ import tempfile
 
 import numpy as np
 
+from itjax.errors import InputNotFound, OutputExists, UserError
 from itjax.interop.hf import LAYER_TENSORS, layer_tensors, top_tensors
 from itjax.model.config import LoraSpec, ModelConfig
 
@@ -34,7 +35,7 @@ def atomic_dir(out: str, overwrite: bool):
   """Yields a temporary directory that becomes `out` when the block succeeds (and is removed when it fails)."""
   out = os.path.abspath(out)
   if os.path.exists(out) and not overwrite:
-    raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    raise OutputExists(f"{out} exists; pass --overwrite to replace it")
   parent = os.path.dirname(out)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=os.path.basename(out) + ".tmp-", dir=parent)
@@ -66,7 +67,7 @@ def hf_config_dict(config: ModelConfig, tokenizer, dtype: str) -> dict:
          "pad_token_id": tokenizer.pad_id}
   if config.model_type == "llama":
     if config.qkv_bias != config.out_bias:
-      raise ValueError("Llama's attention_bias covers q, k, v and o alike; this model has them differ")
+      raise UserError("Llama's attention_bias covers q, k, v and o alike; this model has them differ")
     out.update(attention_bias=config.qkv_bias, mlp_bias=config.mlp_bias)
   if config.model_type == "mistral":
     out["sliding_window"] = config.sliding_window
@@ -130,7 +131,7 @@ def export_hf(workdir: str, out: str, step: int | None = None, dtype: str = "flo
   loaded = load_workdir(workdir, step=step)
   tok = loaded.tokenizer
   if not isinstance(tok, HFTokenizer):
-    raise ValueError(f"{workdir}: the base's tokenizer is not a Hugging Face tokenizer and cannot be exported")
+    raise UserError(f"{workdir}: the base's tokenizer is not a Hugging Face tokenizer and cannot be exported")
   with atomic_dir(out, overwrite) as tmp:
     save_safetensors(hf_tensors(loaded.config, loaded.params), tmp, dtype, shard_bytes)
     with open(os.path.join(tmp, "config.json"), "w") as f:
@@ -151,12 +152,12 @@ def export_peft(workdir: str, out: str, step: int | None = None, overwrite: bool
   trained, meta = read_trained(workdir, step)
   spec = lora_spec(meta)
   if spec is None:
-    raise ValueError(f"{workdir}: a full fine-tuning run has no LoRA adapter to export; use --format hf")
+    raise UserError(f"{workdir}: a full fine-tuning run has no LoRA adapter to export; use --format hf")
   flat = {k: np.asarray(v, np.float32) for k, v in lora.flatten(trained).items()}
   others = sorted(k for k in flat if not k.endswith(("/lora_a", "/lora_b")))
   if others:
-    raise ValueError(f"{workdir}: the run also trained {others[:3]}; a LoRA adapter cannot carry them, use "
-                     "--format hf")
+    raise UserError(f"{workdir}: the run also trained {others[:3]}; a LoRA adapter cannot carry them, use "
+                    "--format hf")
   tensors, modules = {}, set()
   for path in sorted(k for k in flat if k.endswith("/lora_a")):
     module = path.split("/")[1:-1]  # layers/attn/q_proj/lora_a -> attn/q_proj
@@ -188,18 +189,18 @@ def read_peft_adapter(path: str, config: ModelConfig) -> tuple[LoraSpec, dict]:
   weights = os.path.join(path, "adapter_model.safetensors")
   for p in (cfg_path, weights):
     if not os.path.exists(p):
-      raise FileNotFoundError(f"{path}: no {os.path.basename(p)} (expected a PEFT LoRA adapter directory)")
+      raise InputNotFound(f"{path}: no {os.path.basename(p)} (expected a PEFT LoRA adapter directory)")
   with open(cfg_path) as f:
     adapter = json.load(f)
   if adapter.get("peft_type") != "LORA":
-    raise ValueError(f"{cfg_path}: peft_type {adapter.get('peft_type')!r} is not LORA")
+    raise UserError(f"{cfg_path}: peft_type {adapter.get('peft_type')!r} is not LORA")
   targets = adapter.get("target_modules") or []
   if isinstance(targets, str):
-    raise ValueError(f"{cfg_path}: target_modules as a regex is not supported; list the module names")
+    raise UserError(f"{cfg_path}: target_modules as a regex is not supported; list the module names")
   known = {m.split("/")[1] for m in MODULES}
   unknown = sorted(set(targets) - known)
   if unknown:
-    raise ValueError(f"{cfg_path}: target_modules {unknown} are not projections itjax adapts ({sorted(known)})")
+    raise UserError(f"{cfg_path}: target_modules {unknown} are not projections itjax adapts ({sorted(known)})")
   spec = LoraSpec(int(adapter["r"]), float(adapter["lora_alpha"]), (rf".*/({'|'.join(sorted(targets))})/kernel",),
                   bool(adapter.get("use_rslora", False)), float(adapter.get("lora_dropout", 0.0)))
   shapes = lora.flatten(param_shapes(config.replace(lora=spec, scan_layers=True)))
@@ -210,22 +211,22 @@ def read_peft_adapter(path: str, config: ModelConfig) -> tuple[LoraSpec, dict]:
   for name, value in tensors.items():
     m = pattern.fullmatch(name)
     if m is None:
-      raise ValueError(f"{weights}: tensor {name!r} is not a LoRA weight of a decoder layer")
+      raise UserError(f"{weights}: tensor {name!r} is not a LoRA weight of a decoder layer")
     layer, hf_module, which = int(m.group(1)), m.group(2), m.group(3)
     module = HF_MODULES.get(hf_module)
     if module is None:
-      raise ValueError(f"{weights}: tensor {name!r} adapts {hf_module!r}, which itjax does not adapt")
+      raise UserError(f"{weights}: tensor {name!r} adapts {hf_module!r}, which itjax does not adapt")
     key = f"layers/{module}/lora_{which.lower()}"
     if key not in shapes:
-      raise ValueError(f"{weights}: tensor {name!r} has no place in this model")
+      raise UserError(f"{weights}: tensor {name!r} has no place in this model")
     want = shapes[key].shape  # [L, in, R] or [L, R, out]
     if layer >= want[0] or value.T.shape != tuple(want[1:]):
-      raise ValueError(f"{weights}: tensor {name!r} has shape {tuple(value.shape)}, expected "
-                       f"{tuple(want[1:])[::-1]} for layer < {want[0]} of this base model")
+      raise UserError(f"{weights}: tensor {name!r} has shape {tuple(value.shape)}, expected "
+                      f"{tuple(want[1:])[::-1]} for layer < {want[0]} of this base model")
     out.setdefault(key, np.zeros(want, np.float32))[layer] = value.T
     filled.setdefault(key, set()).add(layer)
   missing = sorted(k for k in shapes if k.endswith(("/lora_a", "/lora_b"))
                    and len(filled.get(k, ())) != shapes[k].shape[0])
   if missing:
-    raise ValueError(f"{weights}: tensors missing for {missing[:3]} (every layer of every target is expected)")
+    raise UserError(f"{weights}: tensors missing for {missing[:3]} (every layer of every target is expected)")
   return spec, lora.unflatten(out)

@@ -12,6 +12,7 @@ import os
 import gguf
 import numpy as np
 
+from itjax.errors import InputNotFound, MissingEntry, UserError
 from itjax.interop.hf import build_params
 from itjax.model.config import ModelConfig, RopeScaling
 from itjax.tokenizer import HFTokenizer
@@ -22,20 +23,20 @@ SUPPORTED_ARCHS = ("llama", "qwen2")
 def config_from_metadata(meta: dict, tensor_names: set[str], source: str) -> ModelConfig:
   arch = meta.get("general.architecture")
   if arch not in SUPPORTED_ARCHS:
-    raise ValueError(f"{source}: unsupported GGUF architecture {arch!r}; itjax supports {SUPPORTED_ARCHS}")
+    raise UserError(f"{source}: unsupported GGUF architecture {arch!r}; itjax supports {SUPPORTED_ARCHS}")
 
   def get(key, default=None):
     value = meta.get(f"{arch}.{key}", default)
     if value is None:
-      raise ValueError(f"{source}: GGUF metadata is missing {arch}.{key}")
+      raise UserError(f"{source}: GGUF metadata is missing {arch}.{key}")
     return value
 
   if "rope_freqs.weight" in tensor_names:
-    raise ValueError(f"{source}: per-frequency RoPE factors (rope_freqs.weight, llama3 scaling) are not supported "
-                     "in GGUF files yet; load the HF directory instead")
+    raise UserError(f"{source}: per-frequency RoPE factors (rope_freqs.weight, llama3 scaling) are not supported "
+                    "in GGUF files yet; load the HF directory instead")
   scaling = get("rope.scaling.type", "none")
   if scaling not in ("none", "linear"):
-    raise ValueError(f"{source}: GGUF rope scaling {scaling!r} is not supported; expected 'none' or 'linear'")
+    raise UserError(f"{source}: GGUF rope scaling {scaling!r} is not supported; expected 'none' or 'linear'")
   rope = RopeScaling("linear", float(get("rope.scaling.factor"))) if scaling == "linear" else RopeScaling()
   dim, heads = int(get("embedding_length")), int(get("attention.head_count"))
   vocab = meta.get(f"{arch}.vocab_size") or len(meta["tokenizer.ggml.tokens"])
@@ -56,7 +57,7 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 def _read(path: str) -> tuple[gguf.GGUFReader, dict]:
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"model path {path!r} does not exist")
+    raise InputNotFound(f"model path {path!r} does not exist")
   reader = gguf.GGUFReader(path)
   return reader, {name: field.contents() for name, field in reader.fields.items()}
 
@@ -72,7 +73,7 @@ def load_gguf(path: str, dtype: str = "float32",
   def get(name, layer):
     full = name if layer is None else f"blk.{layer}.{name}"
     if full not in tensors:
-      raise KeyError(f"{path}: GGUF file is missing tensor {full!r}")
+      raise MissingEntry(f"{path}: GGUF file is missing tensor {full!r}")
     t = tensors[full]
     w = gguf.quants.dequantize(t.data, t.tensor_type).reshape(tuple(int(d) for d in t.shape[::-1]))
     if permuted and name == "attn_q.weight":

@@ -15,6 +15,7 @@ import numpy as np
 from flax import traverse_util
 from safetensors import safe_open
 
+from itjax.errors import InputNotFound, MissingEntry, UserError
 from itjax.model.config import ModelConfig, from_hf_config
 from itjax.model.llama import param_shapes
 
@@ -76,8 +77,8 @@ def build_params(config: ModelConfig, get: Callable[[str, int | None], np.ndarra
     got = tuple(arr.shape[::-1]) if is_kernel else tuple(arr.shape)
     if got != want:
       shown = name if layer is None else f"layer {layer}: {name}"
-      raise ValueError(f"{source}: tensor {shown!r} has shape {tuple(arr.shape)}, expected "
-                       f"{want[::-1] if is_kernel else want} for this config")
+      raise UserError(f"{source}: tensor {shown!r} has shape {tuple(arr.shape)}, expected "
+                      f"{want[::-1] if is_kernel else want} for this config")
     arr = arr.T if is_kernel else arr
     return np.asarray(arr).astype(dtype)
 
@@ -115,13 +116,13 @@ class SafetensorsDir:
     else:
       pickles = [f for f in os.listdir(path) if f.endswith((".bin", ".pt", ".pth", ".ckpt"))]
       hint = f" (found {pickles}: pickle checkpoints are never loaded; convert them to safetensors)" if pickles else ""
-      raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json{hint}")
+      raise InputNotFound(f"{path}: no model.safetensors or model.safetensors.index.json{hint}")
     self._open: dict[str, object] = {}
 
   def get(self, name: str) -> np.ndarray:
     fname = self.files.get(name)
     if fname is None:
-      raise KeyError(f"{self.path}: safetensors checkpoint is missing tensor {name!r}")
+      raise MissingEntry(f"{self.path}: safetensors checkpoint is missing tensor {name!r}")
     if fname not in self._open:
       self._open[fname] = safe_open(fname, framework="numpy")
     return self._open[fname].get_tensor(name)
@@ -129,15 +130,15 @@ class SafetensorsDir:
 
 def read_hf_config(path: str) -> dict:
   if not os.path.isdir(path):
-    raise FileNotFoundError(f"model path {path!r} does not exist or is not a directory")
+    raise InputNotFound(f"model path {path!r} does not exist or is not a directory")
   cfg_path = os.path.join(path, "config.json")
   if not os.path.exists(cfg_path):
-    raise FileNotFoundError(f"{path}: no config.json (expected a Hugging Face model directory)")
+    raise InputNotFound(f"{path}: no config.json (expected a Hugging Face model directory)")
   with open(cfg_path) as f:
     try:
       return json.load(f)
     except json.JSONDecodeError as e:
-      raise ValueError(f"{cfg_path}: not valid JSON ({e})") from None
+      raise UserError(f"{cfg_path}: not valid JSON ({e})") from None
 
 
 def load_hf_model(path: str, dtype: str = "float32", param_dtype: str = "float32") -> tuple[ModelConfig, dict]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from itjax.errors import UserError
+
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -41,9 +43,9 @@ class LoraSpec:
 
   def __post_init__(self):
     if self.rank <= 0:
-      raise ValueError(f"lora.rank must be > 0, got {self.rank}")
+      raise UserError(f"lora.rank must be > 0, got {self.rank}")
     if not 0.0 <= self.dropout < 1.0:
-      raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+      raise UserError(f"lora.dropout must be in [0, 1), got {self.dropout}")
 
   @property
   def scale(self) -> float:
@@ -84,13 +86,13 @@ class ModelConfig:
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
-      raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
+      raise UserError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
     if self.head_dim % 2:
-      raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+      raise UserError(f"head_dim={self.head_dim} must be even for RoPE")
     if self.remat not in REMAT_POLICIES:
-      raise ValueError(f"remat policy {self.remat!r} is not one of {REMAT_POLICIES}")
+      raise UserError(f"remat policy {self.remat!r} is not one of {REMAT_POLICIES}")
     if self.rope_scaling.kind not in SUPPORTED_ROPE_TYPES:
-      raise ValueError(f"rope type {self.rope_scaling.kind!r} is not supported; expected one of {SUPPORTED_ROPE_TYPES}")
+      raise UserError(f"rope type {self.rope_scaling.kind!r} is not supported; expected one of {SUPPORTED_ROPE_TYPES}")
 
   def replace(self, **changes) -> ModelConfig:
     return dataclasses.replace(self, **changes)
@@ -110,7 +112,7 @@ def _get(hf: dict[str, Any], key: str, default: Any = None, required: bool = Tru
   if key in hf and hf[key] is not None:
     return hf[key]
   if required and default is None:
-    raise ValueError(f"config.json: missing required key {key!r}")
+    raise UserError(f"config.json: missing required key {key!r}")
   return default
 
 
@@ -122,7 +124,7 @@ def _rope_from_hf(hf: dict[str, Any]) -> tuple[float, RopeScaling]:
   theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
   kind = params.get("rope_type", params.get("type", "default"))
   if kind not in SUPPORTED_ROPE_TYPES:
-    raise ValueError(f"config.json: rope type {kind!r} is not supported; expected one of {SUPPORTED_ROPE_TYPES}")
+    raise UserError(f"config.json: rope type {kind!r} is not supported; expected one of {SUPPORTED_ROPE_TYPES}")
   rope = RopeScaling(
       kind=kind,
       factor=float(params.get("factor", 1.0)),
@@ -138,14 +140,14 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json") -> ModelConf
   model_type = hf.get("model_type")
   if model_type not in SUPPORTED_MODEL_TYPES:
     archs = hf.get("architectures")
-    raise ValueError(
+    raise UserError(
         f"{source}: unsupported architecture model_type={model_type!r} (architectures={archs}); "
         f"itjax supports model_type in {SUPPORTED_MODEL_TYPES}")
   if model_type == "qwen2" and hf.get("use_sliding_window"):
-    raise ValueError(f"{source}: Qwen2 with use_sliding_window=true is not supported")
+    raise UserError(f"{source}: Qwen2 with use_sliding_window=true is not supported")
   act = hf.get("hidden_act", "silu")
   if act != "silu":
-    raise ValueError(f"{source}: hidden_act={act!r} is not supported; expected 'silu'")
+    raise UserError(f"{source}: hidden_act={act!r} is not supported; expected 'silu'")
   dim = _get(hf, "hidden_size")
   num_heads = _get(hf, "num_attention_heads")
   theta, rope = _rope_from_hf(hf)
