@@ -97,10 +97,10 @@ def test_full_fine_tuning_exports_to_hf_only(tiny_hf_dir, tmp_path):
     export.export_peft(workdir, str(tmp_path / "peft"))
 
 
-def make_peft_adapter(base_dir, out, r=4, alpha=8, targets=("q_proj", "v_proj", "down_proj")):
+def make_peft_adapter(base_dir, out, r=4, alpha=8, targets=("q_proj", "v_proj", "down_proj"), **options):
   torch.manual_seed(1)
   model = peft.get_peft_model(load_hf(base_dir), peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets),
-                                                                 init_lora_weights=False))
+                                                                 init_lora_weights=False, **options))
   model.save_pretrained(out)
   return model.eval()
 
@@ -115,6 +115,22 @@ def test_a_peft_adapter_is_imported_and_continued(tiny_hf_dir, tmp_path):
   tokens = np.asarray(run.tokenizer.encode_chat(CHAT))
   np.testing.assert_allclose(itjax_logits(run, tokens), torch_logits(reference, tokens), atol=1e-4, rtol=0)
   train(config, str(tmp_path / "w"), run)  # continued tuning from it
+
+
+@pytest.mark.parametrize("rslora", [False, True])
+def test_a_peft_adapter_with_per_module_ranks_and_alphas_keeps_its_function(tiny_hf_dir, tmp_path, rslora):
+  """rank_pattern and alpha_pattern (by module name and by one layer's full name): itjax's single rank and scale
+  hold them exactly (zero-padded ranks, scales folded into lora_b); they used to load with the global scale."""
+  reference = make_peft_adapter(tiny_hf_dir, str(tmp_path / "adapter"), use_rslora=rslora,
+                                rank_pattern={"q_proj": 2, "model.layers.1.mlp.down_proj": 6},
+                                alpha_pattern={"v_proj": 20, "model.layers.0.mlp.down_proj": 3})
+  saved = json.load(open(tmp_path / "adapter" / "adapter_config.json"))
+  assert saved["rank_pattern"] and saved["alpha_pattern"]
+  config = load_config(model=tiny_hf_dir, steps=1, eval_every=0, init_adapter=str(tmp_path / "adapter"))
+  run = setup(config, str(tmp_path / "w"))
+  assert run.config.lora.rank == 6 and run.config.lora.alpha == 8.0
+  tokens = np.asarray(run.tokenizer.encode_chat(CHAT))
+  np.testing.assert_allclose(itjax_logits(run, tokens), torch_logits(reference, tokens), atol=1e-4, rtol=0)
 
 
 def test_export_and_import_errors(lora_run, tiny_hf_dir, tmp_path):

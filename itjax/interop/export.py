@@ -201,18 +201,39 @@ def read_peft_adapter(path: str, config: ModelConfig) -> tuple[LoraSpec, dict]:
   unknown = sorted(set(targets) - known)
   if unknown:
     raise UserError(f"{cfg_path}: target_modules {unknown} are not projections itjax adapts ({sorted(known)})")
-  spec = LoraSpec(int(adapter["r"]), float(adapter["lora_alpha"]), (rf".*/({'|'.join(sorted(targets))})/kernel",),
-                  bool(adapter.get("use_rslora", False)), float(adapter.get("lora_dropout", 0.0)))
-  shapes = lora.flatten(param_shapes(config.replace(lora=spec, scan_layers=True)))
+  rank, alpha, rslora = int(adapter["r"]), float(adapter["lora_alpha"]), bool(adapter.get("use_rslora", False))
+  rank_pattern, alpha_pattern = adapter.get("rank_pattern") or {}, adapter.get("alpha_pattern") or {}
+  for key, value in (("rank_pattern", rank_pattern), ("alpha_pattern", alpha_pattern)):
+    if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in value.values()):
+      raise UserError(f"{cfg_path}: {key} must map module names to positive numbers, got {value!r:.100}")
+
+  def own(module_name: str) -> tuple[int, float]:
+    """(rank, scale) of one adapted module, as PEFT gives it: a pattern key that is the name or ends it."""
+    def lookup(patterns, default):
+      for k, v in patterns.items():
+        if k == module_name or re.fullmatch(rf"(?:.*\.)?(?:{k})", module_name):
+          return v
+      return default
+    r, a = int(lookup(rank_pattern, rank)), float(lookup(alpha_pattern, alpha))
+    return r, a / (r ** 0.5 if rslora else r)
+
   tensors = load_file(weights)
-  pattern = re.compile(r"(?:base_model\.model\.)?model\.layers\.(\d+)\.(.+)\.lora_([AB])(?:\.default)?\.weight")
+  pattern = re.compile(r"(?:base_model\.model\.)?(model\.layers\.(\d+)\.(.+))\.lora_([AB])(?:\.default)?\.weight")
+  # Modules may differ in rank and scale (rank_pattern, alpha_pattern); itjax has one of each, so every adapter is
+  # padded with zeros to the largest rank and its scale is folded into lora_b: the same function, exactly.
+  matches = {name: pattern.fullmatch(name) for name in tensors}
+  top = max([rank] + [own(m.group(1))[0] for m in matches.values() if m is not None])
+  spec = LoraSpec(top, alpha, (rf".*/({'|'.join(sorted(targets))})/kernel",), rslora,
+                  float(adapter.get("lora_dropout", 0.0)))
+  scale = alpha / (top ** 0.5 if rslora else top)
+  shapes = lora.flatten(param_shapes(config.replace(lora=spec, scan_layers=True)))
   out: dict[str, np.ndarray] = {}
   filled: dict[str, set[int]] = {}
   for name, value in tensors.items():
-    m = pattern.fullmatch(name)
+    m = matches[name]
     if m is None:
       raise UserError(f"{weights}: tensor {name!r} is not a LoRA weight of a decoder layer")
-    layer, hf_module, which = int(m.group(1)), m.group(2), m.group(3)
+    layer, hf_module, which = int(m.group(2)), m.group(3), m.group(4)
     module = HF_MODULES.get(hf_module)
     if module is None:
       raise UserError(f"{weights}: tensor {name!r} adapts {hf_module!r}, which itjax does not adapt")
@@ -220,10 +241,16 @@ def read_peft_adapter(path: str, config: ModelConfig) -> tuple[LoraSpec, dict]:
     if key not in shapes:
       raise UserError(f"{weights}: tensor {name!r} has no place in this model")
     want = shapes[key].shape  # [L, in, R] or [L, R, out]
-    if layer >= want[0] or value.T.shape != tuple(want[1:]):
-      raise UserError(f"{weights}: tensor {name!r} has shape {tuple(value.shape)}, expected "
-                      f"{tuple(want[1:])[::-1]} for layer < {want[0]} of this base model")
-    out.setdefault(key, np.zeros(want, np.float32))[layer] = value.T
+    r, own_scale = own(m.group(1))
+    expected = (want[1], r) if which == "A" else (r, want[2])
+    if layer >= want[0] or value.T.shape != expected:
+      raise UserError(f"{weights}: tensor {name!r} has shape {tuple(value.shape)}, expected {expected[::-1]} for "
+                      f"layer < {want[0]} of this base model (rank {r})")
+    slot = out.setdefault(key, np.zeros(want, np.float32))[layer]
+    if which == "A":
+      slot[:, :r] = value.T
+    else:
+      slot[:r, :] = value.T * (own_scale / scale)
     filled.setdefault(key, set()).add(layer)
   missing = sorted(k for k in shapes if k.endswith(("/lora_a", "/lora_b"))
                    and len(filled.get(k, ())) != shapes[k].shape[0])
