@@ -12,8 +12,8 @@ import json
 import os
 import time
 
-CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                      "smollm2_135m_lora.py")
+# itjax/configs links to the repository's configs/ and is package data, so an installed itjax has them too.
+CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "smollm2_135m_lora.py")
 HEADLINE = (("tasks", "seen", "%"), ("tasks", "heldout", "%"), ("tasks", "all", "%"),
             ("tasks", "mean_response_tokens", "tokens"),
             ("forgetting", "kl_general", "nats/token"), ("forgetting", "kl_tasks", "nats/token"),

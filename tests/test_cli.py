@@ -127,3 +127,33 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, cap
     assert "Traceback (most recent call last)" in err and "in boom" in err
     assert err.rstrip().endswith("this is a bug in itjax, not a problem with the input; please report it with the "
                                  "traceback above")
+
+
+def test_an_installed_itjax_has_the_demo_config(tmp_path):
+  """`itjax demo` outside a checkout: the wheel carries configs/ as itjax/configs, and the demo reads it from there."""
+  import os
+  import shutil
+  import zipfile
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  src = tmp_path / "src"  # a copy, so that the build leaves nothing in the checkout
+  src.mkdir()
+  for name in ("pyproject.toml", "README.md"):
+    shutil.copy(os.path.join(root, name), src / name)
+  for name in ("itjax", "configs"):
+    shutil.copytree(os.path.join(root, name), src / name, symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+  built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+  assert built.returncode == 0, built.stderr[-2000:]
+  (wheel,) = (tmp_path / "dist").glob("itjax-*.whl")
+  site = tmp_path / "site"
+  zipfile.ZipFile(wheel).extractall(site)
+  with open(os.path.join(root, "configs", "smollm2_135m_lora.py")) as f:
+    assert (site / "itjax" / "configs" / "smollm2_135m_lora.py").read_text() == f.read()
+  probe = ("import itjax.demo as d; c = d.load_config(); "
+           "print(d.CONFIG); print(c.tasks.n, c.steps)")
+  ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(site)})
+  assert ran.returncode == 0, ran.stderr[-2000:]
+  path, numbers = ran.stdout.splitlines()
+  assert path.startswith(str(site)) and numbers.split()[0] == "2000"
