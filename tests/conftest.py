@@ -5,6 +5,32 @@ import os
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+NEEDS_THE_GGUF = {"smollm2_gguf", "itjax_smollm2"}
+
+
+def pytest_collection_modifyitems(config, items):
+  """A test that takes the SmolLM2 GGUF is slow (a 98 MB download on a fresh machine), whether marked or not."""
+  for item in items:
+    if NEEDS_THE_GGUF & set(getattr(item, "fixturenames", ())):
+      item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def offline_unless_slow(request, monkeypatch):
+  """`-m "not slow"` runs offline: a test not marked slow that reaches for a download fails and says so."""
+  if request.node.get_closest_marker("slow"):
+    return
+  from itjax import demo_model
+  from itjax.evals import text
+
+  def refuse(what):
+    def fail(*args, **kwargs):
+      raise AssertionError(f"{request.node.nodeid} is not marked slow but needs {what} (a download on a fresh "
+                           "machine): mark it slow or give it local data")
+    return fail
+
+  monkeypatch.setattr(demo_model, "fetch", refuse("the SmolLM2 GGUF"))
+  monkeypatch.setattr(text, "default_path", refuse("the default general text"))
 
 
 @pytest.fixture(scope="session")

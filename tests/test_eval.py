@@ -224,11 +224,13 @@ def test_forgetting_rigidity_and_hallucination_inside_training(tiny_hf_dir, tmp_
 def test_bad_forgetting_and_rigidity_input_names_the_file_or_flag(trained, tmp_path):
   empty, probes = tmp_path / "empty.txt", tmp_path / "probes.jsonl"
   empty.write_text("")
+  prose = tmp_path / "prose.txt"  # a local text: the default one is a download
+  prose.write_text("A short paragraph of plain prose for the perplexity part of the suite.\n")
   probes.write_text('{"prompt": "2 + 2?", "answer": 4}\n{"prompt": "3 + 3?"}\n')
   with pytest.raises(ValueError, match=f"--text {empty}: the text is empty"):
     run(trained, ["forgetting"], str(tmp_path / "o"), inputs=Inputs(text=str(empty)))
   with pytest.raises(ValueError, match=f"{probes}:2: missing 'answer'"):
-    run(trained, ["forgetting"], str(tmp_path / "o"), inputs=Inputs(probes=str(probes)))
+    run(trained, ["forgetting"], str(tmp_path / "o"), inputs=Inputs(text=str(prose), probes=str(probes)))
   with pytest.raises(ValueError, match="--perturbations.*'typo'"):
     run(trained, ["rigidity"], str(tmp_path / "o"), inputs=Inputs(perturbations=("case", "typo")))
   assert not os.path.exists(tmp_path / "o" / "results.json")
