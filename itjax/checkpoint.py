@@ -9,24 +9,58 @@ WORKDIR/best.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import orbax.checkpoint as ocp
 
+from itjax.atomic import write_json
 from itjax.errors import InputNotFound
 from itjax.model.config import LoraSpec
 
 
-def sha256_file(path: str) -> str:
-  """sha256 of a file, or of a directory's weight files in name order."""
+WEIGHT_FILES = (".safetensors", ".gguf")
+
+
+def _hash_files(files: list[str]) -> str:
   h = hashlib.sha256()
-  files = [path] if os.path.isfile(path) else sorted(
-      os.path.join(path, f) for f in os.listdir(path) if f.endswith((".safetensors", ".gguf", ".json")))
   for name in files:
     with open(name, "rb") as f:
       for block in iter(lambda: f.read(1 << 22), b""):
         h.update(block)
   return h.hexdigest()
+
+
+def weights_sha256(path: str, cache: str | None = None) -> str:
+  """sha256 of a model's weights: the file, or a directory's weight files in name order (not its JSON: editing a
+  tokenizer's chat template does not change the weights). Remembered in CACHE/weights_sha256.json against each
+  file's (path, size, mtime), so an unchanged base is read once, not at every start."""
+  from itjax.demo_model import cache_dir
+  files = [path] if os.path.isfile(path) else sorted(
+      os.path.join(path, f) for f in os.listdir(path) if f.endswith(WEIGHT_FILES))
+  stats = [os.stat(f) for f in files]
+  key = json.dumps([[os.path.abspath(f), st.st_size, st.st_mtime_ns] for f, st in zip(files, stats)])
+  store = os.path.join(cache or cache_dir(), "weights_sha256.json")
+  try:
+    with open(store) as f:
+      known = json.load(f)
+  except (OSError, ValueError):
+    known = {}
+  if key not in known:
+    known[key] = _hash_files(files)
+    try:
+      os.makedirs(os.path.dirname(store), exist_ok=True)
+      write_json(store, known)
+    except OSError:  # a read-only cache costs a re-hash next time, nothing more
+      pass
+  return known[key]
+
+
+def legacy_sha256(path: str) -> str:
+  """The hash checkpoints stored before weights_sha256: weight files and JSON files of a directory."""
+  files = [path] if os.path.isfile(path) else sorted(
+      os.path.join(path, f) for f in os.listdir(path) if f.endswith(WEIGHT_FILES + (".json",)))
+  return _hash_files(files)
 
 
 class Checkpointer:

@@ -25,7 +25,7 @@ from itjax import config as config_lib
 from itjax import lora as lora_lib
 from itjax import metrics as metrics_lib
 from itjax import optim, sharding
-from itjax.checkpoint import Checkpointer, sha256_file
+from itjax.checkpoint import Checkpointer, legacy_sha256, weights_sha256
 from itjax.data import dataset
 from itjax.data.pipeline import Pipeline
 from itjax.errors import NonFinite, UserError
@@ -192,7 +192,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
                       in_shardings=(state_sh["params"], frozen_sh, eval_sh), out_shardings=sharding.replicated(mesh),
                       compiler_options=compiler_options())
   flops = metrics_lib.train_flops_per_token(mcfg, shapes, set(lora_lib.flatten(trainable)), config.max_len)
-  base = {"path": os.path.abspath(src), "sha256": sha256_file(src)}
+  base = {"path": os.path.abspath(src), "weights_sha256": weights_sha256(src)}
   return Run(config, workdir, mcfg, loaded.tokenizer, state, frozen, train_step, eval_step, pipeline, validation,
              mesh, batch_sh, eval_sh, base, report, flops)
 
@@ -241,9 +241,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
   if resumed is not None:
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), run.state)
     run.state, meta = ckpt.restore(abstract)
-    if meta["base"]["sha256"] != run.base["sha256"]:
+    saved = meta["base"].get("weights_sha256") or meta["base"]["sha256"]  # the latter: an older checkpoint's
+    now = run.base["weights_sha256"] if "weights_sha256" in meta["base"] else legacy_sha256(run.base["path"])
+    if saved != now:
       raise UserError(f"{workdir}: the checkpoint was trained on base weights {meta['base']['path']} "
-                      f"(sha256 {meta['base']['sha256'][:12]}), not {run.base['path']}")
+                      f"(sha256 {saved[:12]}), not those of {run.base['path']}")
     run.pipeline.set_state(meta["data_state"])
     best_eval = meta.get("best_eval")
     _log(f"resuming {workdir} at step {resumed}")

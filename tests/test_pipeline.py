@@ -159,3 +159,26 @@ def test_drop_types_leaves_out_training_records_by_type_and_counts_them(tmp_path
   bad.write_text(json.dumps({"instruction": "x", "output": "y", "types": "json"}) + "\n")
   with pytest.raises(DataError, match="bad.jsonl:1: 'types' is not a list of strings"):
     dataset.load_sources(str(bad), tok, options)
+
+
+def test_the_resume_fingerprint_is_the_data_and_settings_not_paths_or_hosts():
+  """Moved files and another number of processes (the same global batch) resume; other tokens or settings do not."""
+  base = pipeline(epochs=1).fingerprint()
+  moved = [Source(f"/elsewhere/{s.name}.jsonl", s.examples, s.weight) for s in SOURCES]
+  assert pipeline(sources=moved, epochs=1).fingerprint() == base
+  halves = [pipeline(epochs=1, process_index=i, process_count=2) for i in range(2)]
+  assert {p.fingerprint() for p in halves} == {base}
+  one = pipeline(epochs=1)
+  for _ in range(3):
+    next(one)
+  for half in halves:
+    half.set_state(one.get_state())  # resumed on two hosts: together they give the one host's next batch
+  nxt = next(one)
+  rows = [next(h) for h in halves]
+  assert all(np.array_equal(np.concatenate([r[k] for r in rows]), nxt[k]) for k in nxt)
+  changed = [Source(SOURCES[0].name, [(SOURCES[0].examples[0][0] + 1, SOURCES[0].examples[0][1])]
+                    + SOURCES[0].examples[1:], SOURCES[0].weight), SOURCES[1]]
+  assert pipeline(sources=changed, epochs=1).fingerprint() != base
+  assert pipeline(epochs=1, seed=4).fingerprint() != base
+  with pytest.raises(ValueError, match="fingerprint"):
+    pipeline(epochs=1, seed=4).set_state(one.get_state())

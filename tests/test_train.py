@@ -254,3 +254,25 @@ def test_self_replay_that_keeps_nothing_stops_naming_the_key(tiny_hf_dir, tmp_pa
   with pytest.raises(ValueError, match=r"config.replay: none of the base's 3 answers was kept \(rejected: "
                                        r"truncated 3\); raise replay.max_new_tokens"):
     setup(load_config(model=tiny_hf_dir, **{"replay.n": 3}), str(tmp_path))
+
+
+def test_base_weights_are_hashed_once_and_by_their_weights_only(tiny_hf_dir, tmp_path):
+  """The resume check's hash: unchanged when only JSON changes (a chat template edit), changed with the weights,
+  and read from the cache while (path, size, mtime) hold."""
+  import shutil
+  from itjax.checkpoint import weights_sha256
+  model, cache = tmp_path / "model", str(tmp_path / "cache")
+  shutil.copytree(tiny_hf_dir, model)
+  first = weights_sha256(str(model), cache)
+  config = json.loads((model / "tokenizer_config.json").read_text())
+  (model / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": "{{ messages }}"}))
+  assert weights_sha256(str(model), cache) == first
+  store = tmp_path / "cache" / "weights_sha256.json"
+  known = json.loads(store.read_text())
+  store.write_text(json.dumps({k: "remembered" for k in known}))
+  assert weights_sha256(str(model), cache) == "remembered"  # no re-read of an unchanged file
+  weights = model / "model.safetensors"
+  data = bytearray(weights.read_bytes())
+  data[-1] ^= 1
+  weights.write_bytes(bytes(data))
+  assert weights_sha256(str(model), cache) not in (first, "remembered")

@@ -145,13 +145,14 @@ class Pipeline:
     return batch
 
   def fingerprint(self) -> str:
-    """A hash of everything the batches depend on, except the batch index."""
+    """A hash of everything the global batches depend on, except the batch index: the settings and the tokens, not
+    where the files lie nor how many processes share a batch (a run resumes from moved data or on other hosts)."""
     if self._fingerprint is not None:
       return self._fingerprint
     h = hashlib.sha256(json.dumps([self.max_len, self.batch_size, self.seed, self.epochs, self.pack,
-                                   self.pad_id, self.process_count]).encode())
+                                   self.pad_id]).encode())
     for s in self.sources:
-      h.update(f"{s.name}|{s.weight}|{len(s.examples)}".encode())
+      h.update(f"{s.weight}|{len(s.examples)}".encode())
       for ids, mask in s.examples:
         h.update(ids.tobytes())
         h.update(np.packbits(mask).tobytes())
