@@ -83,7 +83,7 @@ def run_demo(workdir: str, config=None) -> dict:
        f"{subset} general prompts) and rigidity ({subset} + {subset} tasks, perturbed) to show what the gain costs")
   heldout_before = evaluate(run, heldout_batches)  # the fresh adapters: the base model
 
-  summary = train(config, workdir, run)
+  summary = train(config, workdir, run, started=start)
   lines = _eval_lines(workdir)
   before, after = lines.get(0, {}), lines.get(summary["steps"], {})
   losses = {"validation_loss": (summary.get("eval_loss_start"), summary.get("eval_loss_end")),

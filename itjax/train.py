@@ -231,8 +231,11 @@ def _check_finite(step: int, values: dict) -> None:
       raise NonFiniteError(f"step {step}: {k} is {v}; stopping (the last checkpoint is intact)")
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = None) -> dict:
-  """Trains (or resumes) to config.steps; returns a summary."""
+def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = None,
+          started: float | None = None) -> dict:
+  """Trains (or resumes) to config.steps; returns a summary. `started` (time.time()) is when the whole job began,
+  for the expected duration printed once two steps have run (default: now)."""
+  started = started or time.time()
   run = run or setup(config, workdir)
   c = run.config
   ckpt = Checkpointer(workdir, c.keep_checkpoints, c.keep_best)
@@ -261,14 +264,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
   from itjax.evals.live import LiveEvaluator
   live_eval = LiveEvaluator(run)
   evals = summary["evals"] = {}  # {step: {suite: SuiteOutput}}: this call's generation evaluations
+  evaluating = time.time()
   if start == 0:
     summary["eval_loss_start"] = evaluate(run)
     if summary["eval_loss_start"] is not None:
       writer.write(0, {"eval_loss": summary["eval_loss_start"]})
     if live_eval.suites:
       evals[0] = live_eval(run, 0, writer)
+  eval_seconds = time.time() - evaluating if live_eval.suites and start == 0 else 0.0
   bar = tqdm(total=c.steps, initial=start, desc="train", unit="step", disable=jax.process_index() != 0,
              dynamic_ncols=True)
+  timing = None  # (time, steps done) after the first step (with its compilation); () once estimated
   pending = None  # (step, metrics on device): fetched one step late, so dispatch runs ahead of the device
   last_time = time.perf_counter()
   step = start
@@ -285,6 +291,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
       if step % c.log_every == 0 or eval_now or save_now:
         last_time = _finish(run, writer, bar, pending, last_time, peak)
         pending = None
+      if timing is None and bar.n > start:
+        timing = (time.time(), bar.n)
+      elif timing and bar.n > timing[1]:  # a step without compilation: say once what the whole run will take
+        per_step = (time.time() - timing[0]) / (bar.n - timing[1])
+        total = time.time() - started + (c.steps - bar.n) * per_step + eval_seconds
+        _log(f"expected duration: about {total / 60:.1f} min in all ({c.steps - start} steps at {per_step:.1f} s"
+             + (f"; the evaluations before the first step took {eval_seconds / 60:.1f} min and run again after the "
+                "last" if eval_seconds else "") + ")")
+        timing = ()
       if live_eval.suites and ((c.eval.every and step % c.eval.every == 0) or step == c.steps):
         evals[step] = live_eval(run, step, writer)  # before this step's checkpoint: a resume never repeats it
       eval_loss = evaluate(run) if eval_now else None

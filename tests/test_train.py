@@ -198,6 +198,9 @@ def test_smollm2_smoke_config_runs(smollm2_gguf, tmp_path):
   dropped = re.search(r"data.drop_types: left out (\d+) of the 64 records of data.train \(arithmetic (\d+), "
                       r"date_add (\d+), paragraphs (\d+), sort_numbers (\d+), sort_words (\d+)\)", result.stderr)
   assert dropped and 0 < int(dropped[1]) < 64 and all(int(n) > 0 for n in dropped.groups()[1:]), result.stderr[-2000:]
+  expected = re.findall(r"expected duration: about ([\d.]+) min in all \(4 steps at ([\d.]+) s; the evaluations before "
+                        r"the first step took [\d.]+ min and run again after the last\)", result.stderr)
+  assert len(expected) == 1 and float(expected[0][0]) > 0 and float(expected[0][1]) > 0, result.stderr[-2000:]
   assert [s for s, _ in losses(str(workdir))] == [1, 2, 3, 4]
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir / "tensorboard"))
   assert os.listdir(workdir / "checkpoints") and (workdir / "loss.png").stat().st_size > 0
