@@ -67,18 +67,28 @@ def init_adapters(config: ModelConfig, rng: jax.Array) -> dict:
   return unflatten(out)
 
 
+def merged_kernel(kernel, a, b, scale: float) -> np.ndarray:
+  """W + scale * A @ B for one layer's kernel ([in, out], [in, R], [R, out]), in float64, rounded once to float32."""
+  merged = np.asarray(a, np.float64) @ np.asarray(b, np.float64)  # the one float64 temporary of the kernel's size
+  merged *= scale
+  merged += np.asarray(kernel)
+  return merged.astype(np.float32)
+
+
 def merge_adapters(config: ModelConfig, params: dict) -> tuple[ModelConfig, dict]:
-  """(config without LoRA, params with every adapted kernel replaced by W + scale * A @ B, computed in float64 and
-  rounded once to float32)."""
+  """(config without LoRA, params with every adapted kernel replaced by W + scale * A @ B), one layer at a time: the
+  float64 temporaries are one layer's, and the merged stacks are float32."""
   if config.lora is None:
     return config, params
   flat = flatten(params)
   out = {k: v for k, v in flat.items() if not k.endswith(("/lora_a", "/lora_b"))}
   for path in [k for k in flat if k.endswith("/lora_a")]:
     module = path[:-len("/lora_a")]
-    a = np.asarray(flat[path], np.float64)
-    b = np.asarray(flat[module + "/lora_b"], np.float64)
-    kernel = np.asarray(flat[module + "/kernel"], np.float64)
-    merged = kernel + config.lora.scale * np.matmul(a, b)  # [..., in, R] @ [..., R, out], rounded once
-    out[module + "/kernel"] = merged.astype(np.float32)
+    a, b, kernel = flat[path], flat[module + "/lora_b"], flat[module + "/kernel"]
+    merged = np.empty(kernel.shape, np.float32)  # [L, in, out] (scanned layers) or [in, out]
+    if merged.ndim == 2:
+      merged[...] = merged_kernel(kernel, a, b, config.lora.scale)
+    for i in range(merged.shape[0] if merged.ndim == 3 else 0):
+      merged[i] = merged_kernel(kernel[i], a[i], b[i], config.lora.scale)
+    out[module + "/kernel"] = merged
   return config.replace(lora=None), unflatten(out)

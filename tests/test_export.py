@@ -133,6 +133,37 @@ def test_a_peft_adapter_with_per_module_ranks_and_alphas_keeps_its_function(tiny
   np.testing.assert_allclose(itjax_logits(run, tokens), torch_logits(reference, tokens), atol=1e-4, rtol=0)
 
 
+def test_a_merged_export_holds_at_most_two_layers_beside_the_params(tmp_path):
+  """A 280 MB random model with LoRA on every projection, written as merged safetensors: numpy's peak allocation
+  during the export stays under two layers' bytes above the params already held, and the merge is exact."""
+  import tracemalloc
+  from safetensors.numpy import load_file
+  from itjax.model.config import LoraSpec, ModelConfig
+  from itjax.model.llama import param_shapes
+  config = ModelConfig(vocab_size=16000, dim=768, mlp_dim=3072, num_layers=6, num_heads=12, num_kv_heads=4,
+                       head_dim=64, lora=LoraSpec(8, 16.0))
+  rng = np.random.default_rng(0)
+  flat = {k: rng.standard_normal(s.shape, np.float32) * 0.02 for k, s in lora_lib.flatten(param_shapes(config)).items()}
+  params = lora_lib.unflatten(flat)
+  total = sum(v.nbytes for k, v in flat.items() if "lora" not in k)
+  layer = sum(v.nbytes for k, v in flat.items() if k.startswith("layers/") and "lora" not in k) // config.num_layers
+  assert total > 250e6
+  tracemalloc.start()
+  try:
+    base = tracemalloc.get_traced_memory()[0]
+    names = export.save_safetensors(export.hf_tensors(config, params), str(tmp_path), "float32", shard_bytes=10 ** 9)
+    peak = tracemalloc.get_traced_memory()[1] - base
+  finally:
+    tracemalloc.stop()
+  assert names == ["model.safetensors"] and peak < 2 * layer, f"peak {peak / 1e6:.1f} MB, a layer {layer / 1e6:.1f} MB"
+  written = load_file(str(tmp_path / "model.safetensors"))
+  assert len(written) == 2 + 9 * config.num_layers + (0 if config.tie_embeddings else 1)
+  a, b, w = (flat[f"layers/mlp/down_proj/{k}"][3].astype(np.float64) for k in ("lora_a", "lora_b", "kernel"))
+  want = (w + config.lora.scale * a @ b).astype(np.float32).T
+  np.testing.assert_array_equal(written["model.layers.3.mlp.down_proj.weight"], want)
+  np.testing.assert_array_equal(written["model.layers.3.input_layernorm.weight"], flat["layers/attn_norm/scale"][3])
+
+
 def test_export_and_import_errors(lora_run, tiny_hf_dir, tmp_path):
   with pytest.raises(FileNotFoundError, match="no checkpoint"):
     os.makedirs(tmp_path / "empty" / "checkpoints")

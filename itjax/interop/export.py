@@ -10,11 +10,13 @@ into a temporary directory beside OUT and renamed into place; an existing OUT is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 
 import numpy as np
 
@@ -74,49 +76,91 @@ def hf_config_dict(config: ModelConfig, tokenizer, dtype: str) -> dict:
   return out
 
 
-def hf_tensors(config: ModelConfig, params: dict) -> dict[str, np.ndarray]:
-  """HF-named tensors ([out, in] weights) from scanned-layout params."""
+@dataclasses.dataclass(frozen=True)
+class Tensor:
+  """One tensor of an export: its shape now, its values when written (so that one tensor exists at a time)."""
+  shape: tuple[int, ...]
+  read: Callable[[], np.ndarray]
+
+
+def hf_tensors(config: ModelConfig, params: dict) -> dict[str, Tensor]:
+  """HF-named tensors ([out, in] weights) from scanned-layout params. With config.lora, an adapted kernel is merged
+  when it is read, one layer at a time (W + scale * A @ B in float64, rounded once): no merged copy of the model."""
+  from itjax.lora import merged_kernel
+
   def at(tree, path):
     for key in path:
       tree = tree[key]
-    return np.asarray(tree)
+    return tree
 
   out = {}
   for path, name, _, is_kernel in top_tensors(config):
     value = at(params, path)
-    out[name] = value.T if is_kernel else value
+    out[name] = Tensor(tuple(reversed(value.shape)) if is_kernel else tuple(value.shape),
+                       lambda v=value, t=is_kernel: np.asarray(v).T if t else np.asarray(v))
   for path, name, _, is_kernel in layer_tensors(config):
     stacked = at(params["layers"], path)
+    module = at(params["layers"], path[:-1])
+    adapted = is_kernel and config.lora is not None and "lora_a" in module
     for i in range(config.num_layers):
-      out[f"model.layers.{i}.{name}"] = stacked[i].T if is_kernel else stacked[i]
+      shape = tuple(stacked.shape[1:])
+      if adapted:
+        read = (lambda i=i, m=module: merged_kernel(m["kernel"][i], m["lora_a"][i], m["lora_b"][i],
+                                                    config.lora.scale).T)
+      else:
+        read = lambda i=i, v=stacked, t=is_kernel: np.asarray(v[i]).T if t else np.asarray(v[i])
+      out[f"model.layers.{i}.{name}"] = Tensor(shape[::-1] if is_kernel else shape, read)
   return out
 
 
-def save_safetensors(tensors: dict[str, np.ndarray], directory: str, dtype: str,
-                     shard_bytes: int = SHARD_BYTES) -> list[str]:
-  """model.safetensors, or model-0000i-of-0000n.safetensors + model.safetensors.index.json above shard_bytes.
+SAFETENSORS_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 
-  Tensors are cast to `dtype` one shard at a time, so at most one shard's copy exists beside the params.
-  """
-  import jax.numpy as jnp
-  from safetensors.flax import save_file
-  itemsize = jnp.dtype(dtype).itemsize
+
+def write_safetensors(path: str, tensors: dict[str, Tensor], dtype: str, metadata: dict | None = None) -> None:
+  """A .safetensors file written one tensor at a time: the header from the shapes, then each tensor's bytes as it
+  is read and cast (little-endian, as the format is)."""
+  import ml_dtypes
+  np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+  header, offset = {}, 0
+  for name, t in tensors.items():
+    nbytes = int(np.prod(t.shape, dtype=np.int64)) * np_dtype.itemsize
+    header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(t.shape),
+                    "data_offsets": [offset, offset + nbytes]}
+    offset += nbytes
+  if metadata:
+    header["__metadata__"] = metadata
+  text = json.dumps(header, separators=(",", ":")).encode()
+  text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+  with open(path, "wb") as f:
+    f.write(len(text).to_bytes(8, "little"))
+    f.write(text)
+    for name, t in tensors.items():
+      value = np.ascontiguousarray(np.asarray(t.read(), np.float32).astype(np_dtype, copy=False))
+      if value.shape != t.shape:
+        raise RuntimeError(f"{name}: read {value.shape}, announced {t.shape}")
+      f.write(value.view(np.uint8).data if value.ndim else value.tobytes())
+
+
+def save_safetensors(tensors: dict[str, Tensor], directory: str, dtype: str,
+                     shard_bytes: int = SHARD_BYTES) -> list[str]:
+  """model.safetensors, or model-0000i-of-0000n.safetensors + model.safetensors.index.json above shard_bytes; each
+  tensor is read, cast and written on its own, so an export holds one tensor beside the params."""
+  itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+  sizes = {name: int(np.prod(t.shape, dtype=np.int64)) * itemsize for name, t in tensors.items()}
   shards, current, size = [], [], 0  # names per shard, by their size in `dtype`
-  for name, value in tensors.items():
-    nbytes = value.size * itemsize
-    if current and size + nbytes > shard_bytes:
+  for name in tensors:
+    if current and size + sizes[name] > shard_bytes:
       shards.append(current)
       current, size = [], 0
     current.append(name)
-    size += nbytes
+    size += sizes[name]
   shards.append(current)
   names = (["model.safetensors"] if len(shards) == 1 else
            [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
   for fname, shard in zip(names, shards):
-    cast = {k: jnp.asarray(np.ascontiguousarray(tensors[k]), dtype=jnp.dtype(dtype)) for k in shard}
-    save_file(cast, os.path.join(directory, fname), metadata={"format": "pt"})
+    write_safetensors(os.path.join(directory, fname), {k: tensors[k] for k in shard}, dtype, {"format": "pt"})
   if len(shards) > 1:
-    index = {"metadata": {"total_size": sum(v.size for v in tensors.values()) * itemsize},
+    index = {"metadata": {"total_size": sum(sizes.values())},
              "weight_map": {k: fname for fname, shard in zip(names, shards) for k in shard}}
     with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
       json.dump(index, f, indent=2)
@@ -125,17 +169,22 @@ def save_safetensors(tensors: dict[str, np.ndarray], directory: str, dtype: str,
 
 def export_hf(workdir: str, out: str, step: int | None = None, dtype: str = "float32", overwrite: bool = False,
               shard_bytes: int = SHARD_BYTES) -> str:
-  """Base + merged LoRA (or the fine-tuned params) as a HF model directory with tokenizer and chat template."""
-  from itjax.loading import load_workdir
+  """Base + merged LoRA (or the fine-tuned params) as a HF model directory with tokenizer and chat template. The
+  merge happens as each layer's tensor is written, so the export needs little memory beyond the base's params."""
+  from itjax import lora
+  from itjax.checkpoint import lora_spec
+  from itjax.loading import load_trained
   from itjax.tokenizer import HFTokenizer
-  loaded = load_workdir(workdir, step=step)
-  tok = loaded.tokenizer
+  base, trained, meta = load_trained(workdir, step)
+  tok = base.tokenizer
   if not isinstance(tok, HFTokenizer):
     raise UserError(f"{workdir}: the base's tokenizer is not a Hugging Face tokenizer and cannot be exported")
+  config = base.config.replace(lora=lora_spec(meta))
+  params = lora.join(trained, base.params)
   with atomic_dir(out, overwrite) as tmp:
-    save_safetensors(hf_tensors(loaded.config, loaded.params), tmp, dtype, shard_bytes)
+    save_safetensors(hf_tensors(config, params), tmp, dtype, shard_bytes)
     with open(os.path.join(tmp, "config.json"), "w") as f:
-      json.dump(hf_config_dict(loaded.config, tok, dtype), f, indent=2)
+      json.dump(hf_config_dict(config.replace(lora=None), tok, dtype), f, indent=2)
     generation = {"bos_token_id": tok.bos_id, "eos_token_id": list(tok.eos_ids), "pad_token_id": tok.pad_id}
     with open(os.path.join(tmp, "generation_config.json"), "w") as f:
       json.dump(generation, f, indent=2)
