@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 
 import orbax.checkpoint as ocp
 
 from itjax.atomic import write_json
-from itjax.errors import InputNotFound
+from itjax.errors import InputNotFound, UserError
 from itjax.model.config import LoraSpec
 
 
@@ -63,6 +64,10 @@ def legacy_sha256(path: str) -> str:
   return _hash_files(files)
 
 
+class DamagedCheckpoint(UserError):
+  """The newest checkpoint cannot be restored and config.resume is strict."""
+
+
 class Checkpointer:
   def __init__(self, workdir: str, keep: int, keep_best: bool):
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
@@ -88,6 +93,27 @@ class Checkpointer:
     out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                                             meta=ocp.args.JsonRestore()))
     return out["state"], out["meta"]
+
+  def restore_newest(self, abstract_state: dict, strict: bool, warn) -> tuple[int, dict, dict] | None:
+    """(step, state, meta) of the newest checkpoint that restores, None if there is none. A damaged one (missing or
+    truncated files, bad metadata) is reported through `warn` and skipped, or, when `strict`, stops the run."""
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        return (step, *self.restore(abstract_state, step))
+      except Exception as e:  # orbax and tensorstore raise many kinds; each means this step cannot be used
+        where = os.path.join(self.manager.directory, str(step))
+        problem = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        if strict:
+          raise DamagedCheckpoint(f"{where}: the checkpoint of step {step} cannot be restored ({problem}); "
+                                  "config.resume=strict stops here (auto resumes from an older one)") from None
+        aside = f"{where}.damaged"
+        while os.path.exists(aside):
+          aside += "+"
+        os.replace(where, aside)  # kept for a look, out of the way of the steps
+        warn(f"warning: {where}: the checkpoint of step {step} cannot be restored ({problem}); moved to {aside}, "
+             "trying an older one")
+        self.manager.reload()  # the step is gone: later saves may use its number again
+    return None
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -115,11 +141,25 @@ def read_meta(workdir: str, step: int | None = None) -> dict:
 
 
 def read_trained(workdir: str, step: int | None = None) -> tuple[dict, dict]:
-  """(trained params, metadata) of a workdir's checkpoint, as host arrays."""
-  manager, step = _latest(workdir, step)
-  out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                      meta=ocp.args.JsonRestore()))
-  return out["state"]["params"], out["meta"]
+  """(trained params, metadata) of a workdir's checkpoint, as host arrays: `step`, or the newest that restores
+  (a damaged one is named and passed over). Says on stderr which step it used."""
+  manager, latest = _latest(workdir, step)
+  steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
+  for i, s in enumerate(steps):
+    try:
+      out = manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                        meta=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax and tensorstore raise many kinds; each means this step cannot be used
+      problem = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+      if step is not None or i == len(steps) - 1:
+        raise DamagedCheckpoint(f"{os.path.join(manager.directory, str(s))}: the checkpoint of step {s} cannot be "
+                                f"restored ({problem})") from None
+      print(f"warning: {os.path.join(manager.directory, str(s))}: the checkpoint of step {s} cannot be restored "
+            f"({problem}); using an older one", file=sys.stderr)
+      continue
+    print(f"{workdir}: the checkpoint of step {s}" + (" (the newest)" if s == latest and step is None else ""),
+          file=sys.stderr)
+    return out["state"]["params"], out["meta"]
 
 
 def lora_spec(meta: dict) -> LoraSpec | None:

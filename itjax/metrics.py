@@ -17,6 +17,7 @@ import os
 
 import jax
 
+from itjax import atomic
 from itjax.lora import flatten
 from itjax.model.config import ModelConfig
 
@@ -61,17 +62,25 @@ class MetricsWriter:
   def __init__(self, workdir: str, resume_step: int | None = None):
     self.path = os.path.join(workdir, "metrics.jsonl")
     if resume_step is not None and os.path.exists(self.path):
-      with open(self.path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-      with open(self.path, "w") as f:
-        f.writelines(keep)
+      keep = []
+      with open(self.path, "rb") as f:
+        for line in f:
+          try:
+            record = json.loads(line)
+          except ValueError:  # the line a killed run was writing: it ends the file, and is written again
+            break
+          if record["step"] <= resume_step:
+            keep.append(line.decode().rstrip("\n") + "\n")
+      atomic.write_text(self.path, lambda f: f.writelines(keep))  # a kill now leaves the old file or the new
     elif resume_step is None and os.path.exists(self.path):
       os.remove(self.path)
     self.file = open(self.path, "a")
     self.tb = None
     if jax.process_index() == 0:
       from tensorboardX import SummaryWriter
-      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      # On resume, TensorBoard hides what the earlier run logged after the checkpoint: the steps run again.
+      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                              purge_step=None if resume_step is None else resume_step + 1)
 
   def write(self, step: int, metrics: dict) -> None:
     record = {"step": step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}}

@@ -239,11 +239,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
   run = run or setup(config, workdir)
   c = run.config
   ckpt = Checkpointer(workdir, c.keep_checkpoints, c.keep_best)
-  resumed = ckpt.latest_step()
   best_eval = None
-  if resumed is not None:
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), run.state)
-    run.state, meta = ckpt.restore(abstract)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), run.state)
+  restored = ckpt.restore_newest(abstract, strict=c.resume == "strict", warn=_log)
+  resumed = restored[0] if restored else None
+  if restored:
+    resumed, run.state, meta = restored
     saved = meta["base"].get("weights_sha256") or meta["base"]["sha256"]  # the latter: an older checkpoint's
     now = run.base["weights_sha256"] if "weights_sha256" in meta["base"] else legacy_sha256(run.base["path"])
     if saved != now:

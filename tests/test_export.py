@@ -213,6 +213,7 @@ def test_export_command(lora_run, tmp_path):
   out = str(tmp_path / "adapter")
   result = run("--format", "peft", "--out", out)
   assert result.returncode == 0, result.stderr
+  assert f"{workdir}: the checkpoint of step " in result.stderr and "(the newest)" in result.stderr  # which one
   assert sorted(os.listdir(out)) == ["adapter_config.json", "adapter_model.safetensors"]
   again = run("--format", "peft", "--out", out)
   assert again.returncode == 1 and "pass --overwrite" in again.stderr

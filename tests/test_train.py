@@ -279,3 +279,34 @@ def test_base_weights_are_hashed_once_and_by_their_weights_only(tiny_hf_dir, tmp
   data[-1] ^= 1
   weights.write_bytes(bytes(data))
   assert weights_sha256(str(model), cache) not in (first, "remembered")
+
+
+def test_a_damaged_checkpoint_is_skipped_or_stops_when_strict(tiny_hf_dir, tmp_path, capfd):
+  """The newest checkpoint cannot be restored (files cut short, or bad metadata): the run says which step, moves it
+  aside and resumes from the one before, to the same losses as a run that never broke; resume=strict stops."""
+  from itjax.checkpoint import DamagedCheckpoint
+  workdir = str(tmp_path / "w")
+  settings = dict(model=tiny_hf_dir, checkpoint_every=2, eval_every=0, keep_checkpoints=3)
+  straight = load_config(steps=6, **settings)
+  strict = load_config(steps=6, resume="strict", **settings)
+  train(straight, str(tmp_path / "straight"))
+  train(load_config(steps=4, **settings), workdir)
+  state = os.path.join(workdir, "checkpoints", "4", "state")
+  for root, _, files in os.walk(state):  # a save cut short: every file of the step loses its second half
+    for name in files:
+      with open(os.path.join(root, name), "r+b") as f:
+        f.truncate(os.path.getsize(os.path.join(root, name)) // 2)
+  with pytest.raises(DamagedCheckpoint, match=r"checkpoints/4: the checkpoint of step 4 cannot be restored .*strict"):
+    train(strict, workdir)
+  capfd.readouterr()
+  summary = train(straight, workdir)
+  err = capfd.readouterr().err
+  assert re.search(r"warning: .*checkpoints/4: the checkpoint of step 4 cannot be restored .* moved to "
+                   r".*checkpoints/4\.damaged", err), err[-2000:]
+  assert f"resuming {workdir} at step 2" in err and summary["steps"] == 6
+  assert losses(workdir) == losses(str(tmp_path / "straight"))
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "4.damaged", "6"]
+  with open(os.path.join(workdir, "checkpoints", "6", "state", "_METADATA"), "w") as f:
+    f.write("{not json")
+  with pytest.raises(DamagedCheckpoint, match=r"checkpoints/6: the checkpoint of step 6 cannot be restored"):
+    train(strict, workdir)
