@@ -144,6 +144,49 @@ def test_sigterm_saves_a_checkpoint_to_resume_from(tiny_hf_dir, tmp_path):
   assert [s for s, _ in losses(workdir)][-2:] == [stopped + 1, stopped + 2]
 
 
+def logged_steps(workdir):
+  """The steps of metrics.jsonl's loss lines, read while a run may be writing (a half line is not a step yet)."""
+  try:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      return [r["step"] for r in map(json.loads, f) if "loss" in r]
+  except (OSError, ValueError):
+    return []
+
+
+@pytest.mark.slow
+def test_kill_9_at_three_moments_resumes_to_the_run_that_was_never_killed(tiny_hf_dir, tmp_path):
+  """`kill -9` at three seeded moments (start-up, steps, checkpoint saves, metric writes: wherever they land), then
+  a re-run: the same losses and params as an uninterrupted run, each step once in metrics.jsonl; a half-written
+  last line is dropped."""
+  import random
+  from itjax.checkpoint import read_trained
+  rng = random.Random(7)
+  args = ["train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"), f"--config.model={tiny_hf_dir}",
+          "--config.steps=12", "--config.checkpoint_every=2", "--config.eval_every=0", "--config.keep_checkpoints=2"]
+  straight, workdir = str(tmp_path / "straight"), str(tmp_path / "killed")
+  assert itjax(*args, "--workdir", straight).returncode == 0
+  cut = []
+  for _ in range(3):
+    proc = subprocess.Popen([sys.executable, "-m", "itjax.cli", *args, "--workdir", workdir],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target, deadline = rng.randint(1, 11), time.time() + 300
+    while proc.poll() is None and time.time() < deadline and len(logged_steps(workdir)) < target:
+      time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 0.6))
+    proc.kill()
+    proc.wait()
+    cut.append(logged_steps(workdir)[-1:])
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write('{"step": 5, "loss": 0.12')  # a write cut in half by the kill
+  final = itjax(*args, "--workdir", workdir)
+  assert final.returncode == 0, final.stderr[-3000:]
+  assert losses(workdir) == losses(straight) and logged_steps(workdir) == list(range(1, 13)), cut
+  trained, want = (lora_lib.flatten(read_trained(w)[0]) for w in (workdir, straight))
+  assert sorted(trained) == sorted(want)
+  for k in want:
+    np.testing.assert_array_equal(np.asarray(trained[k]), np.asarray(want[k]), err_msg=k)
+
+
 @pytest.mark.parametrize("override,message", [
     ("--config.lora.rnak=4", "rnak"),
     ("--config.steps=ten", "steps"),
