@@ -58,7 +58,7 @@ def spec(axes: tuple[str, ...], mesh_sizes: dict[str, int] | None = None, shape=
   out, used = [], set()
   for i, name in enumerate(axes):
     if name not in rules:
-      raise UserError(f"{where or 'param'}: logical axis {name!r} has no rule in itjax.sharding.RULES")
+      raise ValueError(f"{where or 'param'}: logical axis {name!r} has no rule in itjax.sharding.RULES")
     target = rules[name]
     names = () if target is None else (target,) if isinstance(target, str) else target
     names = tuple(n for n in names if n not in used)

@@ -242,7 +242,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
   best_eval = None
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), run.state)
   restored = ckpt.restore_newest(abstract, strict=c.resume == "strict", warn=_log)
-  resumed = restored[0] if restored else None
+  resumed = None
   if restored:
     resumed, run.state, meta = restored
     saved = meta["base"].get("weights_sha256") or meta["base"]["sha256"]  # the latter: an older checkpoint's

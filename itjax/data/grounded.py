@@ -16,8 +16,6 @@ import random
 import re
 from typing import Callable
 
-from itjax.errors import UserError
-
 ABSTENTION = "The sheet does not say."  # the reference reply to an unanswerable question
 INSTRUCTION = "Answer from the sheet only. If the sheet does not say, say so."
 LABELS = ("correct", "partial", "wrong", "abstained", "fabricated", "empty")
@@ -160,7 +158,7 @@ def make_question(rng: random.Random, answerable: bool) -> dict:
 def make_questions(n: int, seed: int) -> list[dict]:
   """n questions, the same for the same seed; n // 2 of them unanswerable, in a seeded order."""
   if n < 0:
-    raise UserError(f"expected a number of questions >= 0, got {n}")
+    raise ValueError(f"expected a number of questions >= 0, got {n}")
   rng = random.Random(f"itjax-grounded:{seed}")
   answerable = [i % 2 == 0 for i in range(n)]
   rng.shuffle(answerable)

@@ -12,8 +12,6 @@ import bisect
 
 import numpy as np
 
-from itjax.errors import UserError
-
 FIELDS = ("inputs", "targets", "weights", "segment_ids", "positions")
 
 
@@ -25,7 +23,7 @@ def best_fit_decreasing(lengths: list[int] | np.ndarray, capacity: int) -> list[
   for i in order:
     n = int(lengths[i])
     if not 0 < n <= capacity:
-      raise UserError(f"example {i} has length {n}; expected 1..{capacity}")
+      raise ValueError(f"example {i} has length {n}; expected 1..{capacity}")
     k = bisect.bisect_left(free, (n, -1))
     if k == len(free):
       rows.append([i])
@@ -54,7 +52,7 @@ def fill_row(batch: dict[str, np.ndarray], r: int, examples: list[tuple[np.ndarr
     n = len(ids) - 1
     end = start + n
     if end > batch["inputs"].shape[1]:
-      raise UserError(f"examples of {end} slots do not fit a row of {batch['inputs'].shape[1]}")
+      raise ValueError(f"examples of {end} slots do not fit a row of {batch['inputs'].shape[1]}")
     batch["inputs"][r, start:end] = ids[:-1]
     batch["targets"][r, start:end] = ids[1:]
     batch["weights"][r, start:end] = mask[1:]

@@ -45,7 +45,7 @@ def _punkt_parameters():
     raise MissingDependency(f"IFEval scoring needs the trained Punkt model ({e}): {INSTALL_HINT}") from e
   bundled = load_bundled("english")
   if bundled.numeric_abbrev_types:
-    raise UserError("the bundled English Punkt model has numeric abbreviations, which NLTK's format cannot hold")
+    raise ValueError("the bundled English Punkt model has numeric abbreviations, which NLTK's format cannot hold")
   params = PunktParameters()
   params.abbrev_types = set(bundled.abbrev_types)
   params.collocations = set(bundled.collocations)

@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from itjax.errors import UserError
 from itjax.generate import bucket_length
 from itjax.model.config import ModelConfig
 from itjax.model.llama import Transformer
@@ -50,11 +49,11 @@ def _batches(sequences: Sequence[Sequence[int]], starts: Sequence[int], pad_id: 
   """(indices, tokens, segments, weights) batches, longest first; weights mark the predicted tokens
   sequences[i][starts[i]:] (position t predicts token t+1)."""
   if len(sequences) != len(starts):
-    raise UserError(f"{len(sequences)} sequences but {len(starts)} starts")
+    raise ValueError(f"{len(sequences)} sequences but {len(starts)} starts")
   for seq, start in zip(sequences, starts):
     if not 1 <= start <= len(seq):
-      raise UserError(f"a scored span must start after the first token and within the sequence: start {start}, "
-                      f"length {len(seq)}")
+      raise ValueError(f"a scored span must start after the first token and within the sequence: start {start}, "
+                       f"length {len(seq)}")
   order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
   i = 0
   while i < len(order):
