@@ -9,7 +9,9 @@ both sides), LoRA rank 8 (alpha 16) on every linear layer of the blocks, AdamW, 
 on every token, or with --trained F on the last F of every 80-token example (a prompt, then its answer; the peer
 gets -100 labels elsewhere, as TRL's assistant-only loss does). Tokens/s is batch * length over the best step time after warm-up (itjax's compile time is reported
 apart). FLOP/s uses the per-token count documented in itjax/metrics.py (about 4 x params for LoRA), against a large
-matmul of the same dtype in JAX and in torch, on the device each runs on (the GPU when there is one).
+matmul of the same dtype in JAX and in torch, on the device each runs on (the GPU when there is one). With
+--trained below 1, itjax skips the vocabulary projection where no loss is taken and the peer does not: the count
+stays the model's, so itjax's FLOP/s then reads higher than the work it did.
 """
 
 from __future__ import annotations

@@ -39,6 +39,9 @@ def matmul_params(config: ModelConfig, shapes: dict, trainable: set[str] | None 
 
 
 def train_flops_per_token(config: ModelConfig, shapes: dict, trainable: set[str], seq_len: int) -> float:
+  """Model FLOPs of a training step per token (the usual count: the vocabulary projection at every position). The
+  step skips that projection where no loss is taken, so with a prompt mask it does fewer FLOPs than this counts,
+  and MFU and TFLOP/s read as model FLOPs per second, not as work the device did."""
   n, nt = matmul_params(config, shapes), matmul_params(config, shapes, trainable)
   attention = 12 * config.num_layers * seq_len * config.num_heads * config.head_dim
   return 4.0 * n + 2.0 * nt + attention
