@@ -8,6 +8,21 @@ from collections.abc import Iterator
 from itjax.errors import InputNotFound, UserError
 
 
+def _constant(name: str):
+  raise ValueError(f"{name} is not a JSON value")
+
+
+def parse(line: str | bytes):
+  """json.loads, strictly: NaN and Infinity are refused, and nesting too deep for Python is an error, not a crash.
+  Raises ValueError saying what is wrong."""
+  try:
+    return json.loads(line, parse_constant=_constant)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{e.msg} at column {e.colno}") from None
+  except RecursionError:
+    raise ValueError("nested too deeply") from None
+
+
 def objects(path: str, what: str) -> Iterator[tuple[str, dict]]:
   """(`path:line`, object) for every non-blank line; `what` names the file in an open error."""
   for where, _, value in lines(path, what):
@@ -30,9 +45,9 @@ def lines(path: str, what: str) -> Iterator[tuple[str, str, dict]]:
       if not line.strip():
         continue
       try:
-        value = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        value = parse(line)
+      except ValueError as e:
+        raise UserError(f"{where}: not valid JSON ({e})") from None
       if not isinstance(value, dict):
         raise UserError(f"{where}: expected a JSON object, got {type(value).__name__}")
       yield where, line, value

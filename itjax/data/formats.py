@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 
+from itjax import jsonl
 from itjax.chat import ROLES
 from itjax.errors import InputNotFound, UserError
 
@@ -212,9 +212,9 @@ def read_records(path: str, fmt: str | None = None, on_error: str = "raise",
         except UnicodeDecodeError as e:
           raise DataError(where, "not valid UTF-8", f"byte {e.start}") from None
         try:
-          obj = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise DataError(where, "not valid JSON", f"{e.msg} at column {e.colno}") from None
+          obj = jsonl.parse(line)
+        except ValueError as e:
+          raise DataError(where, "not valid JSON", str(e)) from None
         if not isinstance(obj, dict):
           raise DataError(where, "not a JSON object", f"got {type(obj).__name__}")
         if fmt is None:

@@ -56,10 +56,27 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def _read(path: str) -> tuple[gguf.GGUFReader, dict]:
+  """The reader and its metadata; a file cut short or with lying lengths is an error naming it. The reader maps the
+  file and checks each length against it, so a lying length is refused, never allocated."""
   if not os.path.isfile(path):
     raise InputNotFound(f"model path {path!r} does not exist")
-  reader = gguf.GGUFReader(path)
-  return reader, {name: field.contents() for name, field in reader.fields.items()}
+  try:
+    reader = gguf.GGUFReader(path)
+    return reader, {name: field.contents() for name, field in reader.fields.items()}
+  except Exception as e:  # the gguf package raises ValueError, IndexError, KeyError, struct and numpy errors
+    raise UserError(f"{path}: not a readable GGUF file ({_brief(e)})") from None
+
+
+def _brief(e: Exception) -> str:
+  return " ".join(f"{type(e).__name__}: {e}".split())[:200]
+
+
+def tensor_values(path: str, t) -> np.ndarray:
+  """A tensor's values as float32 [rows, cols] (GGUF lists the dims innermost first); errors name the tensor."""
+  try:
+    return gguf.quants.dequantize(t.data, t.tensor_type).reshape(tuple(int(d) for d in t.shape[::-1]))
+  except Exception as e:  # data cut short or an unknown quantisation
+    raise UserError(f"{path}: tensor {t.name!r} cannot be read ({_brief(e)})") from None
 
 
 def load_gguf(path: str, dtype: str = "float32",
@@ -75,7 +92,7 @@ def load_gguf(path: str, dtype: str = "float32",
     if full not in tensors:
       raise MissingEntry(f"{path}: GGUF file is missing tensor {full!r}")
     t = tensors[full]
-    w = gguf.quants.dequantize(t.data, t.tensor_type).reshape(tuple(int(d) for d in t.shape[::-1]))
+    w = tensor_values(path, t)
     if permuted and name == "attn_q.weight":
       w = _unpermute(w, config.num_heads)
     elif permuted and name == "attn_k.weight":

@@ -107,11 +107,15 @@ class SafetensorsDir:
     index = os.path.join(path, "model.safetensors.index.json")
     single = os.path.join(path, "model.safetensors")
     if os.path.exists(index):
-      with open(index) as f:
-        weight_map = json.load(f)["weight_map"]
-      self.files = {name: os.path.join(path, fname) for name, fname in weight_map.items()}
+      try:
+        with open(index) as f:
+          weight_map = json.load(f)["weight_map"]
+        self.files = {name: os.path.join(path, fname) for name, fname in weight_map.items()}
+      except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"{index}: not a safetensors index (expected {{\"weight_map\": {{tensor: file}}}}; "
+                        f"{type(e).__name__}: {e})") from None
     elif os.path.exists(single):
-      with safe_open(single, framework="numpy") as f:
+      with self._safe_open(single) as f:
         self.files = {name: single for name in f.keys()}
     else:
       pickles = [f for f in os.listdir(path) if f.endswith((".bin", ".pt", ".pth", ".ckpt"))]
@@ -124,8 +128,22 @@ class SafetensorsDir:
     if fname is None:
       raise MissingEntry(f"{self.path}: safetensors checkpoint is missing tensor {name!r}")
     if fname not in self._open:
-      self._open[fname] = safe_open(fname, framework="numpy")
-    return self._open[fname].get_tensor(name)
+      self._open[fname] = self._safe_open(fname)
+    try:
+      return self._open[fname].get_tensor(name)
+    except Exception as e:  # offsets past the end, a dtype numpy lacks
+      raise UserError(f"{fname}: tensor {name!r} cannot be read ({type(e).__name__}: {e})") from None
+
+  @staticmethod
+  def _safe_open(fname: str):
+    """safetensors checks the header against the file (its length, every tensor's offsets) before any read."""
+    if not os.path.exists(fname):
+      raise InputNotFound(f"{fname}: no such file (named by the safetensors index)")
+    try:
+      return safe_open(fname, framework="numpy")
+    except Exception as e:  # SafetensorError and the like: a header that lies or is cut short
+      problem = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+      raise UserError(f"{fname}: not a readable safetensors file ({problem})") from None
 
 
 def read_hf_config(path: str) -> dict:

@@ -116,6 +116,20 @@ def _get(hf: dict[str, Any], key: str, default: Any = None, required: bool = Tru
   return default
 
 
+def _positive_int(hf: dict[str, Any], key: str, default: Any = None, required: bool = True) -> int:
+  value = _get(hf, key, default, required)
+  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    raise UserError(f"config.json: {key} must be a positive integer, got {value!r}")
+  return value
+
+
+def _positive_float(hf: dict[str, Any], key: str, default: float) -> float:
+  value = _get(hf, key, default, required=False)
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+    raise UserError(f"config.json: {key} must be a positive number, got {value!r}")
+  return float(value)
+
+
 def _rope_from_hf(hf: dict[str, Any]) -> tuple[float, RopeScaling]:
   # transformers 5 writes `rope_parameters` (with rope_theta inside); older files write `rope_theta` + `rope_scaling`.
   params = dict(hf.get("rope_parameters") or {})
@@ -148,22 +162,22 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json") -> ModelConf
   act = hf.get("hidden_act", "silu")
   if act != "silu":
     raise UserError(f"{source}: hidden_act={act!r} is not supported; expected 'silu'")
-  dim = _get(hf, "hidden_size")
-  num_heads = _get(hf, "num_attention_heads")
+  dim = _positive_int(hf, "hidden_size")
+  num_heads = _positive_int(hf, "num_attention_heads")
   theta, rope = _rope_from_hf(hf)
   attention_bias = bool(hf.get("attention_bias", False))
   return ModelConfig(
-      vocab_size=_get(hf, "vocab_size"),
+      vocab_size=_positive_int(hf, "vocab_size"),
       dim=dim,
-      mlp_dim=_get(hf, "intermediate_size"),
-      num_layers=_get(hf, "num_hidden_layers"),
+      mlp_dim=_positive_int(hf, "intermediate_size"),
+      num_layers=_positive_int(hf, "num_hidden_layers"),
       num_heads=num_heads,
-      num_kv_heads=_get(hf, "num_key_value_heads", num_heads, required=False),
-      head_dim=_get(hf, "head_dim", dim // num_heads, required=False),
-      rms_norm_eps=float(_get(hf, "rms_norm_eps", 1e-6, required=False)),
+      num_kv_heads=_positive_int(hf, "num_key_value_heads", num_heads, required=False),
+      head_dim=_positive_int(hf, "head_dim", dim // num_heads, required=False),
+      rms_norm_eps=_positive_float(hf, "rms_norm_eps", 1e-6),
       rope_theta=theta,
       rope_scaling=rope,
-      max_position_embeddings=_get(hf, "max_position_embeddings", 4096, required=False),
+      max_position_embeddings=_positive_int(hf, "max_position_embeddings", 4096, required=False),
       tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
       qkv_bias=True if model_type == "qwen2" else attention_bias,
       out_bias=attention_bias if model_type == "llama" else False,
