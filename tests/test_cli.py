@@ -13,6 +13,7 @@ def itjax(*args):
   return subprocess.run([sys.executable, "-m", "itjax.cli", *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_generate_prompts_file(tiny_hf_dir, tmp_path):
   prompts = tmp_path / "in.jsonl"
   records = [{"prompt": "What is the capital of France?", "id": 1},

@@ -71,6 +71,7 @@ def test_tasks_scoring_of_known_verdicts():
   assert out.rows[0]["response"] == responses[0] and out.rows[0]["types"] == records[0]["types"]
 
 
+@pytest.mark.slow
 def test_in_training_evaluation_lines_and_resume(trained, tiny_hf_dir, tmp_path):
   """Eval lines at steps 0, 3 and 6 (every 3); 3 steps + resume + 3 gives the same lines as 6 straight."""
   from itjax.train import train
@@ -85,6 +86,7 @@ def test_in_training_evaluation_lines_and_resume(trained, tiny_hf_dir, tmp_path)
   assert os.path.getsize(os.path.join(parts, "loss.png")) > 0
 
 
+@pytest.mark.slow
 def test_latency_variants_and_report(trained, tmp_path):
   """Base, merged and unmerged: every figure for each, merged and unmerged greedy outputs token-identical."""
   out = str(tmp_path / "eval")
@@ -163,6 +165,7 @@ def test_bad_input_names_the_flag_or_file(trained, tmp_path):
 PROSE = "The river ran past the mill and under the old stone bridge. " * 6
 
 
+@pytest.mark.slow
 def test_forgetting_rigidity_and_hallucination_of_a_workdir(trained, tmp_path):
   """The tuned LoRA (learning rate 5e-3) moved away from its base: KL > 0 on general and task prompts; model, base
   and delta for every suite, from one run, with the base loaded once."""
@@ -185,6 +188,7 @@ def test_forgetting_rigidity_and_hallucination_of_a_workdir(trained, tmp_path):
   assert results["settings"]["perturbations"] == ["case", "system"]
 
 
+@pytest.mark.slow
 def test_a_model_against_itself_forgets_nothing(trained, tmp_path):
   text = tmp_path / "prose.txt"
   text.write_text(PROSE)
@@ -199,6 +203,7 @@ def test_a_model_against_itself_forgets_nothing(trained, tmp_path):
   assert "no reference" in open(tmp_path / "p" / "report.md").read()
 
 
+@pytest.mark.slow
 def test_forgetting_rigidity_and_hallucination_inside_training(tiny_hf_dir, tmp_path):
   """At step 0 the adapters are zero, so the tuned model is its base: KL 0; after the steps it is not. The base is
   the frozen params with the adapters off, answered once."""

@@ -22,6 +22,7 @@ def prompts_of(lengths, seed=0):
   return [rng.integers(4, CONFIG.vocab_size, size=n).tolist() for n in lengths]
 
 
+@pytest.mark.slow
 def test_cache_decoding_matches_full_forward(params):
   """Prefill + token-by-token decode through the cache gives the logits of one full forward pass."""
   tokens = np.asarray(prompts_of([20])[0])[None]
@@ -76,6 +77,7 @@ def test_compiled_once_per_shape_bucket(params):
   assert [bucket_length(n) for n in (1, 16, 17, 33)] == [16, 16, 32, 64]
 
 
+@pytest.mark.slow
 def test_slot_refill_changes_nothing(params):
   """Ten prompts through 1, 3 or 16 refilling slots give the tokens each prompt gets alone, with EOS ids that end
   rows at different steps (so slots are refilled mid-decode)."""

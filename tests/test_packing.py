@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from conftest import make_llama3_style_tokenizer
 from itjax.data import encode, packing
@@ -23,6 +24,7 @@ def test_best_fit_decreasing_places_every_example_once_within_capacity():
   assert packing.best_fit_decreasing([4, 2, 3, 3], 6) == [[0, 1], [2, 3]]  # first-fit in order would need 3
 
 
+@pytest.mark.slow
 def test_packed_example_logits_equal_its_logits_alone():
   tok = HFTokenizer(make_llama3_style_tokenizer())
   config = PRESETS["tiny"].replace(vocab_size=len(tok.tok))

@@ -81,6 +81,7 @@ def test_smollm2_rank8_trainable_fraction_matches_the_analytical_count():
   assert round(2_442_240 / c.num_params, 4) == 0.0182
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_one_big_batch(tiny_hf_dir, tmp_path):
   from itjax.train_step import accumulate, make_loss
   run = setup(load_config(model=tiny_hf_dir, batch_size=8), str(tmp_path))
@@ -212,6 +213,7 @@ def test_configs_validate():
     validate(c)
 
 
+@pytest.mark.slow
 def test_a_workdir_loads_as_the_trained_model(tiny_hf_dir, tmp_path):
   """`itjax generate --model WORKDIR`: the base with the final LoRA merged gives the trained params' logits."""
   from itjax.loading import load_model
@@ -254,6 +256,7 @@ def test_smollm2_smoke_config_runs(smollm2_gguf, tmp_path):
   assert [r["step"] for r in evals] == [0, 4] and all(r["eval/tasks/n_heldout"] == 4 for r in evals)
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_with_the_step_and_metric(tiny_hf_dir, tmp_path):
   from itjax.train import NonFiniteError
   config = load_config(model=tiny_hf_dir, steps=6, eval_every=0, log_every=5, checkpoint_every=2)
@@ -324,6 +327,7 @@ def test_base_weights_are_hashed_once_and_by_their_weights_only(tiny_hf_dir, tmp
   assert weights_sha256(str(model), cache) not in (first, "remembered")
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_is_skipped_or_stops_when_strict(tiny_hf_dir, tmp_path, capfd):
   """The newest checkpoint cannot be restored (files cut short, or bad metadata): the run says which step, moves it
   aside and resumes from the one before, to the same losses as a run that never broke; resume=strict stops."""
