@@ -16,7 +16,7 @@ import sys
 import orbax.checkpoint as ocp
 
 from itjax.atomic import write_json
-from itjax.errors import InputNotFound, UserError
+from itjax.errors import InputNotFound, UserError, brief
 from itjax.model.config import LoraSpec
 
 
@@ -102,7 +102,7 @@ class Checkpointer:
         return (step, *self.restore(abstract_state, step))
       except Exception as e:  # orbax and tensorstore raise many kinds; each means this step cannot be used
         where = os.path.join(self.manager.directory, str(step))
-        problem = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        problem = brief(e)
         if strict:
           raise DamagedCheckpoint(f"{where}: the checkpoint of step {step} cannot be restored ({problem}); "
                                   "config.resume=strict stops here (auto resumes from an older one)") from None
@@ -150,7 +150,7 @@ def read_trained(workdir: str, step: int | None = None) -> tuple[dict, dict]:
       out = manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
                                                         meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax and tensorstore raise many kinds; each means this step cannot be used
-      problem = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+      problem = brief(e)
       if step is not None or i == len(steps) - 1:
         raise DamagedCheckpoint(f"{os.path.join(manager.directory, str(s))}: the checkpoint of step {s} cannot be "
                                 f"restored ({problem})") from None

@@ -7,6 +7,11 @@ The subclasses are also the built-in exception a caller would expect (a missing 
 from __future__ import annotations
 
 
+def brief(error: BaseException, limit: int = 300) -> str:
+  """`Type: message` on one line, at most `limit` characters: a library's error inside one of ours."""
+  return " ".join(f"{type(error).__name__}: {error}".split())[:limit]
+
+
 class UserError(ValueError):
   """Input that itjax cannot use; the message names the file (and line), flag or config key, and what was expected."""
 

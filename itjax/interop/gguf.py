@@ -12,7 +12,7 @@ import os
 import gguf
 import numpy as np
 
-from itjax.errors import InputNotFound, MissingEntry, UserError
+from itjax.errors import InputNotFound, MissingEntry, UserError, brief
 from itjax.interop.hf import build_params
 from itjax.model.config import ModelConfig, RopeScaling
 from itjax.tokenizer import HFTokenizer
@@ -64,11 +64,7 @@ def _read(path: str) -> tuple[gguf.GGUFReader, dict]:
     reader = gguf.GGUFReader(path)
     return reader, {name: field.contents() for name, field in reader.fields.items()}
   except Exception as e:  # the gguf package raises ValueError, IndexError, KeyError, struct and numpy errors
-    raise UserError(f"{path}: not a readable GGUF file ({_brief(e)})") from None
-
-
-def _brief(e: Exception) -> str:
-  return " ".join(f"{type(e).__name__}: {e}".split())[:200]
+    raise UserError(f"{path}: not a readable GGUF file ({brief(e, 200)})") from None
 
 
 def tensor_values(path: str, t) -> np.ndarray:
@@ -76,7 +72,7 @@ def tensor_values(path: str, t) -> np.ndarray:
   try:
     return gguf.quants.dequantize(t.data, t.tensor_type).reshape(tuple(int(d) for d in t.shape[::-1]))
   except Exception as e:  # data cut short or an unknown quantisation
-    raise UserError(f"{path}: tensor {t.name!r} cannot be read ({_brief(e)})") from None
+    raise UserError(f"{path}: tensor {t.name!r} cannot be read ({brief(e, 200)})") from None
 
 
 def load_gguf(path: str, dtype: str = "float32",

@@ -15,7 +15,7 @@ import numpy as np
 from flax import traverse_util
 from safetensors import safe_open
 
-from itjax.errors import InputNotFound, MissingEntry, UserError
+from itjax.errors import InputNotFound, MissingEntry, UserError, brief
 from itjax.model.config import ModelConfig, from_hf_config
 from itjax.model.llama import param_shapes
 
@@ -132,7 +132,7 @@ class SafetensorsDir:
     try:
       return self._open[fname].get_tensor(name)
     except Exception as e:  # offsets past the end, a dtype numpy lacks
-      raise UserError(f"{fname}: tensor {name!r} cannot be read ({type(e).__name__}: {e})") from None
+      raise UserError(f"{fname}: tensor {name!r} cannot be read ({brief(e, 200)})") from None
 
   @staticmethod
   def _safe_open(fname: str):
@@ -142,8 +142,7 @@ class SafetensorsDir:
     try:
       return safe_open(fname, framework="numpy")
     except Exception as e:  # SafetensorError and the like: a header that lies or is cut short
-      problem = " ".join(f"{type(e).__name__}: {e}".split())[:200]
-      raise UserError(f"{fname}: not a readable safetensors file ({problem})") from None
+      raise UserError(f"{fname}: not a readable safetensors file ({brief(e, 200)})") from None
 
 
 def read_hf_config(path: str) -> dict:
