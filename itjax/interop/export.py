@@ -116,11 +116,15 @@ def hf_tensors(config: ModelConfig, params: dict) -> dict[str, Tensor]:
 SAFETENSORS_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 
 
+def _numpy_dtype(dtype: str) -> np.dtype:
+  import ml_dtypes
+  return np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+
+
 def write_safetensors(path: str, tensors: dict[str, Tensor], dtype: str, metadata: dict | None = None) -> None:
   """A .safetensors file written one tensor at a time: the header from the shapes, then each tensor's bytes as it
   is read and cast (little-endian, as the format is)."""
-  import ml_dtypes
-  np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+  np_dtype = _numpy_dtype(dtype)
   header, offset = {}, 0
   for name, t in tensors.items():
     nbytes = int(np.prod(t.shape, dtype=np.int64)) * np_dtype.itemsize
@@ -145,7 +149,7 @@ def save_safetensors(tensors: dict[str, Tensor], directory: str, dtype: str,
                      shard_bytes: int = SHARD_BYTES) -> list[str]:
   """model.safetensors, or model-0000i-of-0000n.safetensors + model.safetensors.index.json above shard_bytes; each
   tensor is read, cast and written on its own, so an export holds one tensor beside the params."""
-  itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+  itemsize = _numpy_dtype(dtype).itemsize
   sizes = {name: int(np.prod(t.shape, dtype=np.int64)) * itemsize for name, t in tensors.items()}
   shards, current, size = [], [], 0  # names per shard, by their size in `dtype`
   for name in tensors:
