@@ -85,10 +85,11 @@ def merge_adapters(config: ModelConfig, params: dict) -> tuple[ModelConfig, dict
   for path in [k for k in flat if k.endswith("/lora_a")]:
     module = path[:-len("/lora_a")]
     a, b, kernel = flat[path], flat[module + "/lora_b"], flat[module + "/kernel"]
-    merged = np.empty(kernel.shape, np.float32)  # [L, in, out] (scanned layers) or [in, out]
-    if merged.ndim == 2:
-      merged[...] = merged_kernel(kernel, a, b, config.lora.scale)
-    for i in range(merged.shape[0] if merged.ndim == 3 else 0):
-      merged[i] = merged_kernel(kernel[i], a[i], b[i], config.lora.scale)
+    if kernel.ndim == 3:  # [L, in, out]: scanned layers, merged one at a time
+      merged = np.empty(kernel.shape, np.float32)
+      for i in range(kernel.shape[0]):
+        merged[i] = merged_kernel(kernel[i], a[i], b[i], config.lora.scale)
+    else:
+      merged = merged_kernel(kernel, a, b, config.lora.scale)
     out[module + "/kernel"] = merged
   return config.replace(lora=None), unflatten(out)
