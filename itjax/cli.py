@@ -337,7 +337,7 @@ def main(argv: list[str]) -> None:
              "export": cmd_export, "eval": cmd_eval, "curate": cmd_curate,
              "distill": cmd_distill}[argv[1]]
   try:
-    if "chat_template" in FLAGS and FLAGS.chat_template:  # before any model loads
+    if FLAGS.chat_template:  # before any model loads
       try:
         resolve_template(FLAGS.chat_template, None)
       except ValueError as e:
