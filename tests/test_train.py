@@ -357,3 +357,11 @@ def test_a_damaged_checkpoint_is_skipped_or_stops_when_strict(tiny_hf_dir, tmp_p
     f.write("{not json")
   with pytest.raises(DamagedCheckpoint, match=r"checkpoints/6: the checkpoint of step 6 cannot be restored"):
     train(strict, workdir)
+  from itjax.checkpoint import read_trained  # export and generate pass over it, read-only, and say which step
+  capfd.readouterr()
+  _, meta = read_trained(workdir)
+  err = capfd.readouterr().err
+  assert "checkpoints/6: the checkpoint of step 6 cannot be restored" in err and "using an older one" in err
+  assert f"{workdir}: the checkpoint of step 4\n" in err and os.path.isdir(os.path.join(workdir, "checkpoints", "6"))
+  with pytest.raises(DamagedCheckpoint, match=r"checkpoints/6: the checkpoint of step 6 cannot be restored"):
+    read_trained(workdir, step=6)
