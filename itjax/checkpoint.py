@@ -23,6 +23,12 @@ from itjax.model.config import LoraSpec
 WEIGHT_FILES = (".safetensors", ".gguf")
 
 
+def _model_files(path: str, suffixes: tuple[str, ...]) -> list[str]:
+  """The file itself, or a directory's files with these suffixes in name order."""
+  return [path] if os.path.isfile(path) else sorted(
+      os.path.join(path, f) for f in os.listdir(path) if f.endswith(suffixes))
+
+
 def _hash_files(files: list[str]) -> str:
   h = hashlib.sha256()
   for name in files:
@@ -37,8 +43,7 @@ def weights_sha256(path: str, cache: str | None = None) -> str:
   tokenizer's chat template does not change the weights). Remembered in CACHE/weights_sha256.json against each
   file's (path, size, mtime), so an unchanged base is read once, not at every start."""
   from itjax.demo_model import cache_dir
-  files = [path] if os.path.isfile(path) else sorted(
-      os.path.join(path, f) for f in os.listdir(path) if f.endswith(WEIGHT_FILES))
+  files = _model_files(path, WEIGHT_FILES)
   stats = [os.stat(f) for f in files]
   key = json.dumps([[os.path.abspath(f), st.st_size, st.st_mtime_ns] for f, st in zip(files, stats)])
   store = os.path.join(cache or cache_dir(), "weights_sha256.json")
@@ -59,13 +64,22 @@ def weights_sha256(path: str, cache: str | None = None) -> str:
 
 def legacy_sha256(path: str) -> str:
   """The hash checkpoints stored before weights_sha256: weight files and JSON files of a directory."""
-  files = [path] if os.path.isfile(path) else sorted(
-      os.path.join(path, f) for f in os.listdir(path) if f.endswith(WEIGHT_FILES + (".json",)))
-  return _hash_files(files)
+  return _hash_files(_model_files(path, WEIGHT_FILES + (".json",)))
 
 
 class DamagedCheckpoint(UserError):
   """The newest checkpoint cannot be restored and config.resume is strict."""
+
+
+def _first_restorable(manager: ocp.CheckpointManager, steps: list[int], restore, damaged):
+  """(step, restore(step)) for the first of `steps` that restores, or None. `damaged(step, where, problem)` hears of
+  each one that does not (and may raise to stop)."""
+  for step in steps:
+    try:
+      return step, restore(step)
+    except Exception as e:  # orbax and tensorstore raise many kinds; each means this step cannot be used
+      damaged(step, os.path.join(manager.directory, str(step)), brief(e))
+  return None
 
 
 class Checkpointer:
@@ -96,24 +110,22 @@ class Checkpointer:
 
   def restore_newest(self, abstract_state: dict, strict: bool, warn) -> tuple[int, dict, dict] | None:
     """(step, state, meta) of the newest checkpoint that restores, None if there is none. A damaged one (missing or
-    truncated files, bad metadata) is reported through `warn` and skipped, or, when `strict`, stops the run."""
-    for step in sorted(self.manager.all_steps(), reverse=True):
-      try:
-        return (step, *self.restore(abstract_state, step))
-      except Exception as e:  # orbax and tensorstore raise many kinds; each means this step cannot be used
-        where = os.path.join(self.manager.directory, str(step))
-        problem = brief(e)
-        if strict:
-          raise DamagedCheckpoint(f"{where}: the checkpoint of step {step} cannot be restored ({problem}); "
-                                  "config.resume=strict stops here (auto resumes from an older one)") from None
-        aside = f"{where}.damaged"
-        while os.path.exists(aside):
-          aside += "+"
-        os.replace(where, aside)  # kept for a look, out of the way of the steps
-        warn(f"warning: {where}: the checkpoint of step {step} cannot be restored ({problem}); moved to {aside}, "
-             "trying an older one")
-        self.manager.reload()  # the step is gone: later saves may use its number again
-    return None
+    truncated files, bad metadata) is reported through `warn` and moved aside, or, when `strict`, stops the run."""
+    def damaged(step: int, where: str, problem: str) -> None:
+      if strict:
+        raise DamagedCheckpoint(f"{where}: the checkpoint of step {step} cannot be restored ({problem}); "
+                                "config.resume=strict stops here (auto resumes from an older one)") from None
+      aside = f"{where}.damaged"
+      while os.path.exists(aside):
+        aside += "+"
+      os.replace(where, aside)  # kept for a look, out of the way of the steps
+      warn(f"warning: {where}: the checkpoint of step {step} cannot be restored ({problem}); moved to {aside}, "
+           "trying an older one")
+      self.manager.reload()  # the step is gone: later saves may use its number again
+
+    found = _first_restorable(self.manager, sorted(self.manager.all_steps(), reverse=True),
+                              lambda step: self.restore(abstract_state, step), damaged)
+    return None if found is None else (found[0], *found[1])
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -145,21 +157,18 @@ def read_trained(workdir: str, step: int | None = None) -> tuple[dict, dict]:
   (a damaged one is named and passed over). Says on stderr which step it used."""
   manager, latest = _latest(workdir, step)
   steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
-  for i, s in enumerate(steps):
-    try:
-      out = manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                        meta=ocp.args.JsonRestore()))
-    except Exception as e:  # orbax and tensorstore raise many kinds; each means this step cannot be used
-      problem = brief(e)
-      if step is not None or i == len(steps) - 1:
-        raise DamagedCheckpoint(f"{os.path.join(manager.directory, str(s))}: the checkpoint of step {s} cannot be "
-                                f"restored ({problem})") from None
-      print(f"warning: {os.path.join(manager.directory, str(s))}: the checkpoint of step {s} cannot be restored "
-            f"({problem}); using an older one", file=sys.stderr)
-      continue
-    print(f"{workdir}: the checkpoint of step {s}" + (" (the newest)" if s == latest and step is None else ""),
+
+  def damaged(s: int, where: str, problem: str) -> None:
+    if s == steps[-1]:  # the step asked for, or the oldest there is
+      raise DamagedCheckpoint(f"{where}: the checkpoint of step {s} cannot be restored ({problem})") from None
+    print(f"warning: {where}: the checkpoint of step {s} cannot be restored ({problem}); using an older one",
           file=sys.stderr)
-    return out["state"]["params"], out["meta"]
+
+  s, out = _first_restorable(manager, steps, lambda s: manager.restore(s, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())), damaged)
+  print(f"{workdir}: the checkpoint of step {s}" + (" (the newest)" if s == latest and step is None else ""),
+        file=sys.stderr)
+  return out["state"]["params"], out["meta"]
 
 
 def lora_spec(meta: dict) -> LoraSpec | None:
