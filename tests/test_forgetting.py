@@ -174,3 +174,32 @@ def test_kl_is_positive_for_different_params(tiny):
   other = Subject("model", tiny.config, noisy, tiny.tokenizer)
   out = forgetting.evaluate(other, tiny, None, FAST, PROSE, probes=forgetting.make_probes(2, 0))
   assert out["model"].metrics["kl_general"] > 1e-4
+
+
+def test_a_model_that_is_its_base_takes_the_base_answers_without_generating(tiny):
+  """Before the first step the adapters are zero: the model's answers are the base's, generated once, and every
+  figure is what answering twice gives."""
+  import dataclasses
+
+  class Silent(Subject):
+    def generate(self, *args, **kwargs):
+      raise AssertionError("the model generated although it is its base")
+
+  tasks = [{"messages": [{"role": "user", "content": "Sort: b a"}]}]
+  probes = forgetting.make_probes(3, 0)
+  base = Subject("base", tiny.config, tiny.params, tiny.tokenizer)
+  twice = forgetting.evaluate(tiny, base, tasks, FAST, PROSE, probes)
+  silent = Silent(**{f.name: getattr(tiny, f.name) for f in dataclasses.fields(Subject) if f.init})
+  once = forgetting.evaluate(silent, base, tasks, FAST, PROSE, probes, model_is_base=True)
+  assert once["model"].rows == twice["model"].rows and once["base"].rows == twice["base"].rows
+  assert once["model"].metrics == pytest.approx(twice["model"].metrics, abs=1e-6)
+
+
+def test_adapters_count_as_zero_only_when_every_lora_b_is_and_nothing_else_trains():
+  import jax.numpy as jnp
+  from itjax.evals.live import _adapters_are_zero
+  a, b = jnp.ones((4, 2)), jnp.zeros((2, 4))
+  assert _adapters_are_zero({"q": {"lora_a": a, "lora_b": b}, "k": {"lora_a": a, "lora_b": b}})
+  assert not _adapters_are_zero({"q": {"lora_a": a, "lora_b": b}, "k": {"lora_a": a, "lora_b": b.at[1, 3].set(1e-9)}})
+  assert not _adapters_are_zero({"q": {"lora_a": a, "lora_b": b}, "norm": {"scale": jnp.ones(4)}})
+  assert not _adapters_are_zero({})

@@ -223,11 +223,14 @@ def _mean_kl(model: Subject, base: Subject, pairs: list[tuple[list[int], int]]) 
 
 
 def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | None, settings: Settings,
-             text: str, probes: list[dict] | None = None, base_cache: dict | None = None) -> dict[str, SuiteOutput]:
+             text: str, probes: list[dict] | None = None, base_cache: dict | None = None,
+             model_is_base: bool = False) -> dict[str, SuiteOutput]:
   """{'model': ..., 'base': ...} ('base' only with a reference). `text` is the general text itself; `probes`
   default to N_PROBES generated ones (settings.limit of them, if fewer), and given ones are all asked;
   `base_cache` (a dict kept by the caller) holds the base's answers and figures across calls, e.g. between
-  evaluations during training, where the base does not change."""
+  evaluations during training, where the base does not change. `model_is_base` says the model computes what the
+  base does (adapters still zero, before the first step): its answers are then the base's, generated once; the
+  divergences are still measured."""
   limit = settings.limit
   general = [[{"role": "user", "content": p}] for p in GENERAL_PROMPTS[:limit]]
   probes = probes if probes is not None else make_probes(min(limit or N_PROBES, N_PROBES), settings.seed)
@@ -243,7 +246,6 @@ def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | No
             "correct": [states_answer(t, p["answer"]) for t, p in zip(texts[n_general:n_general + n_probes],
                                                                        probes)]}
 
-  mine = answer(model, False)
   theirs = None
   if base is not None:
     cache_key = (n_general, n_probes, len(task_chats), len(text))
@@ -253,6 +255,11 @@ def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | No
       theirs = answer(base, True)
       if base_cache is not None:
         base_cache.update(key=cache_key, answers=theirs)
+  if model_is_base and theirs is not None:
+    n = n_general + n_probes
+    mine = {**theirs, "prompts": theirs["prompts"][:n], "outs": theirs["outs"][:n], "texts": theirs["texts"][:n]}
+  else:
+    mine = answer(model, False)
 
   def rows(result: dict) -> list[dict]:
     out = [{"kind": "general", "prompt": c[-1]["content"], "response": result["texts"][i],

@@ -7,11 +7,20 @@ import os
 from typing import TYPE_CHECKING
 
 import jax
+import jax.numpy as jnp
 
 from itjax import lora as lora_lib
 
 if TYPE_CHECKING:
   from itjax.train import Run
+
+
+def _adapters_are_zero(trainable: dict) -> bool:
+  """Whether params with these trainable leaves compute what the base does: only adapters train and every lora_b
+  is zero (as initialised, before the first step)."""
+  flat = lora_lib.flatten(trainable)
+  return bool(flat) and all(k.endswith(("/lora_a", "/lora_b")) for k in flat) and all(
+      bool(jnp.all(v == 0)) for k, v in flat.items() if k.endswith("/lora_b"))
 
 
 class LiveEvaluator:
@@ -65,8 +74,9 @@ class LiveEvaluator:
         degenerate.add_degeneration({"model": outputs[suite]})
       elif suite == "forgetting":
         task_records, text, probes = data
+        same = _adapters_are_zero(run.state["params"])
         outputs[suite] = forgetting.evaluate(self.subject, self.base, task_records, self.small, text, probes,
-                                             self.base_cache)["model"]
+                                             self.base_cache, model_is_base=same)["model"]
       elif suite == "rigidity":
         outputs[suite] = rigidity.evaluate(self.subject, data, self.small, self.perturbations)
       else:
