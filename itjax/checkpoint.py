@@ -8,9 +8,11 @@ WORKDIR/best.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 
 import orbax.checkpoint as ocp
@@ -71,6 +73,24 @@ class DamagedCheckpoint(UserError):
   """The newest checkpoint cannot be restored and config.resume is strict."""
 
 
+class CheckpointNotWritten(UserError):
+  """A save failed in the filesystem (a full disk, a quota, a file size limit, a read-only mount)."""
+
+
+def _os_reason(error: BaseException) -> str | None:
+  """The operating system's reason when `error` is a failed write, else None. Tensorstore's write errors reach us
+  as ValueErrors that carry the error number as os_error_code='N'."""
+  if isinstance(error, OSError) and error.errno:
+    return os.strerror(error.errno)
+  found = re.search(r"os_error_code='(\d+)'", str(error))
+  return os.strerror(int(found[1])) if found else None
+
+
+def _committed_steps(directory: str) -> list[int]:
+  """Steps whose save finished: orbax writes into STEP.orbax-checkpoint-tmp* and renames it to STEP at the end."""
+  return sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if os.path.isdir(directory) else []
+
+
 def _first_restorable(manager: ocp.CheckpointManager, steps: list[int], restore, damaged):
   """(step, restore(step)) for the first of `steps` that restores, or None. `damaged(step, where, problem)` hears of
   each one that does not (and may raise to stop)."""
@@ -84,6 +104,7 @@ def _first_restorable(manager: ocp.CheckpointManager, steps: list[int], restore,
 
 class Checkpointer:
   def __init__(self, workdir: str, keep: int, keep_best: bool):
+    self.workdir, self.saving = workdir, None
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     self.manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
     self.best = None
@@ -94,13 +115,33 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  @contextlib.contextmanager
+  def _writing(self):
+    """Turns a save that the filesystem refused (now or in the background) into one line naming the workdir, the
+    step and the checkpoint that is still whole. Orbax writes a step into a temporary directory and renames it only
+    once complete, so the steps before it are untouched."""
+    try:
+      yield
+    except Exception as e:
+      reason = _os_reason(e)
+      if reason is None:
+        raise
+      found = re.search(r"/(\d+)\.orbax-checkpoint-tmp", str(e))
+      step = int(found[1]) if found else self.saving
+      intact = [s for s in _committed_steps(str(self.manager.directory)) if s != step]
+      kept = (f"the checkpoint of step {intact[-1]} is intact: make room and run the same command again to resume from it"
+              if intact else "there is no earlier checkpoint to resume from")
+      raise CheckpointNotWritten(f"{self.workdir}: the checkpoint of step {step} could not be written ({reason}); "
+                                 f"{kept}") from None
+
   def save(self, step: int, state: dict, meta: dict, best: bool = False) -> None:
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-    if step != self.manager.latest_step():
-      self.manager.save(step, args=args, force=True)
-    if best and self.best is not None and step != self.best.latest_step():
-      self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-                     force=True)
+    with self._writing():
+      self.saving = step
+      if step != self.manager.latest_step():
+        self.manager.save(step, args=args, force=True)
+      if best and self.best is not None and step != self.best.latest_step():
+        self.best.save(step, args=args, force=True)
 
   def restore(self, abstract_state: dict, step: int | None = None) -> tuple[dict, dict]:
     step = self.manager.latest_step() if step is None else step
@@ -128,9 +169,10 @@ class Checkpointer:
     return None if found is None else (found[0], *found[1])
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
-    if self.best is not None:
-      self.best.wait_until_finished()
+    with self._writing():
+      self.manager.wait_until_finished()
+      if self.best is not None:
+        self.best.wait_until_finished()
 
   def close(self) -> None:
     self.manager.close()

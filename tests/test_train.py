@@ -327,6 +327,34 @@ def test_base_weights_are_hashed_once_and_by_their_weights_only(tiny_hf_dir, tmp
   assert weights_sha256(str(model), cache) not in (first, "remembered")
 
 
+def _small_files(limit: int):
+  """For a child process: writes past `limit` bytes fail (EFBIG) as on a full disk, instead of killing it."""
+  def apply():
+    import resource
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+  return apply
+
+
+@pytest.mark.slow
+def test_a_save_the_filesystem_refuses_stops_naming_the_workdir_and_keeps_the_checkpoint_before(tiny_hf_dir,
+                                                                                                 tmp_path):
+  """A save that cannot be written (here a file size limit, as a full disk does it) stops the run with one line
+  naming the workdir and the step; the previous checkpoint is whole, and once there is room the run resumes."""
+  workdir = str(tmp_path / "w")
+  args = ["train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"), f"--config.model={tiny_hf_dir}",
+          "--config.checkpoint_every=2", "--config.eval_every=0", "--workdir", workdir]
+  assert itjax(*args, "--config.steps=2").returncode == 0
+  full = itjax(*args, "--config.steps=4", preexec_fn=_small_files(4096))
+  assert full.returncode == 1, full.stderr[-3000:]
+  assert full.stderr.strip().splitlines()[-1].endswith(
+      f": error: {workdir}: the checkpoint of step 4 could not be written (File too large); the checkpoint of step 2 "
+      "is intact: make room and run the same command again to resume from it"), full.stderr[-3000:]
+  again = itjax(*args, "--config.steps=4")
+  assert again.returncode == 0 and f"resuming {workdir} at step 2" in again.stderr, again.stderr[-3000:]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+
+
 @pytest.mark.slow
 def test_a_damaged_checkpoint_is_skipped_or_stops_when_strict(tiny_hf_dir, tmp_path, capfd):
   """The newest checkpoint cannot be restored (files cut short, or bad metadata): the run says which step, moves it
