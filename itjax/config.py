@@ -85,7 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
   # scores the first text_bytes of eval.text (default: the bundled prose) plus eval.probes (JSONL, optional);
   # 'rigidity' applies eval.perturbations (empty: all) to the tasks; 'hallucination' asks questions about invented
   # fact sheets. These three use `subset` examples per prompt set (0: `limit`): each runs several sets.
-  # n_probes: how many generated retention probes the forgetting suite asks (0: `subset`; at most 48).
+  # n_probes: how many generated retention probes the forgetting suite asks (0: `subset`, at most 48).
   c.eval = ml_collections.ConfigDict(dict(suites=("tasks",), every=0, limit=32, max_new_tokens=96, batch_size=16,
                                           data="", subset=8, text="", text_bytes=16384, probes="", n_probes=0,
                                           perturbations=()))

@@ -77,7 +77,7 @@ def run_demo(workdir: str, config=None) -> dict:
   _say(f"training data: {run.report.used} examples, {run.report.target_tokens:,} target tokens, packing "
        f"{100 * run.report.packing_efficiency:.1f}% full")
   subset = config.eval.subset or config.eval.limit
-  probes = min(config.eval.n_probes or subset, N_PROBES)
+  probes = config.eval.n_probes or min(subset, N_PROBES)
   _say(f"evaluation before the first step and after the last (greedy): tasks on {config.eval.limit} seen-type and "
        f"{config.eval.limit} held-out-type tasks, verified; forgetting (KL to the base, perplexity, {probes} probes, "
        f"{subset} general prompts) and rigidity ({subset} + {subset} tasks, perturbed) to show what the gain costs")

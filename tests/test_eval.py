@@ -212,7 +212,7 @@ def test_forgetting_rigidity_and_hallucination_inside_training(tiny_hf_dir, tmp_
   text.write_text(PROSE)
   workdir = str(tmp_path / "w")
   summary = train(tiny_config(tiny_hf_dir, steps=3, **{"eval.suites": ("forgetting", "rigidity", "hallucination"),
-                                                       "eval.subset": 2, "eval.text": str(text),
+                                                       "eval.subset": 2, "eval.n_probes": 50, "eval.text": str(text),
                                                        "eval.perturbations": ("case", "reworded")}), workdir)
   lines = {}
   for r in eval_lines(workdir):  # a line per suite
@@ -223,7 +223,7 @@ def test_forgetting_rigidity_and_hallucination_inside_training(tiny_hf_dir, tmp_
   for key in ("eval/rigidity/clean", "eval/rigidity/accuracy/reworded", "eval/hallucination/abstention_rate"):
     assert key in lines[0] and key in lines[3]
   rows = summary["evals"][3]["forgetting"].rows
-  assert len([r for r in rows if r["kind"] == "general"]) == 2 and len([r for r in rows if r["kind"] == "probe"]) == 2
+  assert len([r for r in rows if r["kind"] == "general"]) == 2 and len([r for r in rows if r["kind"] == "probe"]) == 50
 
 
 def test_bad_forgetting_and_rigidity_input_names_the_file_or_flag(trained, tmp_path):

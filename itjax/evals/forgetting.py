@@ -39,7 +39,7 @@ WINDOW = 512
 # tasks' own format constraints: a model tuned to obey it then answered with a bare value and, at 135M, without the
 # working it needs to get the value right, so retention measured the trained constraint, not what the model knew.
 PROBE_KINDS = ("sum", "product", "unit", "next_day", "first_letter")
-N_PROBES = 48
+N_PROBES = 48  # probes asked by default; config.eval.n_probes may ask more
 
 GENERAL_PROMPTS = (
     "What is the capital of France?",

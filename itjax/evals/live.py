@@ -44,7 +44,7 @@ class LiveEvaluator:
       elif suite == "ifeval":
         self.suites[suite] = ifeval.read_ifeval(c.data, limit)
       elif suite == "forgetting":
-        count = min(c.n_probes or subset or forgetting.N_PROBES, forgetting.N_PROBES)
+        count = c.n_probes or min(subset or forgetting.N_PROBES, forgetting.N_PROBES)
         probes = forgetting.make_probes(count, run.config.seed)
         probes += forgetting.read_probes(c.probes) if c.probes else []
         self.suites[suite] = (tasks.load(tasks_dir, subset) if has_tasks else None,
