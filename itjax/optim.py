@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+import jax
 import optax
 
 from itjax.errors import UserError
@@ -44,3 +45,13 @@ def optimizer(trainable: dict, lr: optax.Schedule, weight_decay: float, b1: floa
   chain.append(optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
                            mask=decay_mask(trainable, no_decay)))
   return optax.chain(*chain)
+
+
+def state_shardings(tx: optax.GradientTransformation, trainable: dict, scalar) -> object:
+  """The shardings of tx's state for `trainable` (placed arrays): a leaf shaped like a param (AdamW's moments) is
+  split as that param is, anything else (step counts) gets `scalar`. Without this, jit(tx.init) leaves the
+  moments replicated: every device would hold all of them."""
+  abstract = jax.eval_shape(tx.init, trainable)
+  param_shardings = jax.tree.map(lambda x: x.sharding, trainable)
+  return optax.tree_map_params(tx, lambda _, s: s, abstract, param_shardings,
+                               transform_non_params=lambda _: scalar)

@@ -177,11 +177,12 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
                       config.final_lr_fraction)
   tx = optim.optimizer(trainable, lr, config.weight_decay, config.adam_b1, config.adam_b2, config.adam_eps,
                        config.clip_norm or None)
-  state = {"step": jnp.zeros((), jnp.int32), "params": trainable, "opt_state": jax.jit(tx.init)(trainable),
-           "rng": rng}
-  state = jax.device_put(state, jax.tree.map(lambda x: x.sharding if hasattr(x, "sharding") and isinstance(
-      x.sharding, jax.sharding.NamedSharding) else sharding.replicated(mesh), state))
-  state_sh = jax.tree.map(lambda x: x.sharding, state)
+  state_sh = {"step": sharding.replicated(mesh), "params": jax.tree.map(lambda x: x.sharding, trainable),
+              "opt_state": optim.state_shardings(tx, trainable, sharding.replicated(mesh)),
+              "rng": sharding.replicated(mesh)}
+  state = {"step": jnp.zeros((), jnp.int32), "params": trainable,
+           "opt_state": jax.jit(tx.init, out_shardings=state_sh["opt_state"])(trainable), "rng": rng}
+  state = jax.device_put(state, state_sh)
   frozen_sh = jax.tree.map(lambda x: x.sharding, frozen)
   batch_sh, eval_sh = sharding.batch_sharding(mesh, leading=1), sharding.batch_sharding(mesh)
   train_step = jax.jit(make_train_step(mcfg, tx, lr, config.loss_chunk),

@@ -1,4 +1,4 @@
-"""Sharded training on 8 simulated CPU devices equals training on one device."""
+"""Sharded training on 8 simulated CPU devices equals training on one device, and holds 1/8 per device."""
 
 import os
 import subprocess
@@ -38,6 +38,32 @@ for mesh, (losses, params) in results.items():
   for k, v in params.items():
     np.testing.assert_allclose(v, base_params[k], atol=1e-5, rtol=0, err_msg=f"{mesh} {k}")
   print(mesh, "losses", losses)
+
+# Full fine-tuning, fsdp 8: each device holds 1/8 of every split param and of its two AdamW moments.
+config = load_config(model=sys.argv[1], method="full", mesh=(1, 8, 1), max_len=256, **{"data.on_error": "skip"})
+run = setup(config, sys.argv[3] + "/full")
+run_steps(run, 1)
+params = flatten(run.state["params"])
+moments = {}
+for path, leaf in jax.tree_util.tree_leaves_with_path(run.state["opt_state"]):
+  names = [getattr(k, "name", None) for k in path]
+  if "mu" in names or "nu" in names:
+    moment = "mu" if "mu" in names else "nu"
+    moments[(moment, "/".join(str(k.key) for k in path if hasattr(k, "key")))] = leaf
+assert len(moments) == 2 * len(params), (len(moments), len(params))
+split = 0
+for (moment, key), leaf in moments.items():
+  param = params[key]
+  assert leaf.sharding.spec == param.sharding.spec, (moment, key, leaf.sharding.spec, param.sharding.spec)
+  for array in (param, leaf):
+    per_device = {s.device: s.data.nbytes for s in array.addressable_shards}
+    if "fsdp" in jax.tree.leaves(tuple(param.sharding.spec)):
+      assert set(per_device.values()) == {array.nbytes // 8}, (moment, key, per_device, array.nbytes)
+      split += 1
+    else:
+      assert set(per_device.values()) == {array.nbytes}, (moment, key, per_device)
+assert split >= len(params), split  # the kernels and embeddings are split, norm scales are not
+print("fsdp 8 split", split, "arrays of", 3 * len(params))
 print("OK")
 """
 
