@@ -1,13 +1,18 @@
 """The device mesh ('data', 'fsdp', 'tensor') and the one table mapping logical axis names to mesh axes.
 
 Every param carries logical axis names (see itjax/model/llama.py); a name missing from RULES is an error, so a new
-param cannot silently end up replicated. Batches are split over ('data', 'fsdp') on their batch axis.
+param cannot silently end up replicated. Batches are split over ('data', 'fsdp') on their batch axis. The same table
+constrains activations (the model's nn.with_logical_constraint calls) inside the functions `with_rules` wraps; a mesh
+axis already taken by an earlier dimension is skipped, so ('batch', 'length', 'embed') becomes
+(('data', 'fsdp'), None, None).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
+import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -29,6 +34,16 @@ RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("length", None),
     ("head_dim", None),
 )
+
+
+def with_rules(fn, mesh: Mesh):
+  """fn traced with RULES and the mesh active, so the model's activation constraints take effect (without them
+  nn.with_logical_constraint is a no-op and XLA alone decides how activations are laid out)."""
+  @functools.wraps(fn)
+  def constrained(*args, **kwargs):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(RULES):
+      return fn(*args, **kwargs)
+  return constrained
 
 
 def mesh_shape(shape: tuple[int, int, int], num_devices: int) -> tuple[int, int, int]:

@@ -185,11 +185,11 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
   state = jax.device_put(state, state_sh)
   frozen_sh = jax.tree.map(lambda x: x.sharding, frozen)
   batch_sh, eval_sh = sharding.batch_sharding(mesh, leading=1), sharding.batch_sharding(mesh)
-  train_step = jax.jit(make_train_step(mcfg, tx, lr, config.loss_chunk),
+  train_step = jax.jit(sharding.with_rules(make_train_step(mcfg, tx, lr, config.loss_chunk), mesh),
                        in_shardings=(state_sh, frozen_sh, batch_sh),
                        out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=(0,),
                        compiler_options=compiler_options())
-  eval_step = jax.jit(make_eval_step(mcfg, config.loss_chunk),
+  eval_step = jax.jit(sharding.with_rules(make_eval_step(mcfg, config.loss_chunk), mesh),
                       in_shardings=(state_sh["params"], frozen_sh, eval_sh), out_shardings=sharding.replicated(mesh),
                       compiler_options=compiler_options())
   flops = metrics_lib.train_flops_per_token(mcfg, shapes, set(lora_lib.flatten(trainable)), config.max_len)

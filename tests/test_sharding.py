@@ -17,7 +17,7 @@ import jax
 import numpy as np
 sys.path.insert(0, sys.argv[2])
 from test_train import load_config, run_steps
-from itjax.train import setup
+from itjax.train import global_batch, setup
 from itjax.lora import flatten
 
 assert len(jax.devices()) == 8
@@ -31,6 +31,11 @@ for mesh in [(1, 1, 1), (8, 1, 1), (2, 4, 1), (2, 2, 2)]:
   if mesh == (2, 2, 2):
     spec = flatten(run.frozen)["layers/attn/q_proj/kernel"].sharding.spec
     assert tuple(spec) == (None, "fsdp", "tensor"), spec
+    # The rules table constrains activations inside the step: hidden states, MLP, query heads, logits.
+    hlo = run.train_step.lower(run.state, run.frozen, global_batch(run, next(run.pipeline), 1)).as_text()
+    for layout in ('[{"data", "fsdp"}, {}, {}]', '[{"data", "fsdp"}, {}, {"tensor"}]',
+                   '[{"data", "fsdp"}, {}, {"tensor"}, {}]'):
+      assert "sdy.sharding_constraint" in hlo and f"<@mesh, {layout}>" in hlo, layout
   results[mesh] = (losses, params)
 base_losses, base_params = results.pop((1, 1, 1))
 for mesh, (losses, params) in results.items():
