@@ -109,6 +109,23 @@ def write_replay(config: ml_collections.ConfigDict, workdir: str, model) -> dict
   return summary
 
 
+def check_batch_split(config: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> None:
+  """The global batch must split evenly: over the hosts (each feeds its rows), over the microbatches, and each
+  microbatch over the data x fsdp devices of the mesh. Stops with the numbers otherwise."""
+  try:
+    data, fsdp, _ = sharding.mesh_shape(tuple(config.mesh), num_devices)
+  except UserError as e:
+    raise UserError(f"config.mesh: {e}") from None
+  rows = config.batch_size // config.microbatches
+  if config.batch_size % (num_processes * config.microbatches):
+    raise UserError(f"config.batch_size {config.batch_size} does not split over {num_processes} hosts x "
+                    f"{config.microbatches} microbatches; make it a multiple of {num_processes * config.microbatches}")
+  if rows % (data * fsdp):
+    raise UserError(f"config.batch_size {config.batch_size} / config.microbatches {config.microbatches} = {rows} "
+                    f"rows per microbatch do not split over the mesh's data x fsdp = {data} x {fsdp} devices; make "
+                    f"them a multiple of {data * fsdp}")
+
+
 def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
   """Loads model and data, builds the mesh (over `devices`, default all), state, and the compiled steps."""
   from itjax.loading import load_model
@@ -119,6 +136,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
     write_splits(os.path.join(workdir, "tasks"), config.tasks.n, config.tasks.seed, config.tasks.holdout,
                  phrasings=config.tasks.phrasings)
   config_lib.validate(config, workdir)
+  check_batch_split(config, len(devices or jax.devices()), jax.process_count())
 
   src = model_source(config)
   loaded = load_model(src)
@@ -155,10 +173,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
     validation = eval_batches(config, config_lib.data_paths(config, "validation", workdir), loaded.tokenizer)
 
   # Params: the base plus fresh adapters, cut into trainable and frozen, placed on the mesh by logical axes.
-  try:
-    mesh = sharding.make_mesh(tuple(config.mesh), devices)
-  except ValueError as e:
-    raise UserError(f"config.mesh: {e}") from None
+  mesh = sharding.make_mesh(tuple(config.mesh), devices)  # its shape was checked by check_batch_split
   rng = jax.random.PRNGKey(config.seed)
   if adapters is None:
     adapters = lora_lib.init_adapters(mcfg, jax.random.fold_in(rng, 1))

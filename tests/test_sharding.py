@@ -94,3 +94,18 @@ def test_every_param_has_a_rule_and_divides_the_mesh():
   assert sharding.mesh_shape((2, -1, 1), 8) == (2, 4, 1)
   with pytest.raises(ValueError, match="does not divide the 8 devices"):
     sharding.mesh_shape((3, -1, 1), 8)
+
+
+def test_a_batch_that_does_not_split_over_hosts_microbatches_or_the_mesh_stops_with_the_numbers():
+  from itjax.errors import UserError
+  from itjax.train import check_batch_split
+  from test_train import load_config
+  check_batch_split(load_config(batch_size=8, microbatches=2, mesh=(2, 2, 2)), 8, 2)  # 2 hosts x 2 x 2 rows
+  with pytest.raises(UserError, match=r"config.batch_size 4 / config.microbatches 1 = 4 rows per microbatch do not "
+                                      r"split over the mesh's data x fsdp = 1 x 8 devices; make them a multiple of 8"):
+    check_batch_split(load_config(batch_size=4, mesh=(1, -1, 1)), 8, 1)
+  with pytest.raises(UserError, match=r"config.batch_size 6 does not split over 4 hosts x 1 microbatches; make it a "
+                                      r"multiple of 4"):
+    check_batch_split(load_config(batch_size=6, mesh=(1, -1, 1)), 4, 4)
+  with pytest.raises(UserError, match=r"config.mesh: mesh \(3, -1, 1\) does not divide the 8 devices"):
+    check_batch_split(load_config(mesh=(3, -1, 1)), 8, 1)
