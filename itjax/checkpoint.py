@@ -129,8 +129,8 @@ class Checkpointer:
       found = re.search(r"/(\d+)\.orbax-checkpoint-tmp", str(e))
       step = int(found[1]) if found else self.saving
       intact = [s for s in _committed_steps(str(self.manager.directory)) if s != step]
-      kept = (f"the checkpoint of step {intact[-1]} is intact: make room and run the same command again to resume from it"
-              if intact else "there is no earlier checkpoint to resume from")
+      kept = (f"the checkpoint of step {intact[-1]} is intact: make room and run the same command again to resume "
+              "from it" if intact else "there is no earlier checkpoint to resume from")
       raise CheckpointNotWritten(f"{self.workdir}: the checkpoint of step {step} could not be written ({reason}); "
                                  f"{kept}") from None
 
