@@ -15,8 +15,10 @@ import os
 import re
 import sys
 
+import jax
 import orbax.checkpoint as ocp
 
+from itjax import distributed
 from itjax.atomic import write_json
 from itjax.errors import InputNotFound, UserError, brief
 from itjax.model.config import LoraSpec
@@ -159,7 +161,9 @@ class Checkpointer:
       aside = f"{where}.damaged"
       while os.path.exists(aside):
         aside += "+"
-      os.replace(where, aside)  # kept for a look, out of the way of the steps
+      if distributed.primary():
+        os.replace(where, aside)  # kept for a look, out of the way of the steps
+      distributed.barrier(f"step {step} moved aside")
       warn(f"warning: {where}: the checkpoint of step {step} cannot be restored ({problem}); moved to {aside}, "
            "trying an older one")
       self.manager.reload()  # the step is gone: later saves may use its number again
@@ -181,7 +185,8 @@ class Checkpointer:
 
 
 def _latest(workdir: str, step: int | None) -> tuple[ocp.CheckpointManager, int]:
-  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
+  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), item_handlers={
+      "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
   step = manager.latest_step() if step is None else step
   if step is None:
     raise InputNotFound(f"{workdir}: no checkpoint in {os.path.join(workdir, 'checkpoints')}")
@@ -192,6 +197,14 @@ def read_meta(workdir: str, step: int | None = None) -> dict:
   """The JSON metadata of a workdir's checkpoint (the latest by default)."""
   manager, step = _latest(workdir, step)
   return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+def _on_this_process(manager: ocp.CheckpointManager, step: int) -> dict:
+  """A restore target of the saved shapes and dtypes on this process's first device: a checkpoint written over
+  many devices (a pod slice) reads where there is one."""
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                      manager.item_metadata(step)["state"].tree, is_leaf=lambda x: hasattr(x, "shape"))
 
 
 def read_trained(workdir: str, step: int | None = None) -> tuple[dict, dict]:
@@ -207,7 +220,7 @@ def read_trained(workdir: str, step: int | None = None) -> tuple[dict, dict]:
           file=sys.stderr)
 
   s, out = _first_restorable(manager, steps, lambda s: manager.restore(s, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())), damaged)
+      state=ocp.args.StandardRestore(_on_this_process(manager, s)), meta=ocp.args.JsonRestore())), damaged)
   print(f"{workdir}: the checkpoint of step {s}" + (" (the newest)" if s == latest and step is None else ""),
         file=sys.stderr)
   return out["state"]["params"], out["meta"]

@@ -111,6 +111,11 @@ flags.DEFINE_enum("check", "none", ["none", "tasks", "last_number"], "distill: r
 flags.DEFINE_bool("self", False, "distill: answer --prompts with the model itself (self-replay), no reference.")
 flags.DEFINE_string("prompts", None, "distill --self: a JSONL file with 'prompt' per line, or 'general' for the "
                     "built-in general prompts.")
+flags.DEFINE_string("coordinator_address", "", "train: HOST:PORT of process 0 when several processes run one job "
+                    "(also --num_processes and --process_id; TPU slices, SLURM and JAX_COORDINATOR_ADDRESS need none).")
+flags.DEFINE_integer("num_processes", 0, "train: how many processes run the job (with --coordinator_address).",
+                     lower_bound=0)
+flags.DEFINE_integer("process_id", -1, "train: this process's index, 0..num_processes-1 (with --coordinator_address).")
 config_flags.DEFINE_config_file("config", None, "A training config file (configs/*.py[:ARG]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Training directory: checkpoints, metrics.jsonl, TensorBoard events, plots.")
 FLAGS = flags.FLAGS
@@ -210,12 +215,15 @@ def cmd_make_tasks() -> None:
 
 
 def cmd_train() -> None:
-  from itjax.train import train
+  from itjax import distributed
   if FLAGS.config is None or not FLAGS.workdir:
     raise UsageError("--config configs/X.py[:ARG] and --workdir DIR are required")
+  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  from itjax.train import train
   summary = train(FLAGS.config, FLAGS.workdir)
   summary.pop("evals")  # per-example rows; their metrics are in metrics.jsonl
-  print(json.dumps(summary))
+  if distributed.primary():
+    print(json.dumps(summary))
 
 
 def cmd_export() -> None:

@@ -64,6 +64,9 @@ class MetricsWriter:
 
   def __init__(self, workdir: str, resume_step: int | None = None):
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.file = self.tb = None
+    if jax.process_index() != 0:  # one process writes; the others compute the same figures
+      return
     if resume_step is not None and os.path.exists(self.path):
       keep = []
       with open(self.path, "rb") as f:
@@ -78,16 +81,14 @@ class MetricsWriter:
     elif resume_step is None and os.path.exists(self.path):
       os.remove(self.path)
     self.file = open(self.path, "a")
-    self.tb = None
-    if jax.process_index() == 0:
-      from tensorboardX import SummaryWriter
-      # On resume, TensorBoard hides what the earlier run logged after the checkpoint: the steps run again.
-      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
-                              purge_step=None if resume_step is None else resume_step + 1)
+    from tensorboardX import SummaryWriter
+    # On resume, TensorBoard hides what the earlier run logged after the checkpoint: the steps run again.
+    self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                            purge_step=None if resume_step is None else resume_step + 1)
 
   def write(self, step: int, metrics: dict) -> None:
     record = {"step": step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}}
-    if jax.process_index() == 0:
+    if self.file is not None:
       self.file.write(json.dumps(record) + "\n")
       self.file.flush()
       for k, v in metrics.items():
@@ -96,8 +97,8 @@ class MetricsWriter:
       self.tb.flush()
 
   def close(self) -> None:
-    self.file.close()
-    if self.tb is not None:
+    if self.file is not None:
+      self.file.close()
       self.tb.close()
 
 

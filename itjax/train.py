@@ -24,7 +24,7 @@ from tqdm import tqdm
 from itjax import config as config_lib
 from itjax import lora as lora_lib
 from itjax import metrics as metrics_lib
-from itjax import optim, sharding
+from itjax import distributed, optim, sharding
 from itjax.checkpoint import Checkpointer, legacy_sha256, weights_sha256
 from itjax.data import dataset
 from itjax.data.pipeline import Pipeline
@@ -37,7 +37,7 @@ NonFiniteError = NonFinite  # the name the step's callers know
 
 
 def _log(message: str) -> None:
-  if jax.process_index() == 0:
+  if distributed.primary():
     tqdm.write(message, file=sys.stderr)
 
 
@@ -131,17 +131,20 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
   from itjax.loading import load_model
   config_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
-  if config.tasks.n > 0 and not os.path.exists(os.path.join(workdir, "tasks", "train.jsonl")):
+  if config.tasks.n > 0 and distributed.primary() and not os.path.exists(os.path.join(workdir, "tasks",
+                                                                                      "train.jsonl")):
     from itjax.data.tasks import write_splits
     write_splits(os.path.join(workdir, "tasks"), config.tasks.n, config.tasks.seed, config.tasks.holdout,
                  phrasings=config.tasks.phrasings)
+  distributed.barrier("tasks written")  # the other processes read them (a workdir every host sees)
   config_lib.validate(config, workdir)
   check_batch_split(config, len(devices or jax.devices()), jax.process_count())
 
   src = model_source(config)
   loaded = load_model(src)
-  if config.replay.n > 0:
+  if config.replay.n > 0 and distributed.primary():
     write_replay(config, workdir, loaded)
+  distributed.barrier("replay written")
   adapters = None
   if config.init_adapter:
     from itjax.interop.export import read_peft_adapter
@@ -270,8 +273,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
     best_eval = meta.get("best_eval")
     _log(f"resuming {workdir} at step {resumed}")
   writer = metrics_lib.MetricsWriter(workdir, resumed)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(c.to_json_best_effort(indent=2) + "\n")
+  if distributed.primary():
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(c.to_json_best_effort(indent=2) + "\n")
 
   stop = {"signal": None}
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
@@ -350,7 +354,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
       ckpt.wait()
   ckpt.close()
   writer.close()
-  summary["plot"] = metrics_lib.plot_losses(workdir)
+  summary["plot"] = metrics_lib.plot_losses(workdir) if distributed.primary() else None
   summary["steps"] = step
   return summary
 

@@ -1,0 +1,98 @@
+"""Two processes x 4 CPU devices (jax.distributed, gloo collectives) train as one process x 8 devices does."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Process 1 records every file it opens for writing (Python's audit hook) and prints the list when it exits.
+AUDITED = r"""
+import atexit, sys
+written = set()
+def hook(event, args):
+  if event == "open" and isinstance(args[0], str) and args[1] and any(c in args[1] for c in "wax+"):
+    written.add(args[0])
+sys.addaudithook(hook)
+atexit.register(lambda: print("WROTE " + repr(sorted(written)), flush=True))
+from itjax.cli import run
+sys.argv = ["itjax"] + sys.argv[1:]
+run()
+"""
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def train_args(model, workdir, steps, mesh):
+  return ["train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"), f"--config.model={model}",
+          f"--config.steps={steps}", "--config.checkpoint_every=3", "--config.eval_every=0",
+          f"--config.mesh={mesh}", "--workdir", workdir]
+
+
+def env(devices):
+  return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+
+
+def one_process(args):
+  result = subprocess.run([sys.executable, "-m", "itjax.cli", *args], capture_output=True, text=True, timeout=600,
+                          env=env(8))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def two_processes(args):
+  port = free_port()
+  procs = [subprocess.Popen([sys.executable, "-c", AUDITED, *args, f"--coordinator_address=localhost:{port}",
+                             "--num_processes=2", f"--process_id={i}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env(4)) for i in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  return outs
+
+
+def losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [(r["step"], r["loss"]) for r in map(json.loads, f) if "loss" in r]
+
+
+def close(a, b):
+  assert [s for s, _ in a] == [s for s, _ in b]
+  np.testing.assert_allclose([l for _, l in a], [l for _, l in b], atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_and_resume_in_one(tiny_hf_dir, tmp_path):
+  straight, split, other = (str(tmp_path / n) for n in ("straight", "split", "other"))
+  one_process(train_args(tiny_hf_dir, straight, 6, "(2,4,1)"))
+  outs = two_processes(train_args(tiny_hf_dir, split, 3, "(2,4,1)"))
+  close(losses(split), losses(straight)[:3])
+  # Process 0 wrote the run's files and printed the summary; process 1 wrote nothing outside the checkpoints.
+  (out0, _), (out1, err1) = outs
+  assert json.loads(out0.strip().splitlines()[-2])["steps"] == 3
+  wrote = eval(out1.strip().splitlines()[-1][len("WROTE "):])
+  assert not [w for w in wrote if w.startswith(split) and "/checkpoints/" not in w and "/best/" not in w], wrote
+  assert not [line for line in out1.splitlines() if line.startswith("{")], out1  # the summary: process 0's
+  assert "resuming" not in err1 and "trainable params" not in err1 and "train:" not in err1, err1[-2000:]
+  assert len(os.listdir(os.path.join(split, "tensorboard"))) == 1
+  # The 2-process checkpoint resumes in one process of 8 devices to the losses of the run never split.
+  resumed = one_process(train_args(tiny_hf_dir, split, 6, "(2,4,1)"))
+  assert f"resuming {split} at step 3" in resumed.stderr
+  close(losses(split), losses(straight))
+  # Another mesh, tensor-parallel too; its checkpoint (written over 8 devices) reads here, on one, as export does.
+  two_processes(train_args(tiny_hf_dir, other, 3, "(2,2,2)"))
+  close(losses(other), losses(straight)[:3])
+  from itjax.checkpoint import read_trained
+  from itjax.lora import flatten
+  trained, reference = flatten(read_trained(other, 3)[0]), flatten(read_trained(straight, 3)[0])
+  assert trained.keys() == reference.keys()
+  for k, v in trained.items():
+    np.testing.assert_allclose(np.asarray(v), np.asarray(reference[k]), atol=1e-5, rtol=0, err_msg=k)
