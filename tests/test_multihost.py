@@ -96,3 +96,15 @@ def test_two_processes_train_like_one_and_resume_in_one(tiny_hf_dir, tmp_path):
   assert trained.keys() == reference.keys()
   for k, v in trained.items():
     np.testing.assert_allclose(np.asarray(v), np.asarray(reference[k]), atol=1e-5, rtol=0, err_msg=k)
+
+
+def test_the_coordinator_flags_go_together_and_the_process_id_is_in_range():
+  from itjax import distributed
+  from itjax.errors import UserError
+  with pytest.raises(UserError, match=r"--coordinator_address, --num_processes and --process_id go together \(got "
+                                      r"localhost:1, none, none\)"):
+    distributed.initialize("localhost:1")
+  with pytest.raises(UserError, match=r"--process_id 2 must be in 0..1 \(--num_processes 2\)"):
+    distributed.initialize("localhost:1", 2, 2)
+  distributed.initialize()  # one process, nothing in the environment: nothing happens
+  assert distributed.primary()
