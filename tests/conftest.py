@@ -1,10 +1,24 @@
 """Shared fixtures: tiny random HF checkpoints (torch is the reference) and the SmolLM2 demo GGUF."""
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One JAX compilation cache for the run: the controller sets it before any JAX import, and the xdist workers and
+# every `itjax` process a test starts inherit it, so the many short runs of the same tiny configs compile their
+# steps once. Removed when the run ends.
+JAX_CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                                  os.path.join(tempfile.gettempdir(), f"itjax-tests-jax-cache-{os.getpid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def pytest_sessionfinish(session):
+  if not os.environ.get("PYTEST_XDIST_WORKER") and "itjax-tests-jax-cache-" in JAX_CACHE:
+    shutil.rmtree(JAX_CACHE, ignore_errors=True)
 NEEDS_THE_GGUF = {"smollm2_gguf", "itjax_smollm2"}
 
 
