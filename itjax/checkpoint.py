@@ -133,8 +133,18 @@ class Checkpointer:
       intact = [s for s in _committed_steps(str(self.manager.directory)) if s != step]
       kept = (f"the checkpoint of step {intact[-1]} is intact: make room and run the same command again to resume "
               "from it" if intact else "there is no earlier checkpoint to resume from")
+      self._abandon()
       raise CheckpointNotWritten(f"{self.workdir}: the checkpoint of step {step} could not be written ({reason}); "
                                  f"{kept}") from None
+
+  def _abandon(self) -> None:
+    """Stops the managers' background threads after a failed save, so the process ends with the error alone."""
+    for manager in (self.manager, self.best):
+      try:
+        if manager is not None:
+          manager.close()
+      except Exception:  # the failed save is raised again here; its message is already on its way
+        pass
 
   def save(self, step: int, state: dict, meta: dict, best: bool = False) -> None:
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
