@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 
 from itjax import distributed
 from itjax.atomic import write_json
-from itjax.errors import InputNotFound, UserError, brief
+from itjax.errors import CheckpointNotWritten, InputNotFound, UserError, brief
 from itjax.model.config import LoraSpec
 
 
@@ -73,10 +73,6 @@ def legacy_sha256(path: str) -> str:
 
 class DamagedCheckpoint(UserError):
   """The newest checkpoint cannot be restored and config.resume is strict."""
-
-
-class CheckpointNotWritten(UserError):
-  """A save failed in the filesystem (a full disk, a quota, a file size limit, a read-only mount)."""
 
 
 def _os_reason(error: BaseException) -> str | None:

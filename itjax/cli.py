@@ -32,7 +32,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from itjax.chat import resolve as resolve_template
-from itjax.errors import UserError
+from itjax.errors import CheckpointNotWritten, UserError
 
 COMMANDS = ("generate", "fetch-demo-model", "demo", "inspect-data", "make-tasks", "train", "export", "eval",
             "curate", "distill")
@@ -352,7 +352,10 @@ def main(argv: list[str]) -> None:
         raise UsageError(f"--chat_template: {e}") from None
     command()
   except UserError as e:
-    print(f"itjax {argv[1]}: error: {e}", file=sys.stderr)
+    sys.stderr.write(f"itjax {argv[1]}: error: {e}\n")  # one write: a line no other thread's output splits
+    if isinstance(e, CheckpointNotWritten):  # orbax's writer threads failed with it, and would print tracebacks
+      sys.stderr.flush()                    # while Python shuts down around them: leave at once
+      os._exit(1)
     sys.exit(1)
   except KeyboardInterrupt:
     print(f"itjax {argv[1]}: interrupted", file=sys.stderr)

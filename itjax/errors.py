@@ -37,3 +37,7 @@ class MissingDependency(UserError, ImportError):
 
 class NonFinite(UserError, FloatingPointError):
   """Training produced a non-finite value (most often a learning rate too high for the data)."""
+
+
+class CheckpointNotWritten(UserError):
+  """A save failed in the filesystem (a full disk, a quota, a file size limit, a read-only mount)."""

@@ -353,6 +353,7 @@ def test_a_save_the_filesystem_refuses_stops_naming_the_workdir_and_keeps_the_ch
   assert said == [  # beside it, in their own order
       f"itjax train: error: {workdir}: the checkpoint of step 4 could not be written (File too large); the checkpoint "
       "of step 2 is intact: make room and run the same command again to resume from it"], full.stderr[-3000:]
+  assert "Traceback" not in full.stderr[full.stderr.index(said[0]):], full.stderr[-3000:]  # nothing after it
   again = itjax(*args, "--config.steps=4")
   assert again.returncode == 0 and f"resuming {workdir} at step 2" in again.stderr, again.stderr[-3000:]
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
