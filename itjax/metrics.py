@@ -17,7 +17,7 @@ import os
 
 import jax
 
-from itjax import atomic
+from itjax import atomic, distributed
 from itjax.lora import flatten
 from itjax.model.config import ModelConfig
 
@@ -65,7 +65,7 @@ class MetricsWriter:
   def __init__(self, workdir: str, resume_step: int | None = None):
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.file = self.tb = None
-    if jax.process_index() != 0:  # one process writes; the others compute the same figures
+    if not distributed.primary():  # one process writes; the others compute the same figures
       return
     if resume_step is not None and os.path.exists(self.path):
       keep = []

@@ -99,7 +99,7 @@ def write_replay(config: ml_collections.ConfigDict, workdir: str, model) -> dict
   r = config.replay
   summary = self_replay(r.prompts, config_lib.replay_path(workdir), model,
                         Options(batch_size=r.batch_size, max_new_tokens=r.max_new_tokens, limit=r.n, seed=r.seed,
-                                progress=jax.process_index() == 0))
+                                progress=distributed.primary()))
   rejected = counts_text(summary["rejected_by_reason"])
   if not summary["accepted"]:
     raise UserError(f"config.replay: none of the base's {summary['records']} answers was kept (rejected: "
@@ -293,7 +293,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
     if live_eval.suites:
       evals[0] = live_eval(run, 0, writer)
   eval_seconds = time.time() - evaluating if live_eval.suites and start == 0 else 0.0
-  bar = tqdm(total=c.steps, initial=start, desc="train", unit="step", disable=jax.process_index() != 0,
+  bar = tqdm(total=c.steps, initial=start, desc="train", unit="step", disable=not distributed.primary(),
              dynamic_ncols=True)
   timing = None  # (time, steps done) after the first step (with its compilation); () once estimated
   pending = None  # (step, metrics on device): fetched one step late, so dispatch runs ahead of the device

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
+from itjax import distributed
 from itjax import lora as lora_lib
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ def _adapters_are_zero(trainable: dict) -> bool:
   """Whether params with these trainable leaves compute what the base does: only adapters train and every lora_b
   is zero (as initialised, before the first step)."""
   flat = lora_lib.flatten(trainable)
-  return bool(flat) and all(k.endswith(("/lora_a", "/lora_b")) for k in flat) and all(
+  return bool(flat) and all(lora_lib.is_trainable(k, lora_lib.LORA_ONLY) for k in flat) and all(
       bool(jnp.all(v == 0)) for k, v in flat.items() if k.endswith("/lora_b"))
 
 
@@ -53,7 +54,7 @@ class LiveEvaluator:
         self.suites[suite] = hallucination.load(subset or hallucination.N_QUESTIONS, run.config.seed)
     self.perturbations = tuple(c.perturbations) or None
     self.settings = Settings(max_new_tokens=c.max_new_tokens, batch_size=c.batch_size, limit=limit,
-                             progress=jax.process_index() == 0)
+                             progress=distributed.primary())
     self.small = dataclasses.replace(self.settings, limit=subset)
     template, unroll = run.config.data.chat_template or None, jax.default_backend() == "cpu"
     self.subject = Subject("model", run.model_config, {}, run.tokenizer, template, unroll=unroll)
