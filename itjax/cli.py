@@ -18,6 +18,8 @@
   itjax distill --model SRC --data IN.jsonl --out OUT.jsonl [--template general|refer|math|FILE]
                 [--check none|tasks|last_number] [--batch_size N] [--max_new_tokens N] [--limit N]   (re-run to resume)
   itjax distill --model SRC --self --prompts FILE|general --out OUT.jsonl [--limit N] [--seed S]
+  itjax sweep experiments/NAME.py [--dry_run] [--only RUN[,RUN]] [--launcher local|tpu] [--parallel N]
+              [--runs_dir runs] [--tpu NAME --zone ZONE [--project P]]      (re-run to go on; finished runs are skipped)
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from itjax.chat import resolve as resolve_template
 from itjax.errors import CheckpointNotWritten, UserError
 
 COMMANDS = ("generate", "fetch-demo-model", "demo", "inspect-data", "make-tasks", "train", "export", "eval",
-            "curate", "distill")
+            "curate", "distill", "sweep")
 
 flags.DEFINE_string("model", None, "A Hugging Face model directory or a .gguf file (eval: or a training workdir).")
 flags.DEFINE_string("prompt", None, "One prompt, rendered as a user turn (raw text with --raw).")
@@ -116,6 +118,15 @@ flags.DEFINE_string("coordinator_address", "", "train: HOST:PORT of process 0 wh
 flags.DEFINE_integer("num_processes", 0, "train: how many processes run the job (with --coordinator_address).",
                      lower_bound=0)
 flags.DEFINE_integer("process_id", -1, "train: this process's index, 0..num_processes-1 (with --coordinator_address).")
+flags.DEFINE_bool("dry_run", False, "sweep: print the planned runs, their overrides and commands; run nothing.")
+flags.DEFINE_list("only", None, "sweep: run only these runs of the experiment, comma-separated.")
+flags.DEFINE_enum("launcher", "local", ["local", "tpu"], "sweep: run here, one after another (local), or on a TPU "
+                  "slice made by launch/tpu.py create (tpu, with --tpu and --zone).")
+flags.DEFINE_integer("parallel", 1, "sweep: local runs at once.", lower_bound=1)
+flags.DEFINE_string("runs_dir", "runs", "sweep: runs go to RUNS_DIR/NAME/RUN (a gs:// path on a slice).")
+flags.DEFINE_string("tpu", None, "sweep --launcher tpu: the slice's name (launch/tpu.py create --name).")
+flags.DEFINE_string("zone", None, "sweep --launcher tpu: the slice's zone.")
+flags.DEFINE_string("project", None, "sweep --launcher tpu: the Google Cloud project (default: gcloud's).")
 config_flags.DEFINE_config_file("config", None, "A training config file (configs/*.py[:ARG]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Training directory: checkpoints, metrics.jsonl, TensorBoard events, plots.")
 FLAGS = flags.FLAGS
@@ -320,13 +331,24 @@ def cmd_distill() -> None:
   print(f"wrote {FLAGS.out} and {summary_path(FLAGS.out)}", file=sys.stderr)
 
 
+def cmd_sweep(args: list[str]) -> None:
+  from itjax import sweep
+  if len(args) != 1:
+    raise UsageError("give one experiment file: itjax sweep experiments/NAME.py [--flags]")
+  status = sweep.main(args[0], dry_run=FLAGS.dry_run, only=FLAGS.only, launcher=FLAGS.launcher,
+                      parallel=FLAGS.parallel, runs_dir=FLAGS.runs_dir, tpu=FLAGS.tpu, zone=FLAGS.zone,
+                      project=FLAGS.project, say=lambda line: print(line, flush=True))
+  if status:
+    sys.exit(status)
+
+
 def _parse(argv: list[str]) -> list[str]:
   if len(argv) < 2 or argv[1] not in COMMANDS:
     given = argv[1] if len(argv) > 1 else "nothing"
     print(f"usage: itjax {{{','.join(COMMANDS)}}} [--flags]; got {given}\n{__doc__}", file=sys.stderr)
     sys.exit(2)
   try:
-    FLAGS([argv[0]] + argv[2:])
+    positional = FLAGS([argv[0]] + argv[2:])[1:]
   except flags.Error as e:
     print(f"itjax {argv[1]}: {e}", file=sys.stderr)
     sys.exit(2)
@@ -334,7 +356,10 @@ def _parse(argv: list[str]) -> list[str]:
     detail = " ".join(str(e.args[0] if e.args else e).replace("\\'", "").replace("\\n", " ").strip("'").split())
     print(f"itjax {argv[1]}: unknown config key {detail}", file=sys.stderr)
     sys.exit(2)
-  return argv[:2]
+  if positional and argv[1] != "sweep":
+    print(f"itjax {argv[1]}: unexpected argument {positional[0]!r} (every input is a --flag)", file=sys.stderr)
+    sys.exit(2)
+  return argv[:2] + positional
 
 
 def main(argv: list[str]) -> None:
@@ -343,7 +368,7 @@ def main(argv: list[str]) -> None:
   command = {"generate": cmd_generate, "fetch-demo-model": cmd_fetch_demo_model, "demo": cmd_demo,
              "inspect-data": cmd_inspect_data, "make-tasks": cmd_make_tasks, "train": cmd_train,
              "export": cmd_export, "eval": cmd_eval, "curate": cmd_curate,
-             "distill": cmd_distill}[argv[1]]
+             "distill": cmd_distill, "sweep": lambda: cmd_sweep(argv[2:])}[argv[1]]
   try:
     if FLAGS.chat_template:  # before any model loads
       try:

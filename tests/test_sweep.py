@@ -1,0 +1,178 @@
+"""`itjax sweep`: an experiment file's runs, skipped once finished, a failed run reported, the summary; bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from itjax import sweep
+from itjax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "configs", "tiny_lora.py")
+
+
+def _experiment(tmp_path, body: str, name: str = "exp") -> str:
+  path = tmp_path / f"{name}.py"
+  path.write_text(textwrap.dedent(body))
+  return str(path)
+
+
+def _tiny(tmp_path, model: str, runs: str, extra: str = "") -> str:
+  return _experiment(tmp_path, f"""
+      CONFIG = {TINY!r}
+      COMMON = {{"model": {model!r}, "steps": 2, "eval_every": 2, "checkpoint_every": 2, "eval_batches": 1,
+                "tasks.n": 16, "batch_size": 4}}
+      RUNS = {runs}
+      {extra}
+      """)
+
+
+def _sweep(cwd, *args):
+  return subprocess.run([sys.executable, "-m", "itjax.cli", "sweep", *args], cwd=cwd, capture_output=True,
+                        text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_sweep_runs_skips_finished_reports_failed_and_summarizes(tmp_path, tiny_hf_dir):
+  runs = ('{"broken": {"data.validation": "no/such/file.jsonl"}, "lr_low": {"learning_rate": 1e-3}, '
+          '"lr_high": {"learning_rate": 1e-2}}')
+  path = _tiny(tmp_path, tiny_hf_dir, runs, 'PLOT = ("eval_loss", "loss")')
+  first = _sweep(tmp_path, path, "--runs_dir", "out")
+  assert first.returncode == 1, first.stdout + first.stderr
+  # The broken run (first in order) failed, said why, and did not stop the other two.
+  assert "broken: FAILED in train (exit 1): itjax train: error:" in first.stdout, first.stdout
+  assert "no/such/file.jsonl" in first.stdout
+  assert "1 of 3 run(s) failed" in first.stdout
+  for run, lr in (("lr_low", 1e-3), ("lr_high", 1e-2)):
+    workdir = tmp_path / "out" / "exp" / run
+    marker = json.loads((workdir / "sweep.json").read_text())
+    assert marker["status"] == "done" and marker["overrides"]["learning_rate"] == lr
+    assert json.loads((workdir / "config.json").read_text())["learning_rate"] == lr
+  assert json.loads((tmp_path / "out/exp/broken/sweep.json").read_text())["status"] == "failed"
+  with open(tmp_path / "out/exp/summary.csv") as f:
+    rows = {r["run"]: r for r in csv.DictReader(f)}
+  assert set(rows) == {"broken", "lr_low", "lr_high"}
+  assert rows["broken"]["status"] == "failed" and rows["lr_low"]["status"] == "done"
+  for run in ("lr_low", "lr_high"):  # the table holds each run's own final validation loss and step time
+    lines = [json.loads(x) for x in (tmp_path / "out/exp" / run / "metrics.jsonl").read_text().splitlines()]
+    final = [x["eval_loss"] for x in lines if "eval_loss" in x][-1]
+    assert float(rows[run]["eval_loss"]) == pytest.approx(final, rel=1e-3)
+    assert float(rows[run]["step_s"]) > 0 and float(rows[run]["wall_min"]) > 0
+  assert rows["lr_low"]["eval_loss"] != rows["lr_high"]["eval_loss"]
+  assert rows["lr_low"]["learning_rate"] == "0.001"
+  md = (tmp_path / "out/exp/summary.md").read_text()
+  assert "| lr_high | done |" in md and "| broken | failed |" in md
+  assert (tmp_path / "out/exp/summary.png").read_bytes()[:4] == b"\x89PNG"
+
+  # Again: the finished runs are skipped (their files untouched), the failed one is tried again.
+  stamps = {run: os.path.getmtime(tmp_path / "out/exp" / run / "metrics.jsonl") for run in ("lr_low", "lr_high")}
+  second = _sweep(tmp_path, path, "--runs_dir", "out")
+  assert second.returncode == 1
+  assert "lr_low: finished before, skipped" in second.stdout and "lr_high: finished before, skipped" in second.stdout
+  assert "broken: started" in second.stdout and "lr_low: started" not in second.stdout
+  for run, stamp in stamps.items():
+    assert os.path.getmtime(tmp_path / "out/exp" / run / "metrics.jsonl") == stamp
+
+
+def test_dry_run_prints_runs_overrides_and_commands_and_runs_nothing(tmp_path):
+  path = _tiny(tmp_path, "some/model", '{"r2": {"lora.rank": 2}, "r16": {"lora.rank": 16, "eval.suites": ["tasks"]}}',
+               'EVAL = {"suites": "tasks", "limit": 8}')
+  lines = []
+  assert sweep.main(path, dry_run=True, only=None, launcher="local", parallel=1, runs_dir=str(tmp_path / "runs"),
+                    tpu=None, zone=None, project=None, say=lines.append) == 0
+  text = "\n".join(lines)
+  assert "r2: lora.rank=2" in text and 'r16: lora.rank=16 eval.suites=("tasks",)' in text
+  workdir = os.path.join(str(tmp_path / "runs"), "exp", "r16")
+  assert f"--workdir {workdir} --config.model=some/model --config.steps=2" in text
+  assert "'--config.eval.suites=(\"tasks\",)'" in text
+  assert f"itjax eval --model {workdir} --out {workdir}/eval --suites=tasks --limit=8" in text
+  assert not (tmp_path / "runs").exists()
+  lines.clear()
+  sweep.main(path, dry_run=True, only=["r16"], launcher="local", parallel=1, runs_dir="runs", tpu=None, zone=None,
+             project=None, say=lines.append)
+  assert "r16: " in "\n".join(lines) and "r2: " not in "\n".join(lines)
+
+
+def test_overrides_parse_back_as_the_config_types():
+  """What the sweep writes as --config.KEY=VALUE is what ml_collections reads back (tuples, bools, floats)."""
+  overrides = {"eval.suites": ("tasks", "forgetting"), "keep_best": False, "learning_rate": 2e-3, "lora.rank": 16,
+               "data.drop_types": "a,b", "eval.perturbations": ("case",)}
+  script = ("import json, sys\nfrom absl import flags\nfrom ml_collections import config_flags\n"
+            "config_flags.DEFINE_config_file('config', None, '', lock_config=True)\n"
+            "flags.FLAGS(sys.argv)\nprint(flags.FLAGS.config.to_json())\n")
+  done = subprocess.run([sys.executable, "-c", script, "--config", TINY] +
+                        [f"--config.{k}={sweep.flag_value(v)}" for k, v in overrides.items()],
+                        capture_output=True, text=True, check=True)
+  got = json.loads(done.stdout)
+  assert got["eval"]["suites"] == ["tasks", "forgetting"] and got["eval"]["perturbations"] == ["case"]
+  assert got["keep_best"] is False and got["learning_rate"] == 2e-3 and got["lora"]["rank"] == 16
+  assert got["data"]["drop_types"] == "a,b"
+
+
+def _main(path, **kw):
+  args = dict(dry_run=True, only=None, launcher="local", parallel=1, runs_dir="runs", tpu=None, zone=None,
+              project=None, say=lambda line: None)
+  return sweep.main(path, **{**args, **kw})
+
+
+@pytest.mark.parametrize("body, message", [
+    (f"CONFIG = {TINY!r}\n", "RUNS must be a non-empty dict"),
+    (f"CONFIG = {TINY!r}\nRUNS = {{}}\n", "RUNS must be a non-empty dict"),
+    (f"CONFIG = {TINY!r}\nRUNS = {{'a': {{'lora.rnk': 4}}}}\n",
+     "run 'a': unknown config key 'lora.rnk': lora has no 'rnk' (did you mean 'lora.rank'?)"),
+    (f"CONFIG = {TINY!r}\nRUNS = {{'a': {{'learnig_rate': 4}}}}\n",
+     "unknown config key 'learnig_rate': the config has no 'learnig_rate' (did you mean 'learning_rate'?)"),
+    (f"CONFIG = {TINY!r}\nRUNS = {{'a': {{'steps': 'many'}}}}\n", "config key 'steps': 'many' does not fit"),
+    (f"CONFIG = {TINY!r}\nCOMMON = {{'lora.x': 1}}\nRUNS = {{'a': {{}}}}\n", "unknown config key 'lora.x'"),
+    (f"CONFIG = {TINY!r}\nRUNS = {{'a/b': {{}}}}\n", "run name 'a/b'"),
+    ("CONFIG = 'configs/nope.py'\nRUNS = {'a': {}}\n", "CONFIG 'configs/nope.py': no such config file"),
+    ("RUNS = {'a': {}}\n", "CONFIG must name the base config"),
+])
+def test_bad_experiment_files_name_the_file_and_what_is_wrong(tmp_path, body, message):
+  path = _experiment(tmp_path, body)
+  with pytest.raises(UserError) as e:
+    _main(path)
+  assert str(e.value).startswith(path) and message in str(e.value), str(e.value)
+
+
+def test_bad_sweep_flags(tmp_path):
+  path = _tiny(tmp_path, "m", '{"a": {}, "b": {}}')
+  with pytest.raises(UserError, match=r"--launcher tpu needs the slice: --tpu NAME --zone ZONE"):
+    _main(path, launcher="tpu")
+  with pytest.raises(UserError, match=r"--launcher tpu needs the slice"):
+    _main(path, launcher="tpu", tpu="slice")  # no zone
+  with pytest.raises(UserError, match=r"--only: .* has no run 'c'; its runs: a, b"):
+    _main(path, only=["a", "c"])
+  with pytest.raises(UserError, match="no such experiment file"):
+    _main(str(tmp_path / "missing.py"))
+
+
+def test_cli_sweep_errors_are_one_line(tmp_path):
+  path = _experiment(tmp_path, f"CONFIG = {TINY!r}\nRUNS = {{'a': {{'lora.rnk': 4}}}}\n")
+  done = _sweep(tmp_path, path, "--dry_run")
+  assert done.returncode == 1
+  assert done.stderr.strip().splitlines()[-1].startswith(f"itjax sweep: error: {path}: run 'a': unknown config key")
+  assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_tpu_launcher_dry_run_submits_the_sweep_to_every_worker(tmp_path, capfd, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  path = _tiny(tmp_path, "m", '{"a": {}, "b": {"lora.rank": 2}}')
+  assert _main(path, launcher="tpu", tpu="my-slice", zone="us-west4-a", only=["b"], runs_dir="gs://bucket/runs") == 0
+  out = capfd.readouterr().out
+  ssh = [line for line in out.splitlines() if line.startswith("gcloud compute tpus tpu-vm ssh my-slice")]
+  assert len(ssh) == 1 and "--worker=all --zone=us-west4-a" in ssh[0]
+  assert ("sweep exp.py --launcher local --runs_dir gs://bucket/runs --only b" in ssh[0]), ssh[0]
+  assert "logs/sweep-exp.worker$TPU_WORKER_ID.log" in ssh[0]
+  outside = tmp_path / "elsewhere"
+  outside.mkdir()
+  monkeypatch.chdir(outside)
+  with pytest.raises(UserError, match="must lie inside the repository"):
+    _main(path, launcher="tpu", tpu="my-slice", zone="z")
