@@ -17,6 +17,7 @@ import sys
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from itjax import distributed
 from itjax.atomic import write_json
@@ -84,9 +85,15 @@ def _os_reason(error: BaseException) -> str | None:
   return os.strerror(int(found[1])) if found else None
 
 
+def _directory(workdir: str, name: str):
+  """WORKDIR/NAME for orbax: an absolute local path, or a bucket path (gs://...) as it is."""
+  return epath.Path(workdir) / name if "://" in workdir else os.path.abspath(os.path.join(workdir, name))
+
+
 def _committed_steps(directory: str) -> list[int]:
   """Steps whose save finished: orbax writes into STEP.orbax-checkpoint-tmp* and renames it to STEP at the end."""
-  return sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if os.path.isdir(directory) else []
+  path = epath.Path(directory)
+  return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit()) if path.is_dir() else []
 
 
 def _first_restorable(manager: ocp.CheckpointManager, steps: list[int], restore, damaged):
@@ -104,10 +111,10 @@ class Checkpointer:
   def __init__(self, workdir: str, keep: int, keep_best: bool):
     self.workdir, self.saving = workdir, None
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    self.manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+    self.manager = ocp.CheckpointManager(_directory(workdir, "checkpoints"), options=options)
     self.best = None
     if keep_best:
-      self.best = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "best")),
+      self.best = ocp.CheckpointManager(_directory(workdir, "best"),
                                         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
 
   def latest_step(self) -> int | None:
@@ -165,10 +172,10 @@ class Checkpointer:
         raise DamagedCheckpoint(f"{where}: the checkpoint of step {step} cannot be restored ({problem}); "
                                 "config.resume=strict stops here (auto resumes from an older one)") from None
       aside = f"{where}.damaged"
-      while os.path.exists(aside):
+      while epath.Path(aside).exists():
         aside += "+"
       if distributed.primary():
-        os.replace(where, aside)  # kept for a look, out of the way of the steps
+        epath.Path(where).rename(aside)  # kept for a look, out of the way of the steps
       distributed.barrier(f"step {step} moved aside")
       warn(f"warning: {where}: the checkpoint of step {step} cannot be restored ({problem}); moved to {aside}, "
            "trying an older one")
@@ -191,7 +198,7 @@ class Checkpointer:
 
 
 def _latest(workdir: str, step: int | None) -> tuple[ocp.CheckpointManager, int]:
-  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), item_handlers={
+  manager = ocp.CheckpointManager(_directory(workdir, "checkpoints"), item_handlers={
       "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
   step = manager.latest_step() if step is None else step
   if step is None:

@@ -24,13 +24,15 @@ class LoadedModel:
 
 
 def _check_exists(src: str) -> None:
-  if not os.path.exists(src):
+  from itjax.workdir import exists
+  if not exists(src):
     raise InputNotFound(f"model path {src!r} does not exist (expected a Hugging Face model directory or a "
                         ".gguf file)")
 
 
 def is_workdir(src: str) -> bool:
-  return os.path.isdir(os.path.join(src, "checkpoints"))
+  from itjax.workdir import exists
+  return exists(src, "checkpoints")  # also in a bucket (gs://...)
 
 
 def load_tokenizer(src: str) -> Tokenizer:

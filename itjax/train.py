@@ -25,6 +25,7 @@ from itjax import config as config_lib
 from itjax import lora as lora_lib
 from itjax import metrics as metrics_lib
 from itjax import distributed, optim, sharding
+from itjax import workdir as workdir_lib
 from itjax.checkpoint import Checkpointer, legacy_sha256, weights_sha256
 from itjax.data import dataset
 from itjax.data.pipeline import Pipeline
@@ -130,21 +131,20 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
   """Loads model and data, builds the mesh (over `devices`, default all), state, and the compiled steps."""
   from itjax.loading import load_model
   config_lib.validate(config)
-  os.makedirs(workdir, exist_ok=True)
-  if config.tasks.n > 0 and distributed.primary() and not os.path.exists(os.path.join(workdir, "tasks",
-                                                                                      "train.jsonl")):
+  files = workdir_lib.prepare(workdir)  # the run's files: the workdir, or a bucket workdir's local mirror
+  if config.tasks.n > 0 and distributed.primary() and not os.path.exists(os.path.join(files, "tasks", "train.jsonl")):
     from itjax.data.tasks import write_splits
-    write_splits(os.path.join(workdir, "tasks"), config.tasks.n, config.tasks.seed, config.tasks.holdout,
+    write_splits(os.path.join(files, "tasks"), config.tasks.n, config.tasks.seed, config.tasks.holdout,
                  phrasings=config.tasks.phrasings)
-  distributed.barrier("tasks written")  # the other processes read them (a workdir every host sees)
-  config_lib.validate(config, workdir)
+  workdir_lib.share(workdir, "tasks")  # the other processes read them
+  config_lib.validate(config, files)
   check_batch_split(config, len(devices or jax.devices()), jax.process_count())
 
   src = model_source(config)
   loaded = load_model(src)
   if config.replay.n > 0 and distributed.primary():
-    write_replay(config, workdir, loaded)
-  distributed.barrier("replay written")
+    write_replay(config, files, loaded)
+  workdir_lib.share(workdir, "replay")
   adapters = None
   if config.init_adapter:
     from itjax.interop.export import read_peft_adapter
@@ -160,7 +160,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
   # Data: tokenized once, batches by the pipeline (host shard of the global batch).
   options = data_options(config)
   drop = tuple(t.strip() for t in config.data.drop_types.split(",") if t.strip())
-  sources, report = dataset.load_sources(config_lib.data_paths(config, "train", workdir), loaded.tokenizer, options,
+  sources, report = dataset.load_sources(config_lib.data_paths(config, "train", files), loaded.tokenizer, options,
                                          drop)
   if drop:
     _log(f"data.drop_types: left out {report.left_out:,} of the {report.records:,} records of data.train ("
@@ -173,7 +173,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
                                             f"tokens)" for name, n, share in pipeline.mix()))
   validation = []
   if config.data.validation:
-    validation = eval_batches(config, config_lib.data_paths(config, "validation", workdir), loaded.tokenizer)
+    validation = eval_batches(config, config_lib.data_paths(config, "validation", files), loaded.tokenizer)
 
   # Params: the base plus fresh adapters, cut into trainable and frozen, placed on the mesh by logical axes.
   mesh = sharding.make_mesh(tuple(config.mesh), devices)  # its shape was checked by check_batch_split
@@ -212,7 +212,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
                       compiler_options=compiler_options())
   flops = metrics_lib.train_flops_per_token(mcfg, shapes, set(lora_lib.flatten(trainable)), config.max_len)
   base = {"path": os.path.abspath(src), "weights_sha256": weights_sha256(src)}
-  return Run(config, workdir, mcfg, loaded.tokenizer, state, frozen, train_step, eval_step, pipeline, validation,
+  return Run(config, files, mcfg, loaded.tokenizer, state, frozen, train_step, eval_step, pipeline, validation,
              mesh, batch_sh, eval_sh, base, report, flops)
 
 
@@ -256,7 +256,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
   for the expected duration printed once two steps have run (default: now)."""
   started = started or time.time()
   run = run or setup(config, workdir)
-  c = run.config
+  c, files = run.config, run.workdir  # checkpoints go to `workdir`, the other files to `files` (see workdir.py)
   ckpt = Checkpointer(workdir, c.keep_checkpoints, c.keep_best)
   best_eval = None
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), run.state)
@@ -272,9 +272,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
     run.pipeline.set_state(meta["data_state"])
     best_eval = meta.get("best_eval")
     _log(f"resuming {workdir} at step {resumed}")
-  writer = metrics_lib.MetricsWriter(workdir, resumed)
+  writer = metrics_lib.MetricsWriter(files, resumed)
   if distributed.primary():
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    with open(os.path.join(files, "config.json"), "w") as f:
       f.write(c.to_json_best_effort(indent=2) + "\n")
 
   stop = {"signal": None}
@@ -331,6 +331,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
       best_eval = eval_loss if improved else best_eval
       if save_now or improved:
         ckpt.save(step, run.state, _meta(run, best_eval), best=improved)
+        workdir_lib.push(workdir)  # a bucket workdir gets the metrics that go with the checkpoint
     if pending is not None:
       _finish(run, writer, bar, pending, last_time, peak)
     if stop["signal"] is not None and ckpt.latest_step() != step:  # the signal came after this step's save check
@@ -342,6 +343,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
   if stop["signal"] is not None and step < c.steps:
     ckpt.close()
     writer.close()
+    workdir_lib.push(workdir)
     _log(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved, re-run the command to resume")
     summary.update(stopped_at=step)
     return summary
@@ -354,7 +356,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: Run | None = Non
       ckpt.wait()
   ckpt.close()
   writer.close()
-  summary["plot"] = metrics_lib.plot_losses(workdir) if distributed.primary() else None
+  summary["plot"] = metrics_lib.plot_losses(files) if distributed.primary() else None
+  workdir_lib.push(workdir)
   summary["steps"] = step
   return summary
 

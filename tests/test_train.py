@@ -139,7 +139,7 @@ def test_sigterm_saves_a_checkpoint_to_resume_from(tiny_hf_dir, tmp_path):
   stopped = json.loads(out.strip().splitlines()[-1])["stopped_at"]
   assert 3 <= stopped < 400 and "re-run the command to resume" in err
   assert os.listdir(os.path.join(workdir, "checkpoints")) == [str(stopped)]
-  resumed = itjax("train", *args[3:-2], f"--config.steps={stopped + 2}", "--workdir", workdir)
+  resumed = itjax("train", *args[4:-2], f"--config.steps={stopped + 2}", "--workdir", workdir)
   assert resumed.returncode == 0, resumed.stderr
   assert f"resuming {workdir} at step {stopped}" in resumed.stderr
   assert [s for s, _ in losses(workdir)][-2:] == [stopped + 1, stopped + 2]

@@ -34,6 +34,9 @@ class Inputs:
 
 
 def _is_workdir(src: str) -> bool:
+  from itjax.workdir import exists, is_remote
+  if is_remote(src):  # a training workdir in a bucket (models are read from local files)
+    return exists(src, "checkpoints")
   hf = any(os.path.exists(os.path.join(src, f)) for f in ("model.safetensors", "model.safetensors.index.json"))
   return os.path.isdir(src) and not hf and any(
       os.path.exists(os.path.join(src, f)) for f in ("checkpoints", "metrics.jsonl", "tasks"))
@@ -47,7 +50,8 @@ def load_subjects(src: str, base: str | None, step: int | None, unmerged: bool) 
   subjects = {}
   if _is_workdir(src):
     from itjax.checkpoint import lora_spec
-    if not os.path.isdir(os.path.join(src, "checkpoints")) or not os.listdir(os.path.join(src, "checkpoints")):
+    from itjax.workdir import has_checkpoints
+    if not has_checkpoints(src):
       raise InputNotFound(f"--model {src}: a training workdir without checkpoints (nothing in "
                           f"{os.path.join(src, 'checkpoints')})")
     base_model, trained, meta = load_trained(src, step)
@@ -137,8 +141,12 @@ def run(model: str | None, suites: Sequence[str], out: str, base: str | None = N
   results["base"] = base_src
   evaluated = {k: s for k, s in subjects.items() if k in ("model", "base")}
   task_source = files.get("tasks")
-  if task_source is None and _is_workdir(model) and os.path.isdir(os.path.join(model, "tasks")):
-    task_source = os.path.join(model, "tasks")
+  if task_source is None and _is_workdir(model):
+    from itjax import workdir as workdir_lib
+    if workdir_lib.is_remote(model) and workdir_lib.exists(model, "tasks"):
+      workdir_lib.pull(model, "tasks")  # into this machine's mirror of the bucket workdir
+    if os.path.isdir(os.path.join(workdir_lib.local(model), "tasks")):
+      task_source = os.path.join(workdir_lib.local(model), "tasks")
   needs_tasks = {"tasks", "forgetting", "rigidity"} & set(suites)
   task_records = tasks.load(task_source, settings.limit) if needs_tasks else None
   for suite in suites:

@@ -1,0 +1,118 @@
+"""Workdirs in a bucket (gs://BUCKET/...), so that a preempted slice resumes from where it stopped.
+
+Checkpoints are written to the bucket directly (orbax writes gs:// paths). The run's other files (metrics.jsonl,
+config.json, TensorBoard events, the loss plot, generated tasks and replay answers) are written to a local mirror
+and copied to the bucket after every checkpoint save and at the end; a run that starts on a bucket workdir first
+replaces its mirror with the bucket's copy. The bucket therefore never holds metrics older than its newest
+checkpoint, and a resume rewrites any steps logged after it, as on a local disk. Each process has its own mirror;
+process 0 uploads, and files that every process reads (tasks, replay) are downloaded by the others after it did.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+from etils import epath
+
+from itjax import distributed
+
+CHECKPOINTS = ("checkpoints", "best")  # orbax's own, in the bucket; never mirrored
+
+
+def is_remote(workdir: str) -> bool:
+  return "://" in workdir
+
+
+def exists(path: str, *parts: str) -> bool:
+  """Whether PATH/PARTS exists, on a local disk or in a bucket."""
+  return (epath.Path(path).joinpath(*parts)).exists() if is_remote(path) else os.path.exists(os.path.join(path, *parts))
+
+
+def has_checkpoints(path: str) -> bool:
+  """Whether PATH is a training workdir with at least one entry in its checkpoints directory."""
+  checkpoints = epath.Path(path) / "checkpoints" if is_remote(path) else epath.Path(os.path.join(path, "checkpoints"))
+  return checkpoints.is_dir() and any(True for _ in checkpoints.iterdir())
+
+
+def mirror_root() -> str:
+  return os.environ.get("ITJAX_MIRROR_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "itjax", "workdirs")
+
+
+def local(workdir: str) -> str:
+  """Where the run's files are written: the workdir itself, or a bucket workdir's mirror for this process."""
+  if not is_remote(workdir):
+    return workdir
+  where = re.sub(r"^(\w+)://", r"\1/", workdir).strip("/")  # gs://b/runs/x -> gs/b/runs/x
+  return os.path.join(mirror_root(), where, f"process{_process()}")
+
+
+def _process() -> int:
+  import jax
+  return jax.process_index()
+
+
+def _files(root: epath.Path, under: str = ""):
+  """(relative path, Path) of every file below root/under, checkpoints excluded."""
+  top = root / under if under else root
+  if not top.exists():
+    return
+  stack = [top]
+  while stack:
+    for entry in stack.pop().iterdir():
+      relative = os.path.relpath(os.fspath(entry), os.fspath(root))
+      if relative.split(os.sep)[0] in CHECKPOINTS:
+        continue
+      if entry.is_dir():
+        stack.append(entry)
+      else:
+        yield relative, entry
+
+
+def prepare(workdir: str) -> str:
+  """The local directory for the run's files; for a bucket workdir, its mirror holding the bucket's copy."""
+  path = local(workdir)
+  if is_remote(workdir):
+    shutil.rmtree(path, ignore_errors=True)  # the bucket is the truth: nothing stale from an earlier run here
+    pull(workdir)
+  os.makedirs(path, exist_ok=True)
+  return path
+
+
+def pull(workdir: str, under: str = "") -> None:
+  mirror = local(workdir)
+  for relative, source in _files(epath.Path(workdir), under):
+    target = os.path.join(mirror, relative)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "wb") as f:
+      f.write(source.read_bytes())
+
+
+_pushed: dict[str, tuple[int, int]] = {}  # local file -> (size, mtime_ns) when it was last uploaded
+
+
+def push(workdir: str, under: str = "") -> int:
+  """Copies the mirror's new or changed files to the bucket (process 0 only); returns how many."""
+  if not is_remote(workdir) or not distributed.primary():
+    return 0
+  remote, count = epath.Path(workdir), 0
+  for relative, source in _files(epath.Path(local(workdir)), under):
+    stat = os.stat(source)
+    key = os.fspath(source)
+    if _pushed.get(key) == (stat.st_size, stat.st_mtime_ns):
+      continue
+    target = remote / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(source.read_bytes())
+    _pushed[key] = (stat.st_size, stat.st_mtime_ns)
+    count += 1
+  return count
+
+
+def share(workdir: str, under: str) -> None:
+  """After process 0 wrote WORKDIR/UNDER: every process can read it (for a bucket: uploaded, then downloaded)."""
+  push(workdir, under)
+  distributed.barrier(f"{under} written")
+  if is_remote(workdir) and not distributed.primary():
+    pull(workdir, under)
