@@ -88,7 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
   # n_probes: how many generated retention probes the forgetting suite asks (0: `subset`, at most 48).
   c.eval = ml_collections.ConfigDict(dict(suites=("tasks",), every=0, limit=32, max_new_tokens=96, batch_size=16,
                                           data="", subset=8, text="", text_bytes=16384, probes="", n_probes=0,
-                                          perturbations=()))
+                                          perturbations=(), seed=0))  # seed: the generated probes and questions
   return c
 
 

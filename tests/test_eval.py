@@ -206,14 +206,16 @@ def test_a_model_against_itself_forgets_nothing(trained, tmp_path):
 @pytest.mark.slow
 def test_forgetting_rigidity_and_hallucination_inside_training(tiny_hf_dir, tmp_path):
   """At step 0 the adapters are zero, so the tuned model is its base: KL 0; after the steps it is not. The base is
-  the frozen params with the adapters off, answered once."""
+  the frozen params with the adapters off, answered once. The probes follow eval.seed, not the training seed, so runs
+  of several seeds are scored on the same probes."""
+  from itjax.evals import forgetting
   from itjax.train import train
   text = tmp_path / "prose.txt"
   text.write_text(PROSE)
   workdir = str(tmp_path / "w")
-  summary = train(tiny_config(tiny_hf_dir, steps=3, **{"eval.suites": ("forgetting", "rigidity", "hallucination"),
-                                                       "eval.subset": 2, "eval.n_probes": 50, "eval.text": str(text),
-                                                       "eval.perturbations": ("case", "reworded")}), workdir)
+  overrides = {"seed": 7, "eval.suites": ("forgetting", "rigidity", "hallucination"), "eval.subset": 2,
+               "eval.n_probes": 50, "eval.text": str(text), "eval.perturbations": ("case", "reworded")}
+  summary = train(tiny_config(tiny_hf_dir, steps=3, **overrides), workdir)
   lines = {}
   for r in eval_lines(workdir):  # a line per suite
     lines.setdefault(r["step"], {}).update(r)
@@ -224,6 +226,9 @@ def test_forgetting_rigidity_and_hallucination_inside_training(tiny_hf_dir, tmp_
     assert key in lines[0] and key in lines[3]
   rows = summary["evals"][3]["forgetting"].rows
   assert len([r for r in rows if r["kind"] == "general"]) == 2 and len([r for r in rows if r["kind"] == "probe"]) == 50
+  asked = [r["prompt"] for r in rows if r["kind"] == "probe"]
+  assert asked == [p["prompt"] for p in forgetting.make_probes(50, 0)] != [p["prompt"] for p in
+                                                                             forgetting.make_probes(50, 7)]
 
 
 def test_bad_forgetting_and_rigidity_input_names_the_file_or_flag(trained, tmp_path):

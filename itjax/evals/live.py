@@ -46,12 +46,12 @@ class LiveEvaluator:
         self.suites[suite] = ifeval.read_ifeval(c.data, limit)
       elif suite == "forgetting":
         count = c.n_probes or min(subset or forgetting.N_PROBES, forgetting.N_PROBES)
-        probes = forgetting.make_probes(count, run.config.seed)
+        probes = forgetting.make_probes(count, c.seed)  # not config.seed: runs of other seeds share them
         probes += forgetting.read_probes(c.probes) if c.probes else []
         self.suites[suite] = (tasks.load(tasks_dir, subset) if has_tasks else None,
                               forgetting.read_text(c.text or general_text.default_path(), c.text_bytes), probes)
       elif suite == "hallucination":
-        self.suites[suite] = hallucination.load(subset or hallucination.N_QUESTIONS, run.config.seed)
+        self.suites[suite] = hallucination.load(subset or hallucination.N_QUESTIONS, c.seed)
     self.perturbations = tuple(c.perturbations) or None
     self.settings = Settings(max_new_tokens=c.max_new_tokens, batch_size=c.batch_size, limit=limit,
                              progress=distributed.primary())
