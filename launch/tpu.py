@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -171,8 +172,12 @@ def do_create(shell: Shell, args) -> None:
 def do_setup(shell: Shell, args) -> None:
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   archive = os.path.join(tempfile.gettempdir(), ARCHIVE) if shell.dry_run else pack(root)
-  for command in setup_commands(args, archive):
-    shell.run(command)
+  try:
+    for command in setup_commands(args, archive):
+      shell.run(command)
+  finally:
+    if not shell.dry_run:
+      shutil.rmtree(os.path.dirname(archive), ignore_errors=True)
 
 
 def do_run(shell: Shell, args) -> int:

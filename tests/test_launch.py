@@ -134,3 +134,48 @@ def test_gpu_dry_run_installs_cuda_jax_checks_the_gpu_then_runs(tmp_path):
   assert install == [] or install[0].endswith('-e .[gpu]')
   assert "platform == 'gpu'" in lines[-2] and lines[-1] == "echo hi"
   assert subprocess.run(["bash", os.path.join(ROOT, "launch", "gpu.sh")], capture_output=True).returncode == 2
+
+
+FAKE_GCLOUD = """#!/bin/bash
+echo "$*" >> "$FAKE_DIR/calls"
+count() { n=$(( $(cat "$FAKE_DIR/$1" 2>/dev/null || echo 0) + 1 )); echo $n > "$FAKE_DIR/$1"; echo $n; }
+case "$*" in
+  *"queued-resources describe"*) sed -n "$(count describes)p" "$FAKE_DIR/states" ;;
+  *"--worker=0"*".exit"*) [ "$(count exits)" -ge 2 ] && echo 0 ;;
+esac
+exit 0
+"""
+
+
+@pytest.mark.parametrize("preempted_twice", [False, True])
+def test_retries_recreate_a_preempted_slice_and_start_again(tmp_path, monkeypatch, capsys, preempted_twice):
+  """A stand-in gcloud whose slice is ACTIVE, then SUSPENDED (preempted), then ACTIVE again after re-creation; the
+  command reports its end on the second look. Preempted again with no retry left, `run` stops and says so."""
+  monkeypatch.setattr(tpu, "subprocess", subprocess)  # this test runs its stand-in gcloud
+  (tmp_path / "gcloud").write_text(FAKE_GCLOUD)
+  (tmp_path / "gcloud").chmod(0o755)
+  states = ["ACTIVE", "SUSPENDED", "ACTIVE", "FAILED" if preempted_twice else "ACTIVE"]
+  (tmp_path / "states").write_text("\n".join(states) + "\n")
+  monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+  monkeypatch.setenv("FAKE_DIR", str(tmp_path))
+  status = tpu.main(["run", "--name", "s1", "--zone", "z", "--job", "j", "--retries", "1", "--type",
+                     "v5litepod-16", "--spot", "--poll", "0", "--", "echo", "hi"])
+
+  def kind(line: str) -> str:
+    words = line.split()
+    return " ".join(words[2:4] if words[3] == "scp" else words[2:5]) + (
+        " run" if "setsid" in line else " setup" if "tar xzf" in line else " exit?" if ".exit 2>" in line else "")
+
+  calls = [kind(line) for line in (tmp_path / "calls").read_text().splitlines()]
+  again = ["queued-resources delete s1", "queued-resources create s1", "queued-resources describe s1",
+           "tpu-vm scp", "tpu-vm ssh s1 setup", "tpu-vm ssh s1 run", "queued-resources describe s1"]
+  expected = ["tpu-vm ssh s1 run", "queued-resources describe s1", "tpu-vm ssh s1 exit?",
+              "queued-resources describe s1"] + again
+  out = capsys.readouterr()
+  assert "re-creating it (1 of 1)" in out.out
+  if preempted_twice:
+    assert status == 1 and "s1: the slice is FAILED and no retries are left" in out.err
+    assert calls == expected
+  else:
+    assert status == 0 and "the command ended on worker 0 with exit status 0" in out.out
+    assert calls == expected + ["tpu-vm ssh s1 exit?"]
