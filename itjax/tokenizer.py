@@ -129,13 +129,27 @@ class SentencePieceTokenizer(Tokenizer):
     return self.sp.decode(ids)
 
 
+def _generic_fast(path: str) -> bool:
+  """Whether the directory holds a tokenizer.json whose config names the generic fast tokenizer class."""
+  try:
+    with open(os.path.join(path, "tokenizer_config.json")) as f:
+      name = json.load(f).get("tokenizer_class")
+  except (OSError, ValueError, AttributeError):
+    return False
+  return name in ("TokenizersBackend", "PreTrainedTokenizerFast") and os.path.exists(
+      os.path.join(path, "tokenizer.json"))
+
+
 def load_tokenizer_dir(path: str) -> HFTokenizer:
   """A local HF tokenizer directory (tokenizer.json / tokenizer_config.json); never reaches a hub."""
-  from transformers import AutoTokenizer
   files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
   if not any(os.path.exists(os.path.join(path, f)) for f in files):
     raise InputNotFound(f"{path}: no tokenizer files (expected one of {', '.join(files)})")
-  tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+  if _generic_fast(path):  # the class AutoTokenizer would pick, without importing its registry (3 s a process)
+    from transformers import PreTrainedTokenizerFast as Loader
+  else:
+    from transformers import AutoTokenizer as Loader
+  tok = Loader.from_pretrained(path, local_files_only=True, trust_remote_code=False)
   extra: tuple[int, ...] = ()
   gen = os.path.join(path, "generation_config.json")
   if os.path.exists(gen):

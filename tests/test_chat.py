@@ -1,5 +1,9 @@
 """Chat rendering and tokenizers: token ids equal transformers' apply_chat_template; SentencePiece round trips."""
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from conftest import make_llama3_style_tokenizer
@@ -37,6 +41,22 @@ def test_llama3_style_template_matches_transformers(tiny_hf_dir, add_generation_
     # The built-in llama3 template renders the same format; the template's BOS is not doubled.
     assert ours.encode_chat(conversation, add_generation_prompt, template="llama3") == want
     assert want.count(hf.bos_token_id) == 1
+
+
+def test_a_generic_fast_tokenizer_loads_as_autotokenizer_does_without_its_registry(tiny_hf_dir):
+  """tokenizer.json with the generic class: the same tokenizer, without importing AutoTokenizer's registry (which
+  costs every command a few seconds)."""
+  script = ("import json, sys\nfrom itjax.loading import load_tokenizer\n"
+            f"t = load_tokenizer({tiny_hf_dir!r})\nc = [{{'role': 'user', 'content': 'Hi there, you.'}}]\n"
+            "print(json.dumps([t.encode('Hello there, world'), t.encode_chat(c), t.eos_ids,\n"
+            "                  'transformers.models.auto.tokenization_auto' in sys.modules]))\n")
+  done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300)
+  encoded, chat_ids, eos_ids, imported_auto = json.loads(done.stdout.splitlines()[-1])
+  from transformers import AutoTokenizer
+  auto = HFTokenizer(AutoTokenizer.from_pretrained(tiny_hf_dir, local_files_only=True))
+  assert encoded == auto.encode("Hello there, world") and not imported_auto
+  assert chat_ids == auto.encode_chat([{"role": "user", "content": "Hi there, you."}])
+  assert list(eos_ids) == list(auto.eos_ids)
 
 
 @pytest.mark.slow
