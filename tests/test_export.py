@@ -184,13 +184,18 @@ SMOLLM2_ATOL = 2e-4
 
 
 @pytest.mark.slow
-def test_smollm2_smoke_run_exports(smollm2_gguf, tmp_path):
-  """A GGUF base: HF export == peft(GGUF base + adapter) == itjax, on a chat prompt."""
+def test_smollm2_smoke_config_trains_and_exports(smollm2_gguf, tmp_path):
+  """`itjax train` on the SmolLM2 smoke config (a GGUF base): the run's log and files, then HF export ==
+  peft(GGUF base + adapter) == itjax's own unmerged model, on a chat prompt. One training for both."""
+  from itjax.checkpoint import lora_spec
+  from itjax.loading import load_trained
+  from test_train import check_smoke_run
   workdir = str(tmp_path / "smoke")
-  run = trained_run(load_config("smollm2_135m_lora.py", "smoke", steps=3, warmup_steps=0, eval_every=0,
-                                **{"eval.suites": ()}), workdir)
-  tokens = np.asarray(run.tokenizer.encode_chat(CHAT))
-  want = itjax_logits(run, tokens)
+  check_smoke_run(workdir)
+  base, trained, meta = load_trained(workdir)
+  tokens = np.asarray(base.tokenizer.encode_chat(CHAT))
+  config = base.config.replace(lora=lora_spec(meta), remat="none", dtype="float32")
+  want = np.asarray(Transformer(config).apply({"params": lora_lib.join(trained, base.params)}, tokens[None]))[0]
   hf_dir = export.export_hf(workdir, str(tmp_path / "hf"))
   hf = load_hf(hf_dir)
   np.testing.assert_allclose(torch_logits(hf, tokens), want, atol=SMOLLM2_ATOL, rtol=0)

@@ -232,11 +232,11 @@ def test_a_workdir_loads_as_the_trained_model(tiny_hf_dir, tmp_path):
   assert np.abs(np.asarray(trained["layers"]["attn"]["q_proj"]["lora_b"])).max() > 0  # the adapters did train
 
 
-@pytest.mark.slow
-def test_smollm2_smoke_config_runs(smollm2_gguf, tmp_path):
-  workdir = tmp_path / "smoke"
+def check_smoke_run(workdir: str) -> None:
+  """Runs `itjax train` on the SmolLM2 smoke config into `workdir` and checks its log and files (called by
+  test_export's smoke test, which exports the same run: one SmolLM2 training in the suite)."""
   result = itjax("train", "--config", os.path.join(ROOT, "configs", "smollm2_135m_lora.py:smoke"),
-                 "--workdir", str(workdir))
+                 "--workdir", workdir)
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads(result.stdout.strip().splitlines()[-1])
   assert summary["trainable_params"] == 2_442_240 and summary["steps"] == 4
@@ -246,11 +246,11 @@ def test_smollm2_smoke_config_runs(smollm2_gguf, tmp_path):
   expected = re.findall(r"expected duration: about ([\d.]+) min in all \(4 steps at ([\d.]+) s; the evaluations before "
                         r"the first step took [\d.]+ min and run again after the last\)", result.stderr)
   assert len(expected) == 1 and float(expected[0][0]) > 0 and float(expected[0][1]) > 0, result.stderr[-2000:]
-  assert [s for s, _ in losses(str(workdir))] == [1, 2, 3, 4]
-  assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir / "tensorboard"))
-  assert os.listdir(workdir / "checkpoints") and (workdir / "loss.png").stat().st_size > 0
+  assert [s for s, _ in losses(workdir)] == [1, 2, 3, 4]
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(workdir, "tensorboard")))
+  assert os.listdir(os.path.join(workdir, "checkpoints")) and os.path.getsize(os.path.join(workdir, "loss.png")) > 0
   assert summary["eval_loss_end"] < summary["eval_loss_start"]
-  with open(workdir / "metrics.jsonl") as f:  # the generation suites before the first step and after the last
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:  # generation suites before the first step, after the last
     lines = [r for r in map(json.loads, f) if any(k.startswith("eval/") for k in r)]
   evals = [r for r in lines if "eval/tasks/seen" in r]
   assert [r["step"] for r in evals] == [0, 4] and all(r["eval/tasks/n_heldout"] == 4 for r in evals)
