@@ -159,10 +159,11 @@ def train_args(experiment: Experiment, run: str, workdir: str) -> list[str]:
       f"--config.{k}={flag_value(v)}" for k, v in experiment.overrides(run).items()]
 
 
-def eval_args(experiment: Experiment, workdir: str) -> list[str]:
+def eval_args(experiment: Experiment, workdir: str, out: str | None = None) -> list[str]:
+  """`itjax eval` of a trained run into WORKDIR/eval (or `out`: a bucket workdir's results are written locally)."""
   if not experiment.eval:
     return []
-  args = ["eval", "--model", workdir, "--out", os.path.join(workdir, "eval")]
+  args = ["eval", "--model", workdir, "--out", out or os.path.join(workdir, "eval")]
   for key, value in experiment.eval.items():
     value = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else value
     args.append(f"--{key}" if value is True else f"--no{key}" if value is False else f"--{key}={value}")
@@ -239,16 +240,17 @@ def _itjax(args: list[str]) -> list[str]:
 def _run_one(experiment: Experiment, run: str, workdir: str) -> dict:
   """Trains, then evaluates, with every line of both in WORKDIR/sweep.log; returns the marker written."""
   remote = "://" in workdir
-  if remote:  # written locally, copied next to the run at the end
-    with tempfile.NamedTemporaryFile(suffix=".log", delete=False) as f:
-      log_path = f.name
+  if remote:  # the log and the evaluation are written locally, copied next to the run at the end
+    local = tempfile.mkdtemp(prefix=f"itjax-sweep-{run}-")
+    log_path, eval_out = os.path.join(local, "sweep.log"), os.path.join(local, "eval")
   else:
+    eval_out = None
     log_path = os.path.join(workdir, "sweep.log")
     os.makedirs(workdir, exist_ok=True)
   started = time.time()
   status, rc, command = "done", 0, None
   with open(log_path, "a") as log:
-    for args in (train_args(experiment, run, workdir), eval_args(experiment, workdir)):
+    for args in (train_args(experiment, run, workdir), eval_args(experiment, workdir, eval_out)):
       if not args:
         continue
       log.write(f"$ {shown(args)}\n")
@@ -258,7 +260,12 @@ def _run_one(experiment: Experiment, run: str, workdir: str) -> dict:
         status, command = "failed", args[0]
         break
   if remote:
-    (epath.Path(workdir) / "sweep.log").write_text(open(log_path).read())
+    for root, _, names in os.walk(local):
+      for name in names:
+        source = os.path.join(root, name)
+        target = epath.Path(workdir) / os.path.relpath(source, local)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(open(source, "rb").read())
   marker = {"status": status, "run": run, "overrides": experiment.overrides(run),
             "wall_s": round(time.time() - started, 1)}
   if status == "failed":

@@ -176,3 +176,49 @@ def test_tpu_launcher_dry_run_submits_the_sweep_to_every_worker(tmp_path, capfd,
   monkeypatch.chdir(outside)
   with pytest.raises(UserError, match="must lie inside the repository"):
     _main(path, launcher="tpu", tpu="my-slice", zone="z")
+
+
+def test_a_bucket_runs_dir_gets_markers_logs_evaluations_and_the_summary(tmp_path, monkeypatch):
+  """runs_dir gs://...: the sweep's own files go to the bucket (etils.epath; the bucket is a local directory here),
+  the evaluation is written locally and copied up. Training and evaluation are stand-ins that write what they would."""
+  from etils.epath import testing
+  bucket = tmp_path / "bucket"
+  local = lambda path: os.fspath(path).replace("gs://", f"{bucket}/")
+  redirect = lambda fn, path, *a, **k: fn(local(path), *a, **k)
+  calls = []
+
+  def fake_call(command, stdout, **kwargs):
+    args = command[3:]
+    calls.append(args[0])
+    value = lambda flag: args[args.index(flag) + 1]
+    if args[0] == "train":
+      os.makedirs(local(value("--workdir")), exist_ok=True)
+      with open(os.path.join(local(value("--workdir")), "metrics.jsonl"), "w") as f:
+        f.write('{"step": 1, "loss": 2.0, "step_time": 9.0}\n{"step": 2, "loss": 1.0, "step_time": 0.5}\n'
+                '{"step": 2, "eval_loss": 1.5}\n')
+    else:
+      assert not value("--out").startswith("gs://")  # itjax eval writes local files
+      os.makedirs(value("--out"))
+      with open(os.path.join(value("--out"), "results.json"), "w") as f:
+        json.dump({"suites": {"tasks": {"model": {"seen": 30.0}, "base": {"seen": 0.0}}}}, f)
+    stdout.write(f"{args[0]} ran\n")
+    return 0
+
+  monkeypatch.setattr(sweep.subprocess, "call", fake_call)
+  path = _tiny(tmp_path, "m", '{"a": {"lora.rank": 2}}', 'EVAL = {"suites": "tasks"}')
+  names = ("exists", "glob", "isdir", "listdir", "makedirs", "mkdir", "open", "remove", "rename", "replace",
+           "rmtree", "stat", "walk")
+  with testing.mock_epath(**{n: redirect for n in names}):
+    args = dict(dry_run=False, only=None, launcher="local", parallel=1, runs_dir="gs://b/runs", tpu=None, zone=None,
+                project=None, say=lambda line: None)
+    assert sweep.main(path, **args) == 0
+    assert sweep.main(path, **args) == 0  # finished: skipped
+  assert calls == ["train", "eval"]
+  run = bucket / "b" / "runs" / "exp" / "a"
+  assert json.loads((run / "sweep.json").read_text())["status"] == "done"
+  assert "$ itjax train" in (run / "sweep.log").read_text() and "eval ran" in (run / "sweep.log").read_text()
+  assert (run / "eval" / "results.json").exists()
+  with open(bucket / "b" / "runs" / "exp" / "summary.csv") as f:
+    rows = {r["run"]: r for r in csv.DictReader(f)}
+  assert rows["a"]["tasks/seen"] == "30" and rows["a"]["eval_loss"] == "1.5" and rows["a"]["step_s"] == "0.5"
+  assert rows["(base)"]["tasks/seen"] == "0"
