@@ -15,7 +15,7 @@ if [ "${1:-}" = --dry_run ]; then DRY=1; shift; fi
 stamp="$VENV/.installed-gpu"
 want=$(sha256sum pyproject.toml | cut -c1-16)
 install=("$VENV/bin/python" -m pip install --disable-pip-version-check -e ".[gpu]")  # CUDA 12 JAX (pyproject.toml)
-check=("$VENV/bin/python" -c "import jax; d = jax.devices(); assert d[0].platform == 'gpu', d; print('JAX devices:', d)")
+check=("$VENV/bin/python" -c "import jax; d = jax.devices(); assert d[0].platform == 'gpu', d; print('JAX:', d)")
 if [ $DRY = 1 ]; then
   [ -x "$VENV/bin/python" ] || echo "$PY -m venv $VENV"
   [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] || echo "${install[*]}"
