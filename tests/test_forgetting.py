@@ -67,6 +67,8 @@ def test_generated_probes_answer_themselves_and_are_seeded():
   probes = forgetting.make_probes(24, 0)
   assert {p["op"] for p in probes} == set(forgetting.PROBE_KINDS)
   assert probes == forgetting.make_probes(24, 0) and probes != forgetting.make_probes(24, 1)
+  many = [p["prompt"] for p in forgetting.make_probes(192, 0)]  # no probe counted twice
+  assert len(set(many)) == len(many)
   for p in probes:
     shown = p["answer"] if not isinstance(p["answer"], list) else " ".join(map(str, p["answer"]))
     assert forgetting.states_answer(f"Sure: {shown}.", p["answer"]), p

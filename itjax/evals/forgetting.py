@@ -97,7 +97,7 @@ def _probe(kind: str, rng: random.Random) -> tuple[str, int | str]:
     return f"What is {a} times {b}?", a * b
   if kind == "unit":
     big, small, factor = rng.choice(task_gen.UNITS)
-    value = rng.randint(2, 9)
+    value = rng.randint(2, 19)
     return f"How many {small} are in {value} {big}?", value * factor
   if kind == "next_day":
     day = datetime.date(2000, 1, 1) + datetime.timedelta(days=rng.randint(0, 9000))
@@ -108,12 +108,17 @@ def _probe(kind: str, rng: random.Random) -> tuple[str, int | str]:
 
 
 def make_probes(n: int, seed: int) -> list[dict]:
-  """n probes (prompt, answer, op), cycling through PROBE_KINDS; the same for the same seed."""
+  """n probes (prompt, answer, op), cycling through PROBE_KINDS; the same for the same seed. No question is asked
+  twice while its kind has others left (a repeated probe would count twice in retention)."""
   rng = random.Random(f"itjax-probes:{seed}")
-  probes = []
+  probes, asked = [], set()
   for i in range(n):
     kind = PROBE_KINDS[i % len(PROBE_KINDS)]
-    prompt, answer = _probe(kind, rng)
+    for _ in range(200):
+      prompt, answer = _probe(kind, rng)
+      if prompt not in asked:
+        break
+    asked.add(prompt)
     probes.append({"prompt": prompt, "answer": answer, "op": kind})
   return probes
 
