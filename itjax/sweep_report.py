@@ -1,0 +1,143 @@
+"""The summary of a sweep: each run's figures (metrics.jsonl, its evaluation's results.json) side by side with the
+base's, as runs/NAME/summary.md, summary.csv and summary.png."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import statistics
+
+from etils import epath
+
+from itjax.sweep import TRAIN_METRICS, Experiment, flag_value, read_marker, run_dir
+
+
+def _train_figures(workdir: str) -> tuple[dict, dict]:
+  """The run's figures from WORKDIR/metrics.jsonl: final eval_loss and loss, median step time, steps, and the
+  generation evaluations that training ran (config.eval) as 'SUITE/METRIC'; those at step 0 are the base's."""
+  path = epath.Path(workdir) / "metrics.jsonl"
+  figures: dict = {}
+  base: dict = {}
+  if not path.exists():
+    return figures, base
+  step_times = []
+  for line in path.read_text().splitlines():
+    try:
+      record = json.loads(line)
+    except ValueError:
+      continue
+    for key in TRAIN_METRICS:
+      if key in record:
+        figures[key] = record[key]
+    evals = {k[len("eval/"):]: v for k, v in record.items() if k.startswith("eval/")}
+    (base if record.get("step") == 0 else figures).update(evals)
+    if "step_time" in record:
+      step_times.append(record["step_time"])
+    figures["steps"] = record.get("step", figures.get("steps"))
+  if len(step_times) > 1:
+    figures["step_s"] = statistics.median(step_times[1:])  # the first logged step includes compiling
+  return figures, base
+
+
+def _eval_figures(workdir: str) -> tuple[dict, dict]:
+  """({'SUITE/METRIC': value} of the run's model, the same of its base) from WORKDIR/eval/results.json."""
+  path = epath.Path(workdir) / "eval" / "results.json"
+  if not path.exists():
+    return {}, {}
+  suites = json.loads(path.read_text()).get("suites", {})
+  model = {f"{s}/{k}": v for s, out in suites.items() for k, v in (out.get("model") or {}).items()}
+  base = {f"{s}/{k}": v for s, out in suites.items() for k, v in (out.get("base") or {}).items()}
+  return model, base
+
+
+def default_metrics(rows: list[dict]) -> tuple[str, ...]:
+  """eval_loss and loss, then every evaluation metric that is not per type and not a count."""
+  seen: list[str] = []
+  for row in rows:
+    for key in row["figures"]:
+      if "/" in key and key.count("/") == 1 and not key.split("/")[1].startswith("n_") and key not in seen:
+        seen.append(key)
+  return TRAIN_METRICS + tuple(seen)
+
+
+def collect(experiment: Experiment, runs_dir: str) -> tuple[list[dict], dict]:
+  rows, base = [], {}
+  for run in experiment.runs:
+    workdir = run_dir(runs_dir, experiment, run)
+    marker = read_marker(workdir) or {}
+    trained, trained_base = _train_figures(workdir)
+    model, evaluated_base = _eval_figures(workdir)
+    base = base or {**trained_base, **evaluated_base}
+    rows.append({"run": run, "status": marker.get("status", "not run"), "overrides": experiment.overrides(run),
+                 "wall_s": marker.get("wall_s"), "figures": {**trained, **model}})
+  return rows, base
+
+
+def _fmt(value) -> str:
+  if value is None:
+    return ""
+  if isinstance(value, float):
+    return "nan" if math.isnan(value) else f"{value:.4g}"
+  return str(value)
+
+
+def write_summary(experiment: Experiment, runs_dir: str) -> list[str]:
+  """runs/NAME/summary.md, summary.csv and summary.png; returns their paths."""
+  rows, base = collect(experiment, runs_dir)
+  metrics = experiment.metrics or default_metrics(rows)
+  keys = sorted({k for r in rows for k in experiment.runs[r["run"]]})  # the keys the runs differ in
+  header = ["run", "status", *keys, *metrics, "wall_min", "step_s"]
+  table = []
+  for r in rows:
+    f = r["figures"]
+    table.append([r["run"], r["status"], *[_fmt(r["overrides"].get(k)) for k in keys],
+                  *[_fmt(f.get(m)) for m in metrics], _fmt(r["wall_s"] / 60 if r["wall_s"] else None),
+                  _fmt(f.get("step_s"))])
+  if base:
+    table.append(["(base)", "", *[""] * len(keys), *[_fmt(base.get(m)) for m in metrics], "", ""])
+  out = epath.Path(runs_dir) / experiment.name
+  out.mkdir(parents=True, exist_ok=True)
+  buffer = io.StringIO()
+  csv.writer(buffer, lineterminator="\n").writerows([header, *table])
+  (out / "summary.csv").write_text(buffer.getvalue())
+  common = " ".join(f"{k}={flag_value(v)}" for k, v in experiment.common.items())
+  md = [f"# {experiment.name}", "", f"`{experiment.path}`: {experiment.config}" + (f" with {common}" if common else ""),
+        "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  md += ["| " + " | ".join(cells) + " |" for cells in table]
+  md += ["", "wall_min: training and evaluation of the run; step_s: median logged step time after the first."]
+  (out / "summary.md").write_text("\n".join(md) + "\n")
+  paths = [os.fspath(out / "summary.md"), os.fspath(out / "summary.csv")]
+  plotted = experiment.plot or tuple(metrics[:4])
+  if _plot(out / "summary.png", rows, base, plotted, experiment.name):
+    paths.append(os.fspath(out / "summary.png"))
+  return paths
+
+
+def _plot(path, rows: list[dict], base: dict, metrics: tuple[str, ...], title: str) -> bool:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  metrics = tuple(m for m in metrics if any(isinstance(r["figures"].get(m), (int, float)) for r in rows))
+  if not metrics:
+    return False
+  fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 1, 3.4), squeeze=False)
+  names = [r["run"] for r in rows]
+  for ax, metric in zip(axes[0], metrics):
+    values = [r["figures"].get(metric) for r in rows]
+    ax.bar(range(len(rows)), [v if isinstance(v, (int, float)) else 0 for v in values],
+           color=["tab:blue" if r["status"] == "done" else "tab:gray" for r in rows])
+    if isinstance(base.get(metric), (int, float)):
+      ax.axhline(base[metric], color="black", linestyle="--", linewidth=1, label="base")
+      ax.legend(fontsize=7)
+    ax.set_xticks(range(len(rows)), names, rotation=45, ha="right", fontsize=7)
+    ax.set_title(metric, fontsize=9)
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=110)
+  plt.close(fig)
+  epath.Path(path).write_bytes(buffer.getvalue())
+  return True
