@@ -53,6 +53,8 @@ def test_generate_usage_errors(tmp_path):
   assert result.returncode == 1 and "--model is required" in result.stderr
   result = itjax("frobnicate")
   assert result.returncode == 2 and "usage: itjax" in result.stderr
+  result = itjax("train", "train", "--workdir", str(tmp_path / "w"))  # a stray argument, not silently dropped
+  assert result.returncode == 2 and "unexpected argument 'train' (every input is a --flag)" in result.stderr
   result = itjax("generate", "--model", str(tmp_path / "missing"), "--prompt", "hi", "--chat_template", "chatm1")
   assert result.returncode == 1 and ("--chat_template: chat template 'chatm1' is neither a built-in name" in
                                      result.stderr and "did you mean 'chatml'?" in result.stderr), result.stderr
