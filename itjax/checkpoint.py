@@ -87,7 +87,8 @@ def _os_reason(error: BaseException) -> str | None:
 
 def _directory(workdir: str, name: str):
   """WORKDIR/NAME for orbax: an absolute local path, or a bucket path (gs://...) as it is."""
-  return epath.Path(workdir) / name if "://" in workdir else os.path.abspath(os.path.join(workdir, name))
+  from itjax.workdir import is_remote
+  return epath.Path(workdir) / name if is_remote(workdir) else os.path.abspath(os.path.join(workdir, name))
 
 
 def _committed_steps(directory: str) -> list[int]:

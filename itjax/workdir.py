@@ -27,12 +27,14 @@ def is_remote(workdir: str) -> bool:
 
 def exists(path: str, *parts: str) -> bool:
   """Whether PATH/PARTS exists, on a local disk or in a bucket."""
-  return (epath.Path(path).joinpath(*parts)).exists() if is_remote(path) else os.path.exists(os.path.join(path, *parts))
+  if is_remote(path):
+    return epath.Path(path).joinpath(*parts).exists()
+  return os.path.exists(os.path.join(path, *parts))  # as os.path has it: '' does not exist
 
 
 def has_checkpoints(path: str) -> bool:
   """Whether PATH is a training workdir with at least one entry in its checkpoints directory."""
-  checkpoints = epath.Path(path) / "checkpoints" if is_remote(path) else epath.Path(os.path.join(path, "checkpoints"))
+  checkpoints = epath.Path(path) / "checkpoints"
   return checkpoints.is_dir() and any(True for _ in checkpoints.iterdir())
 
 
