@@ -85,10 +85,11 @@ def base_config() -> ml_collections.ConfigDict:
   # scores the first text_bytes of eval.text (default: the bundled prose) plus eval.probes (JSONL, optional);
   # 'rigidity' applies eval.perturbations (empty: all) to the tasks; 'hallucination' asks questions about invented
   # fact sheets. These three use `subset` examples per prompt set (0: `limit`): each runs several sets.
-  # n_probes: how many generated retention probes the forgetting suite asks (0: `subset`, at most 48).
+  # n_probes: how many generated retention probes the forgetting suite asks (0: `subset`, at most 48);
+  # n_general: how many general prompts it answers, for degenerate_rate and KL (0: `subset`; 40 at most).
   c.eval = ml_collections.ConfigDict(dict(suites=("tasks",), every=0, limit=32, max_new_tokens=96, batch_size=16,
                                           data="", subset=8, text="", text_bytes=16384, probes="", n_probes=0,
-                                          perturbations=(), seed=0))  # seed: the generated probes and questions
+                                          n_general=0, perturbations=(), seed=0))  # seed: generated probes, questions
   return c
 
 
@@ -175,7 +176,7 @@ def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
   from itjax.data.perturb import PERTURBATIONS
   unknown = [p for p in c.eval.perturbations if p not in PERTURBATIONS]
   _check(not unknown, "eval.perturbations", f"may hold {', '.join(PERTURBATIONS)}", c.eval.perturbations)
-  for key in ("every", "limit", "subset", "n_probes"):
+  for key in ("every", "limit", "subset", "n_probes", "n_general"):
     _check(c.eval[key] >= 0, f"eval.{key}", "must be >= 0", c.eval[key])
   for key in ("max_new_tokens", "batch_size", "text_bytes"):
     _check(c.eval[key] > 0, f"eval.{key}", "must be > 0", c.eval[key])

@@ -214,7 +214,8 @@ def test_forgetting_rigidity_and_hallucination_inside_training(tiny_hf_dir, tmp_
   text.write_text(PROSE)
   workdir = str(tmp_path / "w")
   overrides = {"seed": 7, "eval.suites": ("forgetting", "rigidity", "hallucination"), "eval.subset": 2,
-               "eval.n_probes": 50, "eval.text": str(text), "eval.perturbations": ("case", "reworded")}
+               "eval.n_probes": 50, "eval.n_general": 5, "eval.text": str(text),
+               "eval.perturbations": ("case", "reworded")}
   summary = train(tiny_config(tiny_hf_dir, steps=3, **overrides), workdir)
   lines = {}
   for r in eval_lines(workdir):  # a line per suite
@@ -225,7 +226,7 @@ def test_forgetting_rigidity_and_hallucination_inside_training(tiny_hf_dir, tmp_
   for key in ("eval/rigidity/clean", "eval/rigidity/accuracy/reworded", "eval/hallucination/abstention_rate"):
     assert key in lines[0] and key in lines[3]
   rows = summary["evals"][3]["forgetting"].rows
-  assert len([r for r in rows if r["kind"] == "general"]) == 2 and len([r for r in rows if r["kind"] == "probe"]) == 50
+  assert len([r for r in rows if r["kind"] == "general"]) == 5 and len([r for r in rows if r["kind"] == "probe"]) == 50
   asked = [r["prompt"] for r in rows if r["kind"] == "probe"]
   assert asked == [p["prompt"] for p in forgetting.make_probes(50, 0)] != [p["prompt"] for p in
                                                                              forgetting.make_probes(50, 7)]

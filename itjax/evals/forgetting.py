@@ -229,15 +229,15 @@ def _mean_kl(model: Subject, base: Subject, pairs: list[tuple[list[int], int]]) 
 
 def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | None, settings: Settings,
              text: str, probes: list[dict] | None = None, base_cache: dict | None = None,
-             model_is_base: bool = False) -> dict[str, SuiteOutput]:
+             model_is_base: bool = False, n_general: int | None = None) -> dict[str, SuiteOutput]:
   """{'model': ..., 'base': ...} ('base' only with a reference). `text` is the general text itself; `probes`
   default to N_PROBES generated ones (settings.limit of them, if fewer), and given ones are all asked;
   `base_cache` (a dict kept by the caller) holds the base's answers and figures across calls, e.g. between
   evaluations during training, where the base does not change. `model_is_base` says the model computes what the
   base does (adapters still zero, before the first step): its answers are then the base's, generated once; the
-  divergences are still measured."""
+  divergences are still measured. `n_general`: the general prompts answered (default settings.limit)."""
   limit = settings.limit
-  general = [[{"role": "user", "content": p}] for p in GENERAL_PROMPTS[:limit]]
+  general = [[{"role": "user", "content": p}] for p in GENERAL_PROMPTS[:n_general or limit]]
   probes = probes if probes is not None else make_probes(min(limit or N_PROBES, N_PROBES), settings.seed)
   probe_chats = [[{"role": "user", "content": p["prompt"]}] for p in probes]
   task_chats = [[m for m in r["messages"] if m["role"] != "assistant"] for r in task_records or []]

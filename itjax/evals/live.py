@@ -77,7 +77,8 @@ class LiveEvaluator:
         task_records, text, probes = data
         same = _adapters_are_zero(run.state["params"])
         outputs[suite] = forgetting.evaluate(self.subject, self.base, task_records, self.small, text, probes,
-                                             self.base_cache, model_is_base=same)["model"]
+                                             self.base_cache, model_is_base=same,
+                                             n_general=run.config.eval.n_general or None)["model"]
       elif suite == "rigidity":
         outputs[suite] = rigidity.evaluate(self.subject, data, self.small, self.perturbations)
       else:
