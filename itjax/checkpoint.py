@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from itjax import distributed
+from itjax import workdir as workdir_lib
 from itjax.atomic import write_json
 from itjax.errors import CheckpointNotWritten, InputNotFound, UserError, brief
 from itjax.model.config import LoraSpec
@@ -87,8 +88,7 @@ def _os_reason(error: BaseException) -> str | None:
 
 def _directory(workdir: str, name: str):
   """WORKDIR/NAME for orbax: an absolute local path, or a bucket path (gs://...) as it is."""
-  from itjax.workdir import is_remote
-  return epath.Path(workdir) / name if is_remote(workdir) else os.path.abspath(os.path.join(workdir, name))
+  return epath.Path(workdir) / name if workdir_lib.is_remote(workdir) else os.path.abspath(os.path.join(workdir, name))
 
 
 def _committed_steps(directory: str) -> list[int]:

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from etils import epath
 
 from itjax.errors import InputNotFound, UserError
+from itjax.workdir import is_remote, upload
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
 TRAIN_METRICS = ("eval_loss", "loss")  # training's own figures in a summary (see sweep_report.py)
@@ -235,7 +237,7 @@ def _itjax(args: list[str]) -> list[str]:
 
 def _run_one(experiment: Experiment, run: str, workdir: str) -> dict:
   """Trains, then evaluates, with every line of both in WORKDIR/sweep.log; returns the marker written."""
-  remote = "://" in workdir
+  remote = is_remote(workdir)
   if remote:  # the log and the evaluation are written locally, copied next to the run at the end
     local = tempfile.mkdtemp(prefix=f"itjax-sweep-{run}-")
     log_path, eval_out = os.path.join(local, "sweep.log"), os.path.join(local, "eval")
@@ -256,12 +258,8 @@ def _run_one(experiment: Experiment, run: str, workdir: str) -> dict:
         status, command = "failed", args[0]
         break
   if remote:
-    for root, _, names in os.walk(local):
-      for name in names:
-        source = os.path.join(root, name)
-        target = epath.Path(workdir) / os.path.relpath(source, local)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(open(source, "rb").read())
+    upload(local, workdir)
+    shutil.rmtree(local, ignore_errors=True)
   marker = {"status": status, "run": run, "overrides": experiment.overrides(run),
             "wall_s": round(time.time() - started, 1)}
   if status == "failed":

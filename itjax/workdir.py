@@ -16,8 +16,6 @@ import shutil
 
 from etils import epath
 
-from itjax import distributed
-
 CHECKPOINTS = ("checkpoints", "best")  # orbax's own, in the bucket; never mirrored
 
 
@@ -72,6 +70,17 @@ def _files(root: epath.Path, under: str = ""):
         yield relative, entry
 
 
+def _copy(source: epath.Path, target: epath.Path) -> None:
+  target.parent.mkdir(parents=True, exist_ok=True)
+  target.write_bytes(source.read_bytes())
+
+
+def upload(directory: str, remote: str) -> None:
+  """Copies every file below a local directory to the same place below `remote` (a bucket path)."""
+  for relative, source in _files(epath.Path(directory)):
+    _copy(source, epath.Path(remote) / relative)
+
+
 def prepare(workdir: str) -> str:
   """The local directory for the run's files; for a bucket workdir, its mirror holding the bucket's copy."""
   path = local(workdir)
@@ -83,12 +92,9 @@ def prepare(workdir: str) -> str:
 
 
 def pull(workdir: str, under: str = "") -> None:
-  mirror = local(workdir)
+  mirror = epath.Path(local(workdir))
   for relative, source in _files(epath.Path(workdir), under):
-    target = os.path.join(mirror, relative)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    with open(target, "wb") as f:
-      f.write(source.read_bytes())
+    _copy(source, mirror / relative)
 
 
 _pushed: dict[str, tuple[int, int]] = {}  # local file -> (size, mtime_ns) when it was last uploaded
@@ -96,6 +102,7 @@ _pushed: dict[str, tuple[int, int]] = {}  # local file -> (size, mtime_ns) when 
 
 def push(workdir: str, under: str = "") -> int:
   """Copies the mirror's new or changed files to the bucket (process 0 only); returns how many."""
+  from itjax import distributed  # here: itjax.sweep reads this module without starting JAX
   if not is_remote(workdir) or not distributed.primary():
     return 0
   remote, count = epath.Path(workdir), 0
@@ -104,9 +111,7 @@ def push(workdir: str, under: str = "") -> int:
     key = os.fspath(source)
     if _pushed.get(key) == (stat.st_size, stat.st_mtime_ns):
       continue
-    target = remote / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(source.read_bytes())
+    _copy(source, remote / relative)
     _pushed[key] = (stat.st_size, stat.st_mtime_ns)
     count += 1
   return count
@@ -114,6 +119,7 @@ def push(workdir: str, under: str = "") -> int:
 
 def share(workdir: str, under: str) -> None:
   """After process 0 wrote WORKDIR/UNDER: every process can read it (for a bucket: uploaded, then downloaded)."""
+  from itjax import distributed
   push(workdir, under)
   distributed.barrier(f"{under} written")
   if is_remote(workdir) and not distributed.primary():
