@@ -18,6 +18,8 @@ HEADLINE = (("tasks", "seen", "%"), ("tasks", "heldout", "%"), ("tasks", "all", 
             ("tasks", "mean_response_tokens", "tokens"),
             ("forgetting", "kl_general", "nats/token"), ("forgetting", "kl_tasks", "nats/token"),
             ("forgetting", "perplexity", "general text"), ("forgetting", "retention", "% of probes kept"),
+            ("forgetting", "gained", "% of missed probes now right"),
+            ("forgetting", "model_correct", "% of probes right"),
             ("forgetting", "degenerate_rate", "% general answers"), ("forgetting", "mean_length", "tokens"),
             ("rigidity", "clean", "%"), ("rigidity", "worst_drop", "points"), ("rigidity", "spread", "points"),
             ("rigidity", "refusal_rate", "%"))

@@ -157,8 +157,32 @@ def test_a_model_against_itself_has_zero_kl_and_full_retention(tiny):
   m = out["model"].metrics
   assert abs(m["kl_general"]) < 1e-6 and abs(m["kl_tasks"]) < 1e-6
   assert m["retention"] == 100.0 and m["base_correct"] == m["model_correct"] == 100.0
+  assert "gained" not in m  # the base got every probe right: nothing to gain
   assert m["perplexity"] == out["base"].metrics["perplexity"]
   assert out["model"].note is None
+
+
+def test_gained_counts_the_probes_the_base_got_wrong(tiny):
+  """Probes whose answers are what the model says, and as many that no model says: against itself the model keeps
+  all it knew and gains nothing; against a base that says something else it gains every probe the base missed."""
+  import jax
+  settings = Settings(max_new_tokens=8, batch_size=4, limit=4, progress=False)
+  prompts = [p["prompt"] for p in forgetting.make_probes(6, 0)]
+  said, _ = tiny.respond([[{"role": "user", "content": p}] for p in prompts], settings, "probe")
+  right = [{"prompt": p, "answer": forgetting._words(s)[0], "op": "self"} for p, s in zip(prompts, said)
+           if forgetting._words(s)]
+  assert right, "the tiny model said no word at all"
+  probes = right + [{"prompt": p["prompt"] + " Say it twice.", "answer": "zzqx", "op": "never"} for p in right]
+  m = forgetting.evaluate(tiny, tiny, None, settings, PROSE, probes)["model"].metrics
+  assert (m["retention"], m["gained"], m["base_correct"], m["model_correct"]) == (100.0, 0.0, 50.0, 50.0)
+  other = jax.tree.map(lambda x: x + 0.5 * np.random.default_rng(1).standard_normal(x.shape).astype(x.dtype),
+                       tiny.params)
+  out = forgetting.evaluate(tiny, Subject("base", tiny.config, other, tiny.tokenizer), None, settings, PROSE, probes)
+  m = out["model"].metrics
+  assert m["base_correct"] < 50.0, "the perturbed base still says what the model says"
+  assert m["gained"] == pytest.approx(100.0 * (len(right) - m["base_correct"] / 100 * len(probes)) / (
+      len(probes) - m["base_correct"] / 100 * len(probes)))
+  assert m.get("retention", 100.0) == 100.0 and m["model_correct"] == 50.0  # undefined when the base got none
 
 
 def test_without_a_reference_forgetting_says_what_it_leaves_out(tiny):

@@ -6,6 +6,10 @@
   perplexity            exp(mean NLL) of a general English text (every token predicted once, windows of WINDOW
   bits_per_byte         tokens overlapping by one), and its total NLL in bits over the text's UTF-8 bytes
   retention             of the probes the base answers right, the share the tuned model still answers right;
+  gained                of the probes the base answers wrong, the share the tuned model answers right: with
+                        model_correct against base_correct it tells forgetting (fewer right) from churn (as many
+                        right, other ones: a small model right by a thin margin flips answers both ways under
+                        any change of its weights, which lowers retention alone);
                         base_correct and model_correct are each one's share of all probes (percent)
   degenerate_rate       share of the answers to the general prompts that are degenerate (itjax.evals.degenerate),
   mean_length           and their mean length in generated tokens
@@ -302,6 +306,9 @@ def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | No
       m["retention"] = 100.0 * sum(mine["correct"][i] for i in base_right) / len(base_right)
     else:
       outputs["model"].note = "retention is undefined: the base answered no probe right"
+    base_wrong = [i for i, ok in enumerate(theirs["correct"]) if not ok]
+    if base_wrong:
+      m["gained"] = 100.0 * sum(mine["correct"][i] for i in base_wrong) / len(base_wrong)
     m["base_correct"] = 100.0 * len(base_right) / max(1, n_probes)
     m["model_correct"] = 100.0 * sum(mine["correct"]) / max(1, n_probes)
   m["n_general"], m["n_probes"] = float(n_general), float(n_probes)
