@@ -74,7 +74,7 @@ def test_compiled_once_per_shape_bucket(params):
   assert gen.traces == warm
   gen.generate(prompts_of([17, 20]), max_new_tokens=4, batch_size=2)  # a new cache length (32 + 4)
   assert gen.traces == warm + 2
-  assert [bucket_length(n) for n in (1, 16, 17, 33)] == [16, 16, 32, 64]
+  assert [bucket_length(n) for n in (1, 16, 17, 33, 64, 65, 96, 97, 157)] == [16, 16, 32, 64, 64, 96, 96, 128, 160]
 
 
 @pytest.mark.slow
