@@ -42,7 +42,8 @@ def get_config(arg: str = ""):
   c.eval.limit = 100  # seen-type and held-out-type tasks each
   c.eval.batch_size = 32
   c.eval.subset = 6  # forgetting: general prompts and task prompts; rigidity: tasks per split
-  c.eval.n_probes = 96  # short answers: cheap; the base gets 49 right, so one probe moves retention 2 points
+  c.eval.n_probes = 96  # short answers: cheap; the base gets 42 right, so one probe moves retention 2.4 points
+  c.eval.n_general = 24  # general prompts for degenerate_rate and KL: one answer moves the rate 4.2 points, not 16.7
   c.eval.perturbations = ("typos_5", "case", "reworded", "reordered", "system")
   if arg == "smoke":
     c.tasks.n = 64

@@ -18,8 +18,9 @@ HEADLINE = (("tasks", "seen", "%"), ("tasks", "heldout", "%"), ("tasks", "all", 
             ("tasks", "mean_response_tokens", "tokens"),
             ("forgetting", "kl_general", "nats/token"), ("forgetting", "kl_tasks", "nats/token"),
             ("forgetting", "perplexity", "general text"), ("forgetting", "retention", "% of probes kept"),
-            ("forgetting", "gained", "% of missed probes now right"),
-            ("forgetting", "model_correct", "% of probes right"),
+            ("forgetting", "lost_probes", "the base's right ones"), ("forgetting", "gained_probes", "its wrong ones"),
+            ("forgetting", "net_loss_p", "sign test, lost vs gained"),
+            ("forgetting", "model_correct", "% probes right"),
             ("forgetting", "degenerate_rate", "% general answers"), ("forgetting", "mean_length", "tokens"),
             ("rigidity", "clean", "%"), ("rigidity", "worst_drop", "points"), ("rigidity", "spread", "points"),
             ("rigidity", "refusal_rate", "%"))
@@ -103,7 +104,7 @@ def run_demo(workdir: str, config=None) -> dict:
   _say(f"\n{'':50s} {'before':>10s} {'after':>10s} {'delta':>10s}")
   rows = [(f"{k.replace('_', ' ')}", *v, "{:.4f}") for k, v in losses.items() if None not in v]
   rows += [(f"{suite} {k} ({unit})", before.get(f"{suite}/{k}"), after[f"{suite}/{k}"],
-            "{:.4f}" if k.startswith("kl_") else "{:.1f}")
+            "{:.4f}" if k.startswith("kl_") else "{:.3f}" if k.endswith("_p") else "{:.1f}")
            for suite, k, unit in HEADLINE if f"{suite}/{k}" in after]
   for label, b, a, fmt in rows:
     if b is None:

@@ -175,6 +175,7 @@ def test_gained_counts_the_probes_the_base_got_wrong(tiny):
   probes = right + [{"prompt": p["prompt"] + " Say it twice.", "answer": "zzqx", "op": "never"} for p in right]
   m = forgetting.evaluate(tiny, tiny, None, settings, PROSE, probes)["model"].metrics
   assert (m["retention"], m["gained"], m["base_correct"], m["model_correct"]) == (100.0, 0.0, 50.0, 50.0)
+  assert (m["lost_probes"], m["gained_probes"], m["net_loss_p"]) == (0.0, 0.0, 1.0)
   other = jax.tree.map(lambda x: x + 0.5 * np.random.default_rng(1).standard_normal(x.shape).astype(x.dtype),
                        tiny.params)
   out = forgetting.evaluate(tiny, Subject("base", tiny.config, other, tiny.tokenizer), None, settings, PROSE, probes)
@@ -183,6 +184,14 @@ def test_gained_counts_the_probes_the_base_got_wrong(tiny):
   assert m["gained"] == pytest.approx(100.0 * (len(right) - m["base_correct"] / 100 * len(probes)) / (
       len(probes) - m["base_correct"] / 100 * len(probes)))
   assert m.get("retention", 100.0) == 100.0 and m["model_correct"] == 50.0  # undefined when the base got none
+  assert m["lost_probes"] == 0 and m["gained_probes"] == len(right) - m["base_correct"] / 100 * len(probes)
+
+
+def test_sign_test_of_lost_against_gained():
+  """McNemar's exact test: as many lost as gained is no evidence; 10 lost and none gained is (2 / 2**10)."""
+  assert forgetting.sign_test_p(0, 0) == 1.0 and forgetting.sign_test_p(6, 7) == 1.0
+  assert forgetting.sign_test_p(10, 0) == pytest.approx(2 / 2 ** 10) == forgetting.sign_test_p(0, 10)
+  assert forgetting.sign_test_p(8, 2) == pytest.approx(2 * (1 + 10 + 45) / 2 ** 10)  # P(X <= 2), X ~ Bin(10, 1/2)
 
 
 def test_without_a_reference_forgetting_says_what_it_leaves_out(tiny):

@@ -9,7 +9,9 @@
   gained                of the probes the base answers wrong, the share the tuned model answers right: with
                         model_correct against base_correct it tells forgetting (fewer right) from churn (as many
                         right, other ones: a small model right by a thin margin flips answers both ways under
-                        any change of its weights, which lowers retention alone);
+                        any change of its weights, which lowers retention alone); lost_probes and
+                        gained_probes count them, and net_loss_p is the two-sided exact sign test of one against
+                        the other (McNemar): a small value with more lost than gained is forgetting beyond churn;
                         base_correct and model_correct are each one's share of all probes (percent)
   degenerate_rate       share of the answers to the general prompts that are degenerate (itjax.evals.degenerate),
   mean_length           and their mean length in generated tokens
@@ -153,6 +155,16 @@ def _words(text: str) -> list[str]:
   """Numbers (thousands separators dropped), dates like 2012-03-05 and words, casefolded."""
   text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text.casefold())
   return re.findall(r"[0-9]+(?:-[0-9]+)*|[^\W\d_]+", text)
+
+
+def sign_test_p(lost: int, gained: int) -> float:
+  """Two-sided exact sign test (McNemar's exact test) of probes lost against probes gained: the chance of a split
+  at least this uneven if each changed probe were as likely to go either way. Small with more lost than gained:
+  forgetting beyond churn."""
+  n, k = lost + gained, min(lost, gained)
+  if n == 0:
+    return 1.0
+  return min(1.0, 2.0 * sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n)
 
 
 def states_answer(response: str, answer) -> bool:
@@ -307,8 +319,11 @@ def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | No
     else:
       outputs["model"].note = "retention is undefined: the base answered no probe right"
     base_wrong = [i for i, ok in enumerate(theirs["correct"]) if not ok]
+    lost = sum(not mine["correct"][i] for i in base_right)
+    gained = sum(mine["correct"][i] for i in base_wrong)
     if base_wrong:
-      m["gained"] = 100.0 * sum(mine["correct"][i] for i in base_wrong) / len(base_wrong)
+      m["gained"] = 100.0 * gained / len(base_wrong)
+    m["lost_probes"], m["gained_probes"], m["net_loss_p"] = float(lost), float(gained), sign_test_p(lost, gained)
     m["base_correct"] = 100.0 * len(base_right) / max(1, n_probes)
     m["model_correct"] = 100.0 * sum(mine["correct"]) / max(1, n_probes)
   m["n_general"], m["n_probes"] = float(n_general), float(n_probes)
