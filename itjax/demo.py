@@ -80,10 +80,10 @@ def run_demo(workdir: str, config=None) -> dict:
   _say(f"training data: {run.report.used} examples, {run.report.target_tokens:,} target tokens, packing "
        f"{100 * run.report.packing_efficiency:.1f}% full")
   subset = config.eval.subset or config.eval.limit
-  probes = config.eval.n_probes or min(subset, N_PROBES)
+  probes, general = config.eval.n_probes or min(subset, N_PROBES), config.eval.n_general or subset
   _say(f"evaluation before the first step and after the last (greedy): tasks on {config.eval.limit} seen-type and "
        f"{config.eval.limit} held-out-type tasks, verified; forgetting (KL to the base, perplexity, {probes} probes, "
-       f"{subset} general prompts) and rigidity ({subset} + {subset} tasks, perturbed) to show what the gain costs")
+       f"{general} general prompts) and rigidity ({subset} + {subset} tasks, perturbed) to show what the gain costs")
   heldout_before = evaluate(run, heldout_batches)  # the fresh adapters: the base model
 
   summary = train(config, workdir, run, started=start)
