@@ -102,6 +102,19 @@ class MetricsWriter:
       self.tb.close()
 
 
+# Suite metrics that are not percentages: divergences, perplexity, the text's size, probe counts, a p-value.
+NOT_PERCENT = frozenset({"kl_general", "kl_tasks", "perplexity", "bits_per_byte", "text_bytes", "text_tokens",
+                         "lost_probes", "gained_probes", "net_loss_p"})
+
+
+def is_percent(key: str) -> bool:
+  """Whether eval/SUITE/METRIC is a headline percentage (loss.png plots these on one axis): not a per-type or
+  per-perturbation breakdown (a further '/'), a count (n_*), a mean length (mean_*) or one of NOT_PERCENT."""
+  parts = key.split("/")
+  return (len(parts) == 3 and parts[0] == "eval" and not parts[2].startswith(("n_", "mean_"))
+          and parts[2] not in NOT_PERCENT)
+
+
 def plot_losses(workdir: str) -> str | None:
   """WORKDIR/loss.png: training and validation loss against the step, and the generation suites' metrics."""
   path = os.path.join(workdir, "metrics.jsonl")
@@ -112,9 +125,7 @@ def plot_losses(workdir: str) -> str | None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  # Generation suites: one curve per headline metric (eval/SUITE/METRIC without a further '/', counts left out).
-  curves = sorted({k for r in records for k in r if k.startswith("eval/") and k.count("/") == 2
-                   and not k.rsplit("/", 1)[1].startswith(("n_", "mean_"))})
+  curves = sorted({k for r in records for k in r if is_percent(k)})  # generation suites' headline percentages
   fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(13 if curves else 7, 4), squeeze=False)
   ax = axes[0, 0]
   if curves:
