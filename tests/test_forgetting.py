@@ -143,16 +143,24 @@ def test_perplexity_and_bits_per_byte_match_transformers(tiny, tiny_hf_dir):
   assert ours["bits_per_byte"] == pytest.approx(total / math.log(2) / len(text.encode("utf-8")), rel=1e-4)
 
 
-def test_a_model_against_itself_has_zero_kl_and_full_retention(tiny):
-  """Probes whose answers are what the model says: the base gets them right, and so does the same model."""
-  settings = Settings(max_new_tokens=8, batch_size=4, limit=4, progress=False)
-  prompts = [p["prompt"] for p in forgetting.make_probes(4, 0)]
-  said, _ = tiny.respond([[{"role": "user", "content": p}] for p in prompts], settings, "probe")
+SAYS = Settings(max_new_tokens=8, batch_size=4, limit=4, progress=False)
+
+
+def probes_it_says(subject: Subject, n: int) -> list[dict]:
+  """Probes whose answer is the first word the subject says to them (those it says a word to)."""
+  prompts = [p["prompt"] for p in forgetting.make_probes(n, 0)]
+  said, _ = subject.respond([[{"role": "user", "content": p}] for p in prompts], SAYS, "probe")
   probes = [{"prompt": p, "answer": forgetting._words(s)[0], "op": "self"} for p, s in zip(prompts, said)
             if forgetting._words(s)]
   assert probes, "the tiny model said no word at all"
+  return probes
+
+
+def test_a_model_against_itself_has_zero_kl_and_full_retention(tiny):
+  """Probes whose answers are what the model says: the base gets them right, and so does the same model."""
+  probes = probes_it_says(tiny, 4)
   same = Subject("base", tiny.config, tiny.params, tiny.tokenizer)
-  out = forgetting.evaluate(tiny, same, [{"messages": [{"role": "user", "content": "Sort: b a"}]}], settings, PROSE,
+  out = forgetting.evaluate(tiny, same, [{"messages": [{"role": "user", "content": "Sort: b a"}]}], SAYS, PROSE,
                             probes)
   m = out["model"].metrics
   assert abs(m["kl_general"]) < 1e-6 and abs(m["kl_tasks"]) < 1e-6
@@ -166,19 +174,14 @@ def test_gained_counts_the_probes_the_base_got_wrong(tiny):
   """Probes whose answers are what the model says, and as many that no model says: against itself the model keeps
   all it knew and gains nothing; against a base that says something else it gains every probe the base missed."""
   import jax
-  settings = Settings(max_new_tokens=8, batch_size=4, limit=4, progress=False)
-  prompts = [p["prompt"] for p in forgetting.make_probes(6, 0)]
-  said, _ = tiny.respond([[{"role": "user", "content": p}] for p in prompts], settings, "probe")
-  right = [{"prompt": p, "answer": forgetting._words(s)[0], "op": "self"} for p, s in zip(prompts, said)
-           if forgetting._words(s)]
-  assert right, "the tiny model said no word at all"
+  right = probes_it_says(tiny, 6)
   probes = right + [{"prompt": p["prompt"] + " Say it twice.", "answer": "zzqx", "op": "never"} for p in right]
-  m = forgetting.evaluate(tiny, tiny, None, settings, PROSE, probes)["model"].metrics
+  m = forgetting.evaluate(tiny, tiny, None, SAYS, PROSE, probes)["model"].metrics
   assert (m["retention"], m["gained"], m["base_correct"], m["model_correct"]) == (100.0, 0.0, 50.0, 50.0)
   assert (m["lost_probes"], m["gained_probes"], m["net_loss_p"]) == (0.0, 0.0, 1.0)
   other = jax.tree.map(lambda x: x + 0.5 * np.random.default_rng(1).standard_normal(x.shape).astype(x.dtype),
                        tiny.params)
-  out = forgetting.evaluate(tiny, Subject("base", tiny.config, other, tiny.tokenizer), None, settings, PROSE, probes)
+  out = forgetting.evaluate(tiny, Subject("base", tiny.config, other, tiny.tokenizer), None, SAYS, PROSE, probes)
   m = out["model"].metrics
   assert m["base_correct"] < 50.0, "the perturbed base still says what the model says"
   assert m["gained"] == pytest.approx(100.0 * (len(right) - m["base_correct"] / 100 * len(probes)) / (
