@@ -102,17 +102,14 @@ class MetricsWriter:
       self.tb.close()
 
 
-# Suite metrics that are not percentages: divergences, perplexity, the text's size, probe counts, a p-value.
-NOT_PERCENT = frozenset({"kl_general", "kl_tasks", "perplexity", "bits_per_byte", "text_bytes", "text_tokens",
-                         "lost_probes", "gained_probes", "net_loss_p"})
-
-
 def is_percent(key: str) -> bool:
   """Whether eval/SUITE/METRIC is a headline percentage (loss.png plots these on one axis): not a per-type or
-  per-perturbation breakdown (a further '/'), a count (n_*), a mean length (mean_*) or one of NOT_PERCENT."""
+  per-perturbation breakdown (a further '/'), a count (n_*), a mean length (mean_*) or one of the forgetting
+  suite's other units (forgetting.NOT_PERCENT, beside their definitions)."""
+  from itjax.evals.forgetting import NOT_PERCENT
   parts = key.split("/")
   return (len(parts) == 3 and parts[0] == "eval" and not parts[2].startswith(("n_", "mean_"))
-          and parts[2] not in NOT_PERCENT)
+          and not (parts[1] == "forgetting" and parts[2] in NOT_PERCENT))
 
 
 def plot_losses(workdir: str) -> str | None:

@@ -39,6 +39,9 @@ from itjax.evals.subject import Settings, Subject, SuiteOutput
 from itjax.jsonl import objects
 
 WINDOW = 512
+# The metrics of the docstring that are not percentages (what loss.png leaves off its percent axis).
+NOT_PERCENT = frozenset({"kl_general", "kl_tasks", "perplexity", "bits_per_byte", "text_bytes", "text_tokens",
+                         "lost_probes", "gained_probes", "net_loss_p"})
 # Easy forms of the task generators' operations (their own draws, e.g. "42 * 25 - 18" or 165 days after a date,
 # are beyond a 135M base: SmolLM2-135M-Instruct answered 9 of 72 right, several by echoing the prompt's numbers).
 # Probes are asked plainly. They once ended with "Reply with only the answer.", which is word for word one of the
