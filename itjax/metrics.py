@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import jax
 
@@ -59,6 +60,20 @@ def peak_flops(configured: float = 0.0) -> float | None:
   return None
 
 
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported without torch: tensorboardX imports torch whenever it is installed (only
+  to accept torch tensors, which itjax never passes), and that import alone took 1.9 s of every run's start."""
+  if "tensorboardX" in sys.modules or "torch" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX handles
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
+
+
 class MetricsWriter:
   """Appends to WORKDIR/metrics.jsonl and TensorBoard; on resume, lines after the restored step are dropped."""
 
@@ -81,7 +96,7 @@ class MetricsWriter:
     elif resume_step is None and os.path.exists(self.path):
       os.remove(self.path)
     self.file = open(self.path, "a")
-    from tensorboardX import SummaryWriter
+    SummaryWriter = _summary_writer_class()
     # On resume, TensorBoard hides what the earlier run logged after the checkpoint: the steps run again.
     self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
                             purge_step=None if resume_step is None else resume_step + 1)
