@@ -218,9 +218,20 @@ def test_kl_is_positive_for_different_params(tiny):
   assert out["model"].metrics["kl_general"] > 1e-4
 
 
-def test_a_model_that_is_its_base_takes_the_base_answers_without_generating(tiny):
-  """Before the first step the adapters are zero: the model's answers are the base's, generated once, and every
-  figure is what answering twice gives."""
+def test_a_scoring_batch_holds_the_next_power_of_two_rows_its_sequences_need():
+  """Teacher-forced scoring pads a batch to TOKENS_PER_BATCH tokens only when it has the sequences to fill them: 6
+  general answers scored in 25 rows cost 4 times what they need."""
+  from itjax.evals import scoring
+  shapes = lambda sequences: [(len(picked), t.shape) for picked, t, _, _ in  # noqa: E731
+                               scoring._batches(sequences, [1] * len(sequences), 0)]
+  assert shapes([[2] * 100] * 3) == [(3, (4, 128))]  # 128 tokens: up to 32 rows
+  assert shapes([[1] * 10] * 30) == [(30, (32, 16))]
+  assert shapes([[2] * 100] * 33) == [(32, (32, 128)), (1, (1, 128))]
+
+
+def test_a_model_that_is_its_base_takes_the_base_answers_without_generating(tiny, monkeypatch):
+  """Before the first step the adapters are zero: the model's answers are the base's, generated once, its KL to
+  the base is 0 without running either model again, and every figure is what answering twice gives."""
   import dataclasses
 
   class Silent(Subject):
@@ -232,7 +243,9 @@ def test_a_model_that_is_its_base_takes_the_base_answers_without_generating(tiny
   base = Subject("base", tiny.config, tiny.params, tiny.tokenizer)
   twice = forgetting.evaluate(tiny, base, tasks, FAST, PROSE, probes)
   silent = Silent(**{f.name: getattr(tiny, f.name) for f in dataclasses.fields(Subject) if f.init})
+  monkeypatch.setattr(forgetting.scoring, "kl", lambda *a, **k: pytest.fail("KL computed for a model that is its base"))
   once = forgetting.evaluate(silent, base, tasks, FAST, PROSE, probes, model_is_base=True)
+  assert once["model"].metrics["kl_general"] == once["model"].metrics["kl_tasks"] == 0.0
   assert once["model"].rows == twice["model"].rows and once["base"].rows == twice["base"].rows
   assert once["model"].metrics == pytest.approx(twice["model"].metrics, abs=1e-6)
 

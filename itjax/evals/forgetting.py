@@ -311,11 +311,15 @@ def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | No
                              "training workdir, whose base is its reference)")
   else:
     pairs = [_with_eos(base, p, o) for p, o in zip(theirs["prompts"], theirs["outs"])]
-    m["kl_general"], kl_rows = _mean_kl(model, base, pairs[:n_general])
+
+    def kl(some: list) -> tuple[float, list[float]]:  # a model that computes what the base does: exactly 0, not run
+      return (0.0, [0.0] * len(some)) if model_is_base else _mean_kl(model, base, some)
+
+    m["kl_general"], kl_rows = kl(pairs[:n_general])
     for row, value in zip(outputs["model"].rows, kl_rows):
       row["kl"] = value
     if task_chats:
-      m["kl_tasks"], _ = _mean_kl(model, base, pairs[n_general + n_probes:])
+      m["kl_tasks"], _ = kl(pairs[n_general + n_probes:])
     base_right = [i for i, ok in enumerate(theirs["correct"]) if ok]
     if base_right:
       m["retention"] = 100.0 * sum(mine["correct"][i] for i in base_right) / len(base_right)

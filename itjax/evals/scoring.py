@@ -2,7 +2,9 @@
 distributions differ along them.
 
 Sequences are right-padded into batches of similar length (padding has segment id 0, so it attends to nothing and
-nothing attends to it), and one compiled function serves every batch of the same shape. Only per-sequence sums
+nothing attends to it), and one compiled function serves every batch of the same shape; a batch holds up to
+TOKENS_PER_BATCH tokens, and a batch that holds fewer sequences than that allows is cut to the next power of two
+rows. Only per-sequence sums
 leave the device; the host adds them in float64.
 """
 
@@ -61,6 +63,7 @@ def _batches(sequences: Sequence[Sequence[int]], starts: Sequence[int], pad_id: 
     rows = max(1, TOKENS_PER_BATCH // length)
     picked = order[i:i + rows]
     i += len(picked)
+    rows = min(rows, 1 << (len(picked) - 1).bit_length())  # a short last batch: the next power of two, not all
     tokens = np.full((rows, length), pad_id, np.int32)
     segments = np.zeros((rows, length), np.int32)
     weights = np.zeros((rows, length - 1), np.float32)
