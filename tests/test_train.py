@@ -109,20 +109,6 @@ def losses(workdir):
 
 
 @pytest.mark.slow
-def test_resume_after_exit_repeats_the_uninterrupted_run(tiny_hf_dir, tmp_path):
-  config = ["--config", os.path.join(ROOT, "configs", "tiny_lora.py"), f"--config.model={tiny_hf_dir}",
-            "--config.data.train={workdir}/tasks/train.jsonl:0.75,{workdir}/tasks/heldout.jsonl:0.25"]
-  straight, parts = str(tmp_path / "straight"), str(tmp_path / "parts")
-  assert itjax("train", *config, "--workdir", straight).returncode == 0
-  first = itjax("train", *config, "--workdir", parts, "--config.steps=3")
-  assert first.returncode == 0, first.stderr
-  second = itjax("train", *config, "--workdir", parts)
-  assert second.returncode == 0, second.stderr
-  assert "resuming" in second.stderr
-  assert losses(parts) == losses(straight) and len(losses(straight)) == 6
-
-
-@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_to_resume_from(tiny_hf_dir, tmp_path):
   workdir = str(tmp_path / "w")
   args = [sys.executable, "-m", "itjax.cli", "train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"),
@@ -155,17 +141,21 @@ def logged_steps(workdir):
 
 
 @pytest.mark.slow
-def test_kill_9_at_three_moments_resumes_to_the_run_that_was_never_killed(tiny_hf_dir, tmp_path):
-  """`kill -9` at three seeded moments (start-up, steps, checkpoint saves, metric writes: wherever they land), then
-  a re-run: the same losses and params as an uninterrupted run, each step once in metrics.jsonl; a half-written
-  last line is dropped."""
+def test_exit_and_kill_9_at_three_moments_resume_to_the_run_that_was_never_stopped(tiny_hf_dir, tmp_path):
+  """A run that ends at step 3 (a clean exit), then `kill -9` at three seeded moments (start-up, steps, checkpoint
+  saves, metric writes: wherever they land), then a re-run: the same losses and params as an uninterrupted run,
+  each step once in metrics.jsonl; a half-written last line is dropped. Two weighted data files: where the data
+  pipeline was resumes too."""
   import random
   from itjax.checkpoint import read_trained
   rng = random.Random(7)
   args = ["train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"), f"--config.model={tiny_hf_dir}",
+          "--config.data.train={workdir}/tasks/train.jsonl:0.75,{workdir}/tasks/heldout.jsonl:0.25",
           "--config.steps=12", "--config.checkpoint_every=2", "--config.eval_every=0", "--config.keep_checkpoints=2"]
   straight, workdir = str(tmp_path / "straight"), str(tmp_path / "killed")
   assert itjax(*args, "--workdir", straight).returncode == 0
+  first = itjax(*args, "--config.steps=3", "--workdir", workdir)
+  assert first.returncode == 0 and losses(workdir) == losses(straight)[:3], first.stderr[-3000:]
   cut = []
   for _ in range(3):
     proc = subprocess.Popen([sys.executable, "-m", "itjax.cli", *args, "--workdir", workdir],
@@ -180,7 +170,7 @@ def test_kill_9_at_three_moments_resumes_to_the_run_that_was_never_killed(tiny_h
   with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
     f.write('{"step": 5, "loss": 0.12')  # a write cut in half by the kill
   final = itjax(*args, "--workdir", workdir)
-  assert final.returncode == 0, final.stderr[-3000:]
+  assert final.returncode == 0 and "resuming" in final.stderr, final.stderr[-3000:]
   assert losses(workdir) == losses(straight) and logged_steps(workdir) == list(range(1, 13)), cut
   trained, want = (lora_lib.flatten(read_trained(w)[0]) for w in (workdir, straight))
   assert sorted(trained) == sorted(want)
