@@ -19,7 +19,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 def pytest_sessionfinish(session):
   if not os.environ.get("PYTEST_XDIST_WORKER") and "itjax-tests-jax-cache-" in JAX_CACHE:
     shutil.rmtree(JAX_CACHE, ignore_errors=True)
-NEEDS_THE_GGUF = {"smollm2_gguf", "itjax_smollm2"}
+NEEDS_THE_GGUF = {"smollm2_gguf", "itjax_smollm2", "hf_smollm2_tokenizer", "hf_smollm2_model"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -59,6 +59,24 @@ def itjax_smollm2(smollm2_gguf):
   """SmolLM2-135M-Instruct loaded by itjax once for every test that needs it."""
   from itjax.loading import load_model
   return load_model(smollm2_gguf)
+
+
+@pytest.fixture(scope="session")
+def hf_smollm2_tokenizer(smollm2_gguf):
+  """transformers' tokenizer read from the same GGUF (about 6 s), once: the reference of the template tests."""
+  transformers = pytest.importorskip("transformers")
+  directory, name = os.path.split(smollm2_gguf)
+  return transformers.AutoTokenizer.from_pretrained(directory, gguf_file=name)
+
+
+@pytest.fixture(scope="session")
+def hf_smollm2_model(smollm2_gguf):
+  """transformers' model read from the same GGUF (about 12 s), once, in float32 and eval mode: the reference of the
+  parity tests. A test that changes it (peft wraps its layers) works on a copy."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  directory, name = os.path.split(smollm2_gguf)
+  return transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32).eval()
 
 
 LLAMA3_STYLE_TEMPLATE = (

@@ -61,12 +61,9 @@ def test_a_generic_fast_tokenizer_loads_as_autotokenizer_does_without_its_regist
 
 @pytest.mark.slow
 @pytest.mark.parametrize("add_generation_prompt", [True, False])
-def test_smollm2_template_matches_transformers(smollm2_gguf, add_generation_prompt):
-  import os
-  transformers = pytest.importorskip("transformers")
+def test_smollm2_template_matches_transformers(smollm2_gguf, hf_smollm2_tokenizer, add_generation_prompt):
   pytest.importorskip("torch")
-  directory, name = os.path.split(smollm2_gguf)
-  hf = transformers.AutoTokenizer.from_pretrained(directory, gguf_file=name)
+  hf = hf_smollm2_tokenizer
   ours = load_tokenizer(smollm2_gguf)
   assert not ours.add_bos
   for conversation in CONVERSATIONS:

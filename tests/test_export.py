@@ -1,5 +1,6 @@
 """Export out of training runs, loaded back by transformers and peft; PEFT adapters in."""
 
+import copy
 import json
 import os
 
@@ -184,7 +185,7 @@ SMOLLM2_ATOL = 2e-4
 
 
 @pytest.mark.slow
-def test_smollm2_smoke_config_trains_and_exports(smollm2_gguf, tmp_path):
+def test_smollm2_smoke_config_trains_and_exports(hf_smollm2_model, tmp_path):
   """`itjax train` on the SmolLM2 smoke config (a GGUF base): the run's log and files, then HF export ==
   peft(GGUF base + adapter) == itjax's own unmerged model, on a chat prompt. One training for both."""
   from itjax.checkpoint import lora_spec
@@ -202,8 +203,7 @@ def test_smollm2_smoke_config_trains_and_exports(smollm2_gguf, tmp_path):
   tok = transformers.AutoTokenizer.from_pretrained(hf_dir)  # the GGUF's tokenizer and template, exported
   assert tok.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=True)["input_ids"] == tokens.tolist()
   del hf
-  directory, name = os.path.split(smollm2_gguf)
-  base = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+  base = copy.deepcopy(hf_smollm2_model)  # transformers' reading of the GGUF; peft changes the layers it wraps
   assert np.abs(torch_logits(base, tokens) - want).max() > 1e-2  # the run moved the logits
   model = peft.PeftModel.from_pretrained(base, export.export_peft(workdir, str(tmp_path / "peft"))).eval()
   np.testing.assert_allclose(torch_logits(model, tokens), want, atol=SMOLLM2_ATOL, rtol=0)

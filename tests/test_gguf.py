@@ -1,7 +1,5 @@
 """SmolLM2-135M-Instruct from its GGUF: logits and tokenizer against transformers loading the same file."""
 
-import os
-
 import numpy as np
 import pytest
 
@@ -21,11 +19,8 @@ CONVERSATION = [
 
 
 @pytest.fixture(scope="module")
-def hf_smollm2(smollm2_gguf):
-  directory, name = os.path.split(smollm2_gguf)
-  model = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32).eval()
-  tok = transformers.AutoTokenizer.from_pretrained(directory, gguf_file=name)
-  return model, tok
+def hf_smollm2(hf_smollm2_model, hf_smollm2_tokenizer):
+  return hf_smollm2_model, hf_smollm2_tokenizer
 
 
 def test_gguf_logits_match_transformers(hf_smollm2, itjax_smollm2):

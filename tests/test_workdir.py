@@ -11,7 +11,7 @@ import pytest
 from itjax import workdir as workdir_lib
 from itjax.train import train
 
-from test_train import ROOT, load_config, losses
+from test_train import load_config, losses
 
 
 def _lines(path):
