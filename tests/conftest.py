@@ -1,7 +1,11 @@
 """Shared fixtures: tiny random HF checkpoints (torch is the reference) and the SmolLM2 demo GGUF."""
 
+import contextlib
+import dataclasses
+import io
 import os
 import shutil
+import sys
 import tempfile
 
 import pytest
@@ -14,6 +18,33 @@ JAX_CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                                   os.path.join(tempfile.gettempdir(), f"itjax-tests-jax-cache-{os.getpid()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+@dataclasses.dataclass
+class Ran:
+  returncode: int
+  stdout: str
+  stderr: str
+
+
+def itjax_in_process(*args: str) -> Ran:
+  """`itjax ARGS` run in this process: its exit status and what it printed. For the many cases that end in an error
+  message; a new process would spend seconds on imports for each."""
+  from absl import flags
+  from itjax import cli
+  out, err, code, argv = io.StringIO(), io.StringIO(), 0, sys.argv
+  sys.argv = ["itjax", *args]  # ml_collections reads --config.KEY overrides from sys.argv
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    try:
+      cli.main(cli._parse(sys.argv))
+    except SystemExit as e:
+      code = e.code if isinstance(e.code, int) else 1
+    finally:
+      flags.FLAGS.unparse_flags()
+      for name in [n for n in flags.FLAGS if n.startswith("config.")]:  # defined by this parse, again by the next
+        delattr(flags.FLAGS, name)
+      sys.argv = argv
+  return Ran(code, out.getvalue(), err.getvalue())
 
 
 def pytest_sessionfinish(session):

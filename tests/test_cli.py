@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import make_llama3_style_tokenizer
+from conftest import itjax_in_process, make_llama3_style_tokenizer
 
 
 def itjax(*args):
@@ -40,22 +40,22 @@ def test_generate_single_prompt_raw(tiny_hf_dir):
 def test_generate_reports_bad_line(tiny_hf_dir, tmp_path):
   prompts = tmp_path / "bad.jsonl"
   prompts.write_text('{"prompt": "fine"}\n{"prompt": 3}\n')
-  result = itjax("generate", "--model", tiny_hf_dir, "--prompts_file", str(prompts), "--output",
+  result = itjax_in_process("generate", "--model", tiny_hf_dir, "--prompts_file", str(prompts), "--output",
                  str(tmp_path / "o.jsonl"))
   assert result.returncode == 1
   assert "bad.jsonl:2: expected a 'prompt' string or a 'messages' list" in result.stderr
 
 
 def test_generate_usage_errors(tmp_path):
-  result = itjax("generate", "--model", str(tmp_path / "missing"), "--prompt", "hi")
+  result = itjax_in_process("generate", "--model", str(tmp_path / "missing"), "--prompt", "hi")
   assert result.returncode == 1 and "does not exist" in result.stderr
-  result = itjax("generate", "--prompt", "hi")
+  result = itjax_in_process("generate", "--prompt", "hi")
   assert result.returncode == 1 and "--model is required" in result.stderr
-  result = itjax("frobnicate")
+  result = itjax_in_process("frobnicate")
   assert result.returncode == 2 and "usage: itjax" in result.stderr
-  result = itjax("train", "train", "--workdir", str(tmp_path / "w"))  # a stray argument, not silently dropped
+  result = itjax_in_process("train", "train", "--workdir", str(tmp_path / "w"))  # a stray argument, not silently dropped
   assert result.returncode == 2 and "unexpected argument 'train' (every input is a --flag)" in result.stderr
-  result = itjax("generate", "--model", str(tmp_path / "missing"), "--prompt", "hi", "--chat_template", "chatm1")
+  result = itjax_in_process("generate", "--model", str(tmp_path / "missing"), "--prompt", "hi", "--chat_template", "chatm1")
   assert result.returncode == 1 and ("--chat_template: chat template 'chatm1' is neither a built-in name" in
                                      result.stderr and "did you mean 'chatml'?" in result.stderr), result.stderr
 
@@ -77,7 +77,7 @@ def test_inspect_data_counts_every_record(tokenizer_dir, tmp_path):
   data.write_text("\n".join(lines) + "\n")
   alpaca = tmp_path / "alpaca.jsonl"
   alpaca.write_text(json.dumps(long) + "\n" + json.dumps({"instruction": "Q", "output": ""}) + "\n")
-  result = itjax("inspect-data", "--data", f"{data},{alpaca}", "--model", tokenizer_dir, "--max_len", "128",
+  result = itjax_in_process("inspect-data", "--data", f"{data},{alpaca}", "--model", tokenizer_dir, "--max_len", "128",
                  "--json")
   assert result.returncode == 0, result.stderr
   summary = json.loads(result.stdout)
@@ -88,7 +88,7 @@ def test_inspect_data_counts_every_record(tokenizer_dir, tmp_path):
   assert [p.split(": ")[0] for p in summary["problems"]] == [f"{data}:2", f"{data}:3", f"{data}:5", f"{alpaca}:2"]
   assert summary["tokens"] > summary["target_tokens"] > 0 and 0 < summary["packing_efficiency"] <= 1
 
-  shown = itjax("inspect-data", "--data", str(data), "--model", tokenizer_dir, "--show", "1")
+  shown = itjax_in_process("inspect-data", "--data", str(data), "--model", tokenizer_dir, "--show", "1")
   assert shown.returncode == 0, shown.stderr
   assert "records 5   used 2   skipped 3" in shown.stdout
   assert "\u27e6Paris is the capital of France.<|eot_id|>\u27e7" in shown.stdout
@@ -97,12 +97,12 @@ def test_inspect_data_counts_every_record(tokenizer_dir, tmp_path):
 
 def test_make_tasks_writes_the_splits(tmp_path):
   out = tmp_path / "tasks"
-  result = itjax("make-tasks", "--out", str(out), "--n", "40", "--seed", "1")
+  result = itjax_in_process("make-tasks", "--out", str(out), "--n", "40", "--seed", "1")
   assert result.returncode == 0, result.stderr
   counts = {s: len((out / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "validation", "heldout")}
   assert counts == {"train": 40, "validation": 4, "heldout": 4}
   again = tmp_path / "again"
-  assert itjax("make-tasks", "--out", str(again), "--n", "40", "--seed", "1").returncode == 0
+  assert itjax_in_process("make-tasks", "--out", str(again), "--n", "40", "--seed", "1").returncode == 0
   assert (again / "train.jsonl").read_text() == (out / "train.jsonl").read_text()
 
 

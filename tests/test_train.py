@@ -198,7 +198,8 @@ def test_metrics_reach_tensorboard_without_importing_torch(tmp_path):
     ("--config.compute_dtype=float16", "config.compute_dtype must be float32 or bfloat16"),
 ])
 def test_bad_config_names_the_key(tiny_hf_dir, tmp_path, override, message):
-  result = itjax("train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"), f"--config.model={tiny_hf_dir}",
+  from conftest import itjax_in_process
+  result = itjax_in_process("train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"), f"--config.model={tiny_hf_dir}",
                  override, "--workdir", str(tmp_path / "w"))
   assert result.returncode != 0
   assert __import__("re").search(message, result.stderr), result.stderr[-2000:]
