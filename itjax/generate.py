@@ -2,7 +2,8 @@
 and a compiled decode loop advances all slots together, each at its own cache index.
 
 A prompt is left-padded to a length bucket (16, 32, 64, then multiples of 32), so one compiled prefill serves every
-prompt of that bucket; the decode loop is compiled once per (slots, cache length, sampling mode). When a row
+prompt of that bucket whatever the slots and cache length of the call (a small compiled copy puts its cache into the
+shared one); the decode loop is compiled once per (slots, cache length, sampling mode). When a row
 produces an end-of-sequence id (or reaches max_new_tokens) the loop returns to the host, which hands the slot to the
 next prompt while the other rows keep their caches. Layers are unrolled for decoding (see ModelConfig.scan_layers)
 and each layer's cache is updated in place. Padding has segment id 0 and each row's positions start at 0 on its
@@ -102,8 +103,9 @@ class Generator:
   Each prompt is prefilled alone into a free slot of a shared KV cache ([slots, K, S, H] per layer); a compiled
   decode loop then advances every occupied slot one token per step, each at its own cache index, and returns to
   the host as soon as a row finishes, so the next prompt takes that slot while the others keep decoding. Rows never
-  wait for the slowest one. Compiled functions are cached: prefill per prompt bucket, decode per
-  (slots, cache length, sampling mode), so after warm-up nothing is traced again (`traces` counts them).
+  wait for the slowest one. Compiled functions are cached: prefill per prompt bucket (shared by calls of other slot
+  counts and cache lengths), decode per (slots, cache length, sampling mode), so after warm-up nothing is traced
+  again (`traces` counts the model's traces).
   """
 
   def __init__(self, config: ModelConfig, params, eos_ids: Sequence[int], pad_id: int = 0, unroll: bool = True):
@@ -119,7 +121,7 @@ class Generator:
     self.model = Transformer(self.config)
     self.eos_ids = np.asarray(sorted(set(int(i) for i in eos_ids)), np.int32)
     self.pad_id = int(pad_id)
-    self.traces = 0  # how many times a function was traced (prefill per bucket, decode per shape)
+    self.traces = 0  # how many times the model was traced (prefill per bucket, decode per shape)
     self.timing = Timing()  # of the last generate call
     self._fns: dict[tuple, object] = {}
 
@@ -148,29 +150,33 @@ class Generator:
                             use_top_p=use_top_p)
     return jax.vmap(lambda l, k: one(l[None], k)[0])(logits, keys)
 
-  def _prefill(self, params, state, tokens, positions, segments, slot, prompt_id, key, temperature, top_p, *,
-               mode):
-    """One left-padded prompt [1,P] into slot `slot` of the shared state; samples its first token."""
+  def _prefill(self, params, tokens, positions, segments, prompt_id, key, temperature, top_p, *, mode):
+    """One left-padded prompt [1,P]: its KV cache (per layer [1,K,P,H]) and its first token."""
     self.traces += 1
     p = tokens.shape[1]
     cache = init_cache(self.config, 1, p)
     logits, cache = self.model.apply({"params": params}, tokens, positions, segments, cache=cache, last_only=True)
     token = self._sample(logits[:, -1], prompt_id[None], jnp.zeros((1,), jnp.int32), key, temperature, top_p,
                          **mode)[0]
+    return cache["k"], cache["v"], token
+
+  def _insert(self, state, k, v, segments, slot, next_position, prompt_id, token):
+    """A prefilled prompt's cache and first token into slot `slot` of the shared state (no model: compiles fast)."""
+    p = segments.shape[1]
     big = state["cache"]
     row = jnp.zeros_like(big["segment_ids"][:1]).at[:, :p].set(segments)
     lead = (0,) if self.config.scan_layers else ()  # scanned caches are [L,B,K,S,H], unrolled ones L x [B,K,S,H]
     put = lambda big_kv, kv: jax.lax.dynamic_update_slice(big_kv, kv, lead + (slot, 0, 0, 0))  # noqa: E731
-    big = {"k": jax.tree.map(put, big["k"], cache["k"]), "v": jax.tree.map(put, big["v"], cache["v"]),
+    big = {"k": jax.tree.map(put, big["k"], k), "v": jax.tree.map(put, big["v"], v),
            "segment_ids": jax.lax.dynamic_update_slice(big["segment_ids"], row, (slot, 0)),
            "index": big["index"].at[slot].set(p)}
     is_eos = jnp.isin(token, jnp.asarray(self.eos_ids))
     state = {"cache": big, "token": state["token"].at[slot].set(token),
-             "position": state["position"].at[slot].set(positions[0, -1] + 1),
+             "position": state["position"].at[slot].set(next_position),
              "count": state["count"].at[slot].set(1), "id": state["id"].at[slot].set(prompt_id),
              "active": state["active"].at[slot].set(~is_eos & (state["max_new"] > 1)),
              "max_new": state["max_new"]}
-    return state, token, is_eos
+    return state, is_eos
 
   def _decode(self, params, state, key, temperature, top_p, *, mode, chunk):
     """Up to `chunk` decode steps over every slot; returns early after the step in which an active row finished.
@@ -256,11 +262,13 @@ class Generator:
         positions = np.zeros((1, width), np.int32)
         positions[0, width - n:] = np.arange(n)
         segments = (np.arange(width) >= width - n).astype(np.int32)[None]
-        args = (self.params, state, row, positions, segments, np.int32(slot), np.int32(i)) + scalars
-        prefill = self._compiled(("prefill", slots, length, width, mode_key),
-                                 functools.partial(self._prefill, mode=mode), args, (1,))
+        args = (self.params, row, positions, segments, np.int32(i)) + scalars
+        prefill = self._compiled(("prefill", width, mode_key), functools.partial(self._prefill, mode=mode), args, ())
         t = time.perf_counter()
-        state, token, is_eos = prefill(*args)
+        k, v, token = prefill(*args)
+        args = (state, k, v, segments, np.int32(slot), np.int32(n), np.int32(i), token)
+        insert = self._compiled(("insert", slots, length, width), self._insert, args, (0,))
+        state, is_eos = insert(*args)
         token, is_eos = int(token), bool(is_eos)
         elapsed = time.perf_counter() - t
         timing.prefill_s += elapsed

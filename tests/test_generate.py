@@ -64,8 +64,8 @@ def test_left_padded_prefill_matches_unpadded(params):
 
 
 def test_compiled_once_per_shape_bucket(params):
-  """Prefill compiles once per prompt bucket and decode once per (slots, cache length): after warm-up nothing is
-  traced again, however many prompts pass through the slots."""
+  """Prefill compiles once per prompt bucket, whatever the call's slots and cache length, and decode once per
+  (slots, cache length): after warm-up nothing is traced again, however many prompts pass through the slots."""
   gen = Generator(CONFIG, params, eos_ids=[EOS])
   gen.generate(prompts_of([3, 9, 40]), max_new_tokens=4, batch_size=2)  # buckets 16 and 64, cache 64 + 4
   warm = gen.traces
@@ -74,6 +74,8 @@ def test_compiled_once_per_shape_bucket(params):
   assert gen.traces == warm
   gen.generate(prompts_of([17, 20]), max_new_tokens=4, batch_size=2)  # a new cache length (32 + 4)
   assert gen.traces == warm + 2
+  gen.generate(prompts_of([3, 9, 5]), max_new_tokens=4, batch_size=3)  # 3 slots, cache 16 + 4: bucket 16 is known
+  assert gen.traces == warm + 3
   assert [bucket_length(n) for n in (1, 16, 17, 33, 64, 65, 96, 97, 157)] == [16, 16, 32, 64, 64, 96, 96, 128, 160]
 
 
