@@ -4,7 +4,7 @@ seed of the adapters' initialisation and the data order changes (the evaluation 
   itjax sweep experiments/demo_seeds.py [--dry_run]
 
 Read a single run's figures against this spread before calling a difference between two settings real. Each run
-is the demo's config and generates the same task and replay files; about 10 minutes a run on 2 CPU cores.
+is the demo's config and generates the same task and replay files; about 6 minutes a run on 2 CPU cores.
 """
 
 CONFIG = "configs/smollm2_135m_lora.py"
