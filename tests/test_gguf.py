@@ -64,11 +64,14 @@ def test_greedy_generation_matches_transformers(hf_smollm2, itjax_smollm2):
   prompts = [tok.encode_chat([{"role": "user", "content": p}]) for p in GREEDY_PROMPTS]
   gen = Generator(itjax_smollm2.config, itjax_smollm2.params, tok.eos_ids, tok.pad_id)
   ours = gen.generate(prompts, max_new_tokens=32, batch_size=8)
+  width = max(map(len, prompts))  # transformers generates the 8 at once, left-padded with an attention mask
+  ids = torch.tensor([[tok.pad_id] * (width - len(p)) + p for p in prompts])
+  mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+  with torch.no_grad():
+    refs = hf_model.generate(ids, attention_mask=mask, max_new_tokens=32, do_sample=False,
+                             eos_token_id=list(tok.eos_ids), pad_token_id=tok.pad_id)[:, width:].tolist()
   near_ties = 0
-  for prompt, out in zip(prompts, ours):
-    with torch.no_grad():
-      ref = hf_model.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False,
-                              eos_token_id=list(tok.eos_ids), pad_token_id=tok.pad_id)[0, len(prompt):].tolist()
+  for prompt, out, ref in zip(prompts, ours, refs):
     ref = ref[:next((i for i, t in enumerate(ref) if t in tok.eos_ids), len(ref))]
     if out.tokens == ref:
       continue
