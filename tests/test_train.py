@@ -109,7 +109,7 @@ def losses(workdir):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_to_resume_from(tiny_hf_dir, tmp_path):
+def test_sigterm_saves_a_checkpoint_to_resume_from(tiny_hf_dir, tmp_path, capfd):
   workdir = str(tmp_path / "w")
   args = [sys.executable, "-m", "itjax.cli", "train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"),
           f"--config.model={tiny_hf_dir}", "--config.steps=400", "--config.checkpoint_every=1000",
@@ -125,9 +125,10 @@ def test_sigterm_saves_a_checkpoint_to_resume_from(tiny_hf_dir, tmp_path):
   stopped = json.loads(out.strip().splitlines()[-1])["stopped_at"]
   assert 3 <= stopped < 400 and "re-run the command to resume" in err
   assert os.listdir(os.path.join(workdir, "checkpoints")) == [str(stopped)]
-  resumed = itjax("train", *args[4:-2], f"--config.steps={stopped + 2}", "--workdir", workdir)
-  assert resumed.returncode == 0, resumed.stderr
-  assert f"resuming {workdir} at step {stopped}" in resumed.stderr
+  capfd.readouterr()
+  train(load_config(model=tiny_hf_dir, steps=stopped + 2, checkpoint_every=1000, eval_every=0), workdir)
+  err = capfd.readouterr().err
+  assert f"resuming {workdir} at step {stopped}" in err, err[-3000:]
   assert [s for s, _ in losses(workdir)][-2:] == [stopped + 1, stopped + 2]
 
 
@@ -152,10 +153,12 @@ def test_exit_and_kill_9_at_three_moments_resume_to_the_run_that_was_never_stopp
   args = ["train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"), f"--config.model={tiny_hf_dir}",
           "--config.data.train={workdir}/tasks/train.jsonl:0.75,{workdir}/tasks/heldout.jsonl:0.25",
           "--config.steps=12", "--config.checkpoint_every=2", "--config.eval_every=0", "--config.keep_checkpoints=2"]
+  settings = {"model": tiny_hf_dir, "data.train": args[4].split("=", 1)[1], "steps": 12, "checkpoint_every": 2,
+              "eval_every": 0, "keep_checkpoints": 2}
   straight, workdir = str(tmp_path / "straight"), str(tmp_path / "killed")
-  assert itjax(*args, "--workdir", straight).returncode == 0
-  first = itjax(*args, "--config.steps=3", "--workdir", workdir)
-  assert first.returncode == 0 and losses(workdir) == losses(straight)[:3], first.stderr[-3000:]
+  train(load_config(**settings), straight)  # in this process: the kills need processes, the references do not
+  train(load_config(**{**settings, "steps": 3}), workdir)
+  assert losses(workdir) == losses(straight)[:3]
   cut = []
   for _ in range(3):
     proc = subprocess.Popen([sys.executable, "-m", "itjax.cli", *args, "--workdir", workdir],
@@ -339,13 +342,14 @@ def _small_files(limit: int):
 
 @pytest.mark.slow
 def test_a_save_the_filesystem_refuses_stops_naming_the_workdir_and_keeps_the_checkpoint_before(tiny_hf_dir,
-                                                                                                 tmp_path):
+                                                                                                 tmp_path, capfd):
   """A save that cannot be written (here a file size limit, as a full disk does it) stops the run with one line
   naming the workdir and the step; the previous checkpoint is whole, and once there is room the run resumes."""
   workdir = str(tmp_path / "w")
   args = ["train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"), f"--config.model={tiny_hf_dir}",
           "--config.checkpoint_every=2", "--config.eval_every=0", "--workdir", workdir]
-  assert itjax(*args, "--config.steps=2").returncode == 0
+  settings = {"model": tiny_hf_dir, "checkpoint_every": 2, "eval_every": 0}
+  train(load_config(steps=2, **settings), workdir)  # in this process; the run that hits the limit is a process
   # Not in the run's compilation cache: its own cache writes would be cut short by the limit too.
   alone = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
   full = itjax(*args, "--config.steps=4", preexec_fn=_small_files(4096), env=alone)
@@ -355,8 +359,10 @@ def test_a_save_the_filesystem_refuses_stops_naming_the_workdir_and_keeps_the_ch
       f"itjax train: error: {workdir}: the checkpoint of step 4 could not be written (File too large); the checkpoint "
       "of step 2 is intact: make room and run the same command again to resume from it"], full.stderr[-3000:]
   assert "Traceback" not in full.stderr[full.stderr.index(said[0]):], full.stderr[-3000:]  # nothing after it
-  again = itjax(*args, "--config.steps=4")
-  assert again.returncode == 0 and f"resuming {workdir} at step 2" in again.stderr, again.stderr[-3000:]
+  capfd.readouterr()
+  train(load_config(steps=4, **settings), workdir)
+  err = capfd.readouterr().err
+  assert f"resuming {workdir} at step 2" in err, err[-3000:]
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
 
 
