@@ -50,6 +50,8 @@ def itjax_in_process(*args: str) -> Ran:
 def pytest_sessionfinish(session):
   if not os.environ.get("PYTEST_XDIST_WORKER") and "itjax-tests-jax-cache-" in JAX_CACHE:
     shutil.rmtree(JAX_CACHE, ignore_errors=True)
+
+
 NEEDS_THE_GGUF = {"smollm2_gguf", "itjax_smollm2", "hf_smollm2_tokenizer", "hf_smollm2_model"}
 
 

@@ -53,9 +53,10 @@ def test_generate_usage_errors(tmp_path):
   assert result.returncode == 1 and "--model is required" in result.stderr
   result = itjax_in_process("frobnicate")
   assert result.returncode == 2 and "usage: itjax" in result.stderr
-  result = itjax_in_process("train", "train", "--workdir", str(tmp_path / "w"))  # a stray argument, not silently dropped
+  result = itjax_in_process("train", "train", "--workdir", str(tmp_path / "w"))  # a stray argument, not dropped
   assert result.returncode == 2 and "unexpected argument 'train' (every input is a --flag)" in result.stderr
-  result = itjax_in_process("generate", "--model", str(tmp_path / "missing"), "--prompt", "hi", "--chat_template", "chatm1")
+  result = itjax_in_process("generate", "--model", str(tmp_path / "missing"), "--prompt", "hi", "--chat_template",
+                            "chatm1")
   assert result.returncode == 1 and ("--chat_template: chat template 'chatm1' is neither a built-in name" in
                                      result.stderr and "did you mean 'chatml'?" in result.stderr), result.stderr
 

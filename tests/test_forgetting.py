@@ -220,7 +220,7 @@ def test_kl_is_positive_for_different_params(tiny):
 
 def test_a_scoring_batch_holds_the_next_power_of_two_rows_its_sequences_need():
   """Teacher-forced scoring pads a batch to TOKENS_PER_BATCH tokens only when it has the sequences to fill them: 6
-  general answers scored in 25 rows cost 4 times what they need."""
+  task answers scored in 25 rows cost 4 times what they need."""
   from itjax.evals import scoring
   shapes = lambda sequences: [(len(picked), t.shape) for picked, t, _, _ in  # noqa: E731
                                scoring._batches(sequences, [1] * len(sequences), 0)]

@@ -202,8 +202,8 @@ def test_metrics_reach_tensorboard_without_importing_torch(tmp_path):
 ])
 def test_bad_config_names_the_key(tiny_hf_dir, tmp_path, override, message):
   from conftest import itjax_in_process
-  result = itjax_in_process("train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"), f"--config.model={tiny_hf_dir}",
-                 override, "--workdir", str(tmp_path / "w"))
+  result = itjax_in_process("train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"),
+                            f"--config.model={tiny_hf_dir}", override, "--workdir", str(tmp_path / "w"))
   assert result.returncode != 0
   assert __import__("re").search(message, result.stderr), result.stderr[-2000:]
 

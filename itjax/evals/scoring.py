@@ -3,9 +3,8 @@ distributions differ along them.
 
 Sequences are right-padded into batches of similar length (padding has segment id 0, so it attends to nothing and
 nothing attends to it), and one compiled function serves every batch of the same shape; a batch holds up to
-TOKENS_PER_BATCH tokens, and a batch that holds fewer sequences than that allows is cut to the next power of two
-rows. Only per-sequence sums
-leave the device; the host adds them in float64.
+TOKENS_PER_BATCH tokens, and one with fewer sequences than that allows is cut to the next power of two rows. Only
+per-sequence sums leave the device; the host adds them in float64.
 """
 
 from __future__ import annotations
