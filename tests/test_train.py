@@ -150,11 +150,10 @@ def test_exit_and_kill_9_at_three_moments_resume_to_the_run_that_was_never_stopp
   import random
   from itjax.checkpoint import read_trained
   rng = random.Random(7)
-  args = ["train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"), f"--config.model={tiny_hf_dir}",
-          "--config.data.train={workdir}/tasks/train.jsonl:0.75,{workdir}/tasks/heldout.jsonl:0.25",
-          "--config.steps=12", "--config.checkpoint_every=2", "--config.eval_every=0", "--config.keep_checkpoints=2"]
-  settings = {"model": tiny_hf_dir, "data.train": args[4].split("=", 1)[1], "steps": 12, "checkpoint_every": 2,
-              "eval_every": 0, "keep_checkpoints": 2}
+  settings = {"model": tiny_hf_dir, "data.train": "{workdir}/tasks/train.jsonl:0.75,{workdir}/tasks/heldout.jsonl:0.25",
+              "steps": 12, "checkpoint_every": 2, "eval_every": 0, "keep_checkpoints": 2}
+  args = ["train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py")] + [
+      f"--config.{key}={value}" for key, value in settings.items()]
   straight, workdir = str(tmp_path / "straight"), str(tmp_path / "killed")
   train(load_config(**settings), straight)  # in this process: the kills need processes, the references do not
   train(load_config(**{**settings, "steps": 3}), workdir)
