@@ -56,10 +56,15 @@ NEEDS_THE_GGUF = {"smollm2_gguf", "itjax_smollm2", "hf_smollm2_tokenizer", "hf_s
 
 
 def pytest_collection_modifyitems(config, items):
-  """A test that takes the SmolLM2 GGUF is slow (a 98 MB download on a fresh machine), whether marked or not."""
-  for item in items:
-    if NEEDS_THE_GGUF & set(getattr(item, "fixturenames", ())):
+  """A test that takes the SmolLM2 GGUF is slow (a 98 MB download on a fresh machine), whether marked or not. Those
+  tests run first, together: xdist's worksteal hands the first half of the list to one worker and steals from the
+  ends of the queues, so one worker runs them all and loads SmolLM2 (in itjax and in transformers) once."""
+  needs = [bool(NEEDS_THE_GGUF & set(getattr(item, "fixturenames", ()))) for item in items]
+  for item, slow in zip(items, needs):
+    if slow:
       item.add_marker(pytest.mark.slow)
+  items[:] = [item for item, slow in zip(items, needs) if slow] + [item for item, slow in zip(items, needs)
+                                                                   if not slow]
 
 
 @pytest.fixture(autouse=True)
