@@ -185,15 +185,15 @@ SMOLLM2_ATOL = 2e-4
 
 
 @pytest.mark.slow
-def test_smollm2_smoke_config_trains_and_exports(hf_smollm2_model, tmp_path):
+def test_smollm2_smoke_config_trains_and_exports(itjax_smollm2, hf_smollm2_model, tmp_path):
   """`itjax train` on the SmolLM2 smoke config (a GGUF base): the run's log and files, then HF export ==
   peft(GGUF base + adapter) == itjax's own unmerged model, on a chat prompt. One training for both."""
-  from itjax.checkpoint import lora_spec
-  from itjax.loading import load_trained
+  from itjax.checkpoint import lora_spec, read_trained
   from test_train import check_smoke_run
   workdir = str(tmp_path / "smoke")
   check_smoke_run(workdir)
-  base, trained, meta = load_trained(workdir)
+  base = itjax_smollm2  # the run's base: the demo GGUF, already loaded for the other SmolLM2 tests
+  trained, meta = read_trained(workdir)
   tokens = np.asarray(base.tokenizer.encode_chat(CHAT))
   config = base.config.replace(lora=lora_spec(meta), remat="none", dtype="float32")
   want = np.asarray(Transformer(config).apply({"params": lora_lib.join(trained, base.params)}, tokens[None]))[0]
