@@ -321,13 +321,13 @@ def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | No
     if task_chats:
       m["kl_tasks"], _ = kl(pairs[n_general + n_probes:])
     base_right = [i for i, ok in enumerate(theirs["correct"]) if ok]
-    if base_right:
-      m["retention"] = 100.0 * sum(mine["correct"][i] for i in base_right) / len(base_right)
-    else:
-      outputs["model"].note = "retention is undefined: the base answered no probe right"
     base_wrong = [i for i, ok in enumerate(theirs["correct"]) if not ok]
     lost = sum(not mine["correct"][i] for i in base_right)
     gained = sum(mine["correct"][i] for i in base_wrong)
+    if base_right:
+      m["retention"] = 100.0 * (len(base_right) - lost) / len(base_right)
+    else:
+      outputs["model"].note = "retention is undefined: the base answered no probe right"
     if base_wrong:
       m["gained"] = 100.0 * gained / len(base_wrong)
     m["lost_probes"], m["gained_probes"], m["net_loss_p"] = float(lost), float(gained), sign_test_p(lost, gained)
