@@ -5,6 +5,7 @@ import dataclasses
 import io
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -25,6 +26,12 @@ class Ran:
   returncode: int
   stdout: str
   stderr: str
+
+
+def itjax(*args: str, **kwargs) -> subprocess.CompletedProcess:
+  """`itjax ARGS` in a new process (kwargs go to subprocess.run), for what needs one: real starts and exits."""
+  return subprocess.run([sys.executable, "-m", "itjax.cli", *args], capture_output=True, text=True, timeout=900,
+                        **kwargs)
 
 
 def itjax_in_process(*args: str) -> Ran:

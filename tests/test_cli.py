@@ -6,11 +6,7 @@ import sys
 
 import pytest
 
-from conftest import itjax_in_process, make_llama3_style_tokenizer
-
-
-def itjax(*args):
-  return subprocess.run([sys.executable, "-m", "itjax.cli", *args], capture_output=True, text=True, timeout=600)
+from conftest import itjax, itjax_in_process, make_llama3_style_tokenizer
 
 
 @pytest.mark.slow

@@ -18,6 +18,8 @@ from itjax.config import from_file, validate
 from itjax.model.config import LoraSpec, PRESETS
 from itjax.train import global_batch, setup, train
 
+from conftest import itjax, itjax_in_process
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -96,11 +98,6 @@ def test_gradient_accumulation_equals_one_big_batch(tiny_hf_dir, tmp_path):
   np.testing.assert_allclose(float(four[1]["loss"]), float(one[1]["loss"]), atol=1e-5, rtol=0)
   for a, b in zip(jax.tree.leaves(four[0]), jax.tree.leaves(one[0])):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
-
-
-def itjax(*args, **kw):
-  return subprocess.run([sys.executable, "-m", "itjax.cli", *args], capture_output=True, text=True, timeout=900,
-                        **kw)
 
 
 def losses(workdir):
@@ -200,7 +197,6 @@ def test_metrics_reach_tensorboard_without_importing_torch(tmp_path):
     ("--config.compute_dtype=float16", "config.compute_dtype must be float32 or bfloat16"),
 ])
 def test_bad_config_names_the_key(tiny_hf_dir, tmp_path, override, message):
-  from conftest import itjax_in_process
   result = itjax_in_process("train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"),
                             f"--config.model={tiny_hf_dir}", override, "--workdir", str(tmp_path / "w"))
   assert result.returncode != 0
