@@ -12,6 +12,10 @@ import tempfile
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+  # One OpenMP thread per worker (torch's references, numpy's BLAS): the workers already fill the cores, and two
+  # pools of spinning threads per core cost the suite about a tenth of its time.
+  os.environ.setdefault("OMP_NUM_THREADS", "1")
 # One JAX compilation cache for the run: the controller sets it before any JAX import, and the xdist workers and
 # every `itjax` process a test starts inherit it, so the many short runs of the same tiny configs compile their
 # steps once. Removed when the run ends.
