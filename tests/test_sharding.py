@@ -22,7 +22,7 @@ from itjax.lora import flatten
 
 assert len(jax.devices()) == 8
 results = {}
-for mesh in [(1, 1, 1), (8, 1, 1), (2, 4, 1), (2, 2, 2)]:
+for mesh in [(1, 1, 1), (2, 4, 1), (2, 2, 2)]:  # data and fsdp; data, fsdp and tensor
   config = load_config(model=sys.argv[1], mesh=mesh, max_len=256, **{"data.on_error": "skip"})
   devices = jax.devices()[:1] if mesh == (1, 1, 1) else None
   run = setup(config, sys.argv[3], devices=devices)
