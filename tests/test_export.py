@@ -185,14 +185,23 @@ SMOLLM2_ATOL = 2e-4
 
 
 @pytest.mark.slow
-def test_smollm2_smoke_config_trains_and_exports(itjax_smollm2, hf_smollm2_model, tmp_path):
+def test_smollm2_smoke_config_trains_and_exports(smollm2_gguf, itjax_smollm2, hf_smollm2_model, tmp_path,
+                                                 monkeypatch):
   """`itjax train` on the SmolLM2 smoke config (a GGUF base): the run's log and files, then HF export ==
   peft(GGUF base + adapter) == itjax's own unmerged model, on a chat prompt. One training for both."""
+  from itjax import loading
   from itjax.checkpoint import lora_spec, read_trained
   from test_train import check_smoke_run
+  base = itjax_smollm2  # the run's base: the demo GGUF, already loaded for the other SmolLM2 tests
+  load_model = loading.load_model
+
+  def loaded_once(src, dtype="float32", param_dtype="float32"):  # training and export load it from here
+    same = os.path.realpath(src) == os.path.realpath(smollm2_gguf) and (dtype, param_dtype) == ("float32",) * 2
+    return base if same else load_model(src, dtype, param_dtype)
+
+  monkeypatch.setattr(loading, "load_model", loaded_once)
   workdir = str(tmp_path / "smoke")
   check_smoke_run(workdir)
-  base = itjax_smollm2  # the run's base: the demo GGUF, already loaded for the other SmolLM2 tests
   trained, meta = read_trained(workdir)
   tokens = np.asarray(base.tokenizer.encode_chat(CHAT))
   config = base.config.replace(lora=lora_spec(meta), remat="none", dtype="float32")

@@ -232,10 +232,10 @@ def test_a_workdir_loads_as_the_trained_model(tiny_hf_dir, tmp_path):
 
 
 def check_smoke_run(workdir: str) -> None:
-  """Runs `itjax train` on the SmolLM2 smoke config into `workdir` and checks its log and files (called by
-  test_export's smoke test, which exports the same run: one SmolLM2 training in the suite)."""
-  result = itjax("train", "--config", os.path.join(ROOT, "configs", "smollm2_135m_lora.py:smoke"),
-                 "--workdir", workdir)
+  """Runs `itjax train` on the SmolLM2 smoke config into `workdir` (in this process) and checks its log and files
+  (called by test_export's smoke test, which exports the same run: one SmolLM2 training in the suite)."""
+  result = itjax_in_process("train", "--config", os.path.join(ROOT, "configs", "smollm2_135m_lora.py:smoke"),
+                            "--workdir", workdir)
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads(result.stdout.strip().splitlines()[-1])
   assert summary["trainable_params"] == 2_442_240 and summary["steps"] == 4
