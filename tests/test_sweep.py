@@ -41,8 +41,8 @@ def _sweep(cwd, *args):
 
 @pytest.mark.slow
 def test_sweep_runs_skips_finished_reports_failed_and_summarizes(tmp_path, tiny_hf_dir):
-  runs = ('{"broken": {"data.validation": "no/such/file.jsonl"}, "lr_low": {"learning_rate": 1e-3}, '
-          '"lr_high": {"learning_rate": 1e-2}}')
+  # Two seeds: their steps compile to one program, which the second run takes from the compilation cache.
+  runs = '{"broken": {"data.validation": "no/such/file.jsonl"}, "seed_1": {"seed": 1}, "seed_2": {"seed": 2}}'
   path = _tiny(tmp_path, tiny_hf_dir, runs, 'PLOT = ("eval_loss", "loss")')
   first = _sweep(tmp_path, path, "--runs_dir", "out")
   assert first.returncode == 1, first.stdout + first.stderr
@@ -50,33 +50,33 @@ def test_sweep_runs_skips_finished_reports_failed_and_summarizes(tmp_path, tiny_
   assert "broken: FAILED in train (exit 1): itjax train: error:" in first.stdout, first.stdout
   assert "no/such/file.jsonl" in first.stdout
   assert "1 of 3 run(s) failed" in first.stdout
-  for run, lr in (("lr_low", 1e-3), ("lr_high", 1e-2)):
+  for run, seed in (("seed_1", 1), ("seed_2", 2)):
     workdir = tmp_path / "out" / "exp" / run
     marker = json.loads((workdir / "sweep.json").read_text())
-    assert marker["status"] == "done" and marker["overrides"]["learning_rate"] == lr
-    assert json.loads((workdir / "config.json").read_text())["learning_rate"] == lr
+    assert marker["status"] == "done" and marker["overrides"]["seed"] == seed
+    assert json.loads((workdir / "config.json").read_text())["seed"] == seed
   assert json.loads((tmp_path / "out/exp/broken/sweep.json").read_text())["status"] == "failed"
   with open(tmp_path / "out/exp/summary.csv") as f:
     rows = {r["run"]: r for r in csv.DictReader(f)}
-  assert set(rows) == {"broken", "lr_low", "lr_high"}
-  assert rows["broken"]["status"] == "failed" and rows["lr_low"]["status"] == "done"
-  for run in ("lr_low", "lr_high"):  # the table holds each run's own final validation loss and step time
+  assert set(rows) == {"broken", "seed_1", "seed_2"}
+  assert rows["broken"]["status"] == "failed" and rows["seed_1"]["status"] == "done"
+  for run in ("seed_1", "seed_2"):  # the table holds each run's own final validation loss and step time
     lines = [json.loads(x) for x in (tmp_path / "out/exp" / run / "metrics.jsonl").read_text().splitlines()]
     final = [x["eval_loss"] for x in lines if "eval_loss" in x][-1]
     assert float(rows[run]["eval_loss"]) == pytest.approx(final, rel=1e-3)
     assert float(rows[run]["step_s"]) > 0 and float(rows[run]["wall_min"]) > 0
-  assert rows["lr_low"]["eval_loss"] != rows["lr_high"]["eval_loss"]
-  assert rows["lr_low"]["learning_rate"] == "0.001"
+  assert rows["seed_1"]["eval_loss"] != rows["seed_2"]["eval_loss"]
+  assert rows["seed_1"]["seed"] == "1"
   md = (tmp_path / "out/exp/summary.md").read_text()
-  assert "| lr_high | done |" in md and "| broken | failed |" in md
+  assert "| seed_2 | done |" in md and "| broken | failed |" in md
   assert (tmp_path / "out/exp/summary.png").read_bytes()[:4] == b"\x89PNG"
 
   # Again: the finished runs are skipped (their files untouched), the failed one is tried again.
-  stamps = {run: os.path.getmtime(tmp_path / "out/exp" / run / "metrics.jsonl") for run in ("lr_low", "lr_high")}
+  stamps = {run: os.path.getmtime(tmp_path / "out/exp" / run / "metrics.jsonl") for run in ("seed_1", "seed_2")}
   second = _sweep(tmp_path, path, "--runs_dir", "out")
   assert second.returncode == 1
-  assert "lr_low: finished before, skipped" in second.stdout and "lr_high: finished before, skipped" in second.stdout
-  assert "broken: started" in second.stdout and "lr_low: started" not in second.stdout
+  assert "seed_1: finished before, skipped" in second.stdout and "seed_2: finished before, skipped" in second.stdout
+  assert "broken: started" in second.stdout and "seed_1: started" not in second.stdout
   for run, stamp in stamps.items():
     assert os.path.getmtime(tmp_path / "out/exp" / run / "metrics.jsonl") == stamp
 
