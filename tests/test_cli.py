@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import itjax, itjax_in_process, make_llama3_style_tokenizer
+from conftest import itjax_in_process, make_llama3_style_tokenizer
 
 
 @pytest.mark.slow
@@ -18,9 +18,9 @@ def test_generate_prompts_file(tiny_hf_dir, tmp_path):
              {"prompt": "Hello", "id": 3}]
   prompts.write_text("\n".join(json.dumps(r) for r in records) + "\n")
   out = tmp_path / "out.jsonl"
-  result = itjax("generate", "--model", tiny_hf_dir, "--prompts_file", str(prompts), "--output", str(out),
-                 "--max_new_tokens", "8", "--batch_size", "2", "--temperature", "0.7", "--top_p", "0.9",
-                 "--top_k", "20", "--seed", "3")
+  result = itjax_in_process("generate", "--model", tiny_hf_dir, "--prompts_file", str(prompts), "--output",
+                            str(out), "--max_new_tokens", "8", "--batch_size", "2", "--temperature", "0.7",
+                            "--top_p", "0.9", "--top_k", "20", "--seed", "3")
   assert result.returncode == 0, result.stderr
   lines = [json.loads(line) for line in out.read_text().splitlines()]
   assert [{k: v for k, v in line.items() if k != "response"} for line in lines] == records
@@ -29,7 +29,8 @@ def test_generate_prompts_file(tiny_hf_dir, tmp_path):
 
 
 def test_generate_single_prompt_raw(tiny_hf_dir):
-  result = itjax("generate", "--model", tiny_hf_dir, "--prompt", "The quick brown", "--raw", "--max_new_tokens", "4")
+  result = itjax_in_process("generate", "--model", tiny_hf_dir, "--prompt", "The quick brown", "--raw",
+                            "--max_new_tokens", "4")
   assert result.returncode == 0, result.stderr
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from itjax import curate as C
 from itjax.data.formats import DataError, Record, to_object, to_record
+from conftest import itjax_in_process
 
 STORY = ("Once upon a time an old keeper lived alone in a lighthouse on a rocky island far from the mainland and "
          "every evening he climbed the narrow stairs to light the great lamp so that ships passing in the dark "
@@ -225,9 +224,8 @@ def test_report_and_cli_json(tmp_path, eval_file):
   data = tmp_path / "data.jsonl"
   write_jsonl(data, planted(EVAL_PROMPTS[0].split(), EVAL_PROMPTS[1].split()))
   out, report = tmp_path / "out.jsonl", tmp_path / "report"
-  result = subprocess.run([sys.executable, "-m", "itjax.cli", "curate", "--data", str(data), "--out", str(out),
-                           "--decontaminate", str(eval_file), "--min_chars", "5", "--report", str(report), "--json"],
-                          capture_output=True, text=True, timeout=300)
+  result = itjax_in_process("curate", "--data", str(data), "--out", str(out), "--decontaminate", str(eval_file),
+                            "--min_chars", "5", "--report", str(report), "--json")
   assert result.returncode == 0, result.stderr
   summary = json.loads(result.stdout)
   assert summary["records"] == 15 and summary["kept"] == 5 and sum(summary["removed"].values()) == 10

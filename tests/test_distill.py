@@ -250,16 +250,13 @@ def test_real_generation_on_the_tiny_model(tmp_path, tiny_hf_dir):
 
 
 def test_cli_runs_end_to_end_and_names_a_bad_template(tmp_path, tiny_hf_dir):
-  import subprocess
-  import sys
+  from conftest import itjax_in_process
   write_jsonl(tmp_path / "in.jsonl", [chat(f"Say {n}.", f"{n}") for n in range(3)])
-  base = [sys.executable, "-m", "itjax.cli", "distill", "--model", tiny_hf_dir, "--data", str(tmp_path / "in.jsonl"),
-          "--out", str(tmp_path / "out.jsonl")]
-  bad = subprocess.run(base + ["--template", "poetic"], capture_output=True, text=True, timeout=300)
+  base = ["distill", "--model", tiny_hf_dir, "--data", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out.jsonl")]
+  bad = itjax_in_process(*base, "--template", "poetic")
   assert bad.returncode == 1 and "--template: unknown template 'poetic'" in bad.stderr
   assert not (tmp_path / "out.jsonl").exists()
-  good = subprocess.run(base + ["--limit", "2", "--max_new_tokens", "4", "--json"], capture_output=True, text=True,
-                        timeout=300)
+  good = itjax_in_process(*base, "--limit", "2", "--max_new_tokens", "4", "--json")
   assert good.returncode == 0, good.stderr
   assert json.loads(good.stdout.splitlines()[-1])["records"] == 2
   assert len(read_jsonl(tmp_path / "out.jsonl")) == 2

@@ -3,8 +3,6 @@ a workdir with its export, and eval == generate on SmolLM2."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -250,9 +248,8 @@ def test_bad_forgetting_and_rigidity_input_names_the_file_or_flag(trained, tmp_p
 def test_eval_command_line(tmp_path):
   """The command: an unknown suite exits 1 naming it; --responses scores without a model."""
   pytest.importorskip("if_verifiable")
-  cmd = [sys.executable, "-m", "itjax.cli", "eval"]
-  bad = subprocess.run(cmd + ["--model", "x", "--suites", "tasks,nope", "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=300)
+  from conftest import itjax_in_process
+  bad = itjax_in_process("eval", "--model", "x", "--suites", "tasks,nope", "--out", str(tmp_path / "o"))
   assert bad.returncode == 1 and "--suites: unknown suite 'nope'" in bad.stderr
   data, answers = tmp_path / "ifeval.jsonl", tmp_path / "responses.jsonl"
   data.write_text("\n".join(json.dumps(r) for r in [
@@ -261,8 +258,8 @@ def test_eval_command_line(tmp_path):
       {"key": 2, "prompt": "Do not use commas.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}]))
   answers.write_text(json.dumps({"key": 1, "response": "all lowercase here"}) + "\n"
                      + json.dumps({"key": 2, "response": "one, two"}) + "\n")
-  ok = subprocess.run(cmd + ["--suites", "ifeval", "--data", str(data), "--responses", str(answers), "--out",
-                             str(tmp_path / "r"), "--json"], capture_output=True, text=True, timeout=300)
+  ok = itjax_in_process("eval", "--suites", "ifeval", "--data", str(data), "--responses", str(answers), "--out",
+                        str(tmp_path / "r"), "--json")
   assert ok.returncode == 0, ok.stderr
   results = json.loads(ok.stdout)
   assert results["suites"]["ifeval"]["model"]["prompt_strict"] == 50.0

@@ -219,11 +219,9 @@ def test_smollm2_smoke_config_trains_and_exports(smollm2_gguf, itjax_smollm2, hf
 
 
 def test_export_command(lora_run, tmp_path):
-  import subprocess
-  import sys
+  from conftest import itjax_in_process
   _, workdir = lora_run
-  run = lambda *a: subprocess.run([sys.executable, "-m", "itjax.cli", "export", "--workdir", workdir, *a],
-                                  capture_output=True, text=True, timeout=600)
+  run = lambda *a: itjax_in_process("export", "--workdir", workdir, *a)  # noqa: E731
   out = str(tmp_path / "adapter")
   result = run("--format", "peft", "--out", out)
   assert result.returncode == 0, result.stderr
