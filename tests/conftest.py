@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import functools
 import io
 import os
 import shutil
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -56,6 +58,20 @@ def itjax_in_process(*args: str) -> Ran:
         delattr(flags.FLAGS, name)
       sys.argv = argv
   return Ran(code, out.getvalue(), err.getvalue())
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_forward(config):
+  from itjax.model.llama import Transformer
+  import jax
+  return jax.jit(Transformer(config).apply)
+
+
+def forward(config, params, *inputs) -> np.ndarray:
+  """The model's logits for (tokens[, positions, segment_ids]) as one compiled program per config and shape, shared
+  by every test in the process. Run op by op, a forward pass compiles each of its operations alone (several times
+  slower for the references of these tests)."""
+  return np.asarray(_jitted_forward(config)({"params": params}, *inputs))
 
 
 def pytest_sessionfinish(session):

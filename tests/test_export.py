@@ -9,8 +9,8 @@ import pytest
 
 from itjax import lora as lora_lib
 from itjax.interop import export
-from itjax.model.llama import Transformer
 from itjax.train import setup, train
+from conftest import forward
 from test_train import host, load_config
 
 torch = pytest.importorskip("torch")
@@ -29,7 +29,7 @@ def trained_run(config, workdir):
 def itjax_logits(run, tokens):
   params = lora_lib.join(host(run.state["params"]), host(run.frozen))
   config = run.model_config.replace(remat="none", dtype="float32")
-  return np.asarray(Transformer(config).apply({"params": params}, tokens[None]))[0]
+  return forward(config, params, tokens[None])[0]
 
 
 def torch_logits(model, tokens):
@@ -205,7 +205,7 @@ def test_smollm2_smoke_config_trains_and_exports(smollm2_gguf, itjax_smollm2, hf
   trained, meta = read_trained(workdir)
   tokens = np.asarray(base.tokenizer.encode_chat(CHAT))
   config = base.config.replace(lora=lora_spec(meta), remat="none", dtype="float32")
-  want = np.asarray(Transformer(config).apply({"params": lora_lib.join(trained, base.params)}, tokens[None]))[0]
+  want = forward(config, lora_lib.join(trained, base.params), tokens[None])[0]
   hf_dir = export.export_hf(workdir, str(tmp_path / "hf"))
   hf = load_hf(hf_dir)
   np.testing.assert_allclose(torch_logits(hf, tokens), want, atol=SMOLLM2_ATOL, rtol=0)

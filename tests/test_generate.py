@@ -7,6 +7,7 @@ import pytest
 from itjax.generate import Generator, Sampling, bucket_length, sample_logits, truncate_at_stop
 from itjax.model.config import PRESETS
 from itjax.model.llama import Transformer, init_cache, init_params, unstack_layers
+from conftest import forward
 
 CONFIG = PRESETS["tiny"]
 EOS = 3
@@ -26,14 +27,14 @@ def prompts_of(lengths, seed=0):
 def test_cache_decoding_matches_full_forward(params):
   """Prefill + token-by-token decode through the cache gives the logits of one full forward pass."""
   tokens = np.asarray(prompts_of([20])[0])[None]
-  full = np.asarray(Transformer(CONFIG).apply({"params": params}, tokens))
+  full = forward(CONFIG, params, tokens)
   for cfg, p in ((CONFIG, params), (CONFIG.replace(scan_layers=False), unstack_layers(params, CONFIG.num_layers))):
-    model = Transformer(cfg)
+    apply = jax.jit(Transformer(cfg).apply)  # one program per shape; op by op, every op would compile alone
     cache = init_cache(cfg, 1, 32)
-    logits, cache = model.apply({"params": p}, tokens[:, :12], cache=cache)
+    logits, cache = apply({"params": p}, tokens[:, :12], cache=cache)
     steps = [np.asarray(logits)]
     for t in range(12, 20):
-      logits, cache = model.apply({"params": p}, tokens[:, t:t + 1], np.array([[t]]), cache=cache)
+      logits, cache = apply({"params": p}, tokens[:, t:t + 1], np.array([[t]]), cache=cache)
       steps.append(np.asarray(logits))
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5, rtol=0)
 
@@ -52,14 +53,13 @@ def test_batched_generation_equals_one_at_a_time(params):
 def test_left_padded_prefill_matches_unpadded(params):
   """A left-padded row's next-token logits equal those of the same prompt without padding."""
   prompt = prompts_of([9])[0]
-  model = Transformer(CONFIG)
-  alone = np.asarray(model.apply({"params": params}, np.array([prompt])))[0, -1]
+  alone = forward(CONFIG, params, np.array([prompt]))[0, -1]
   width = 16
   tokens = np.zeros((1, width), np.int32)
   tokens[0, -9:] = prompt
   positions = np.maximum(np.arange(width) - (width - 9), 0)[None]
   segments = (np.arange(width) >= width - 9).astype(np.int32)[None]
-  padded = np.asarray(model.apply({"params": params}, tokens, positions, segments))[0, -1]
+  padded = forward(CONFIG, params, tokens, positions, segments)[0, -1]
   np.testing.assert_allclose(padded, alone, atol=1e-5, rtol=0)
 
 

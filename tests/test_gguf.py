@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from itjax.model.llama import Transformer  # noqa: E402
+from conftest import forward  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def test_gguf_logits_match_transformers(hf_smollm2, itjax_smollm2):
   assert len(ids) >= 64
   with torch.no_grad():
     want = hf_model(torch.tensor([ids])).logits.numpy()
-  got = np.asarray(Transformer(itjax_smollm2.config).apply({"params": itjax_smollm2.params}, np.array([ids])))
+  got = forward(itjax_smollm2.config, itjax_smollm2.params, np.array([ids]))
   np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)
 
 

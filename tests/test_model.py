@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from itjax.model.config import PRESETS, from_hf_config
-from itjax.model.llama import Transformer, attention_mask, init_params, param_axes
+from itjax.model.llama import attention_mask, init_params, param_axes
+from conftest import forward
 
 CONFIG = PRESETS["tiny"].replace(qkv_bias=True, out_bias=True, mlp_bias=True)
 
@@ -27,16 +28,15 @@ def test_every_param_has_logical_axes():
 def test_packed_segments_do_not_attend_to_each_other():
   """Logits of a sequence inside a packed row equal its logits alone (positions restart per segment)."""
   params = init_params(PRESETS["tiny"], jax.random.key(1))
-  model = Transformer(PRESETS["tiny"])
   rng = np.random.default_rng(0)
   seqs = [rng.integers(0, 256, size=n) for n in (5, 9, 4)]
   tokens = np.concatenate(seqs + [np.zeros(2, int)])[None]
   segments = np.concatenate([np.full(len(s), i + 1) for i, s in enumerate(seqs)] + [np.zeros(2, int)])[None]
   positions = np.concatenate([np.arange(len(s)) for s in seqs] + [np.zeros(2, int)])[None]
-  packed = np.asarray(model.apply({"params": params}, tokens, positions, segments))[0]
+  packed = forward(PRESETS["tiny"], params, tokens, positions, segments)[0]
   start = 0
   for s in seqs:
-    alone = np.asarray(model.apply({"params": params}, s[None]))[0]
+    alone = forward(PRESETS["tiny"], params, s[None])[0]
     np.testing.assert_allclose(packed[start:start + len(s)], alone, atol=1e-5, rtol=0)
     start += len(s)
 

@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from itjax.interop.hf import load_hf_model  # noqa: E402
-from itjax.model.llama import Transformer  # noqa: E402
+from conftest import forward  # noqa: E402
 
 BASE = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
             max_position_embeddings=256, rms_norm_eps=1e-5)
@@ -49,7 +49,7 @@ def test_logits_match_transformers(case, tmp_path):
   tokens = np.random.default_rng(1).integers(0, BASE["vocab_size"], size=(2, 24))
   with torch.no_grad():
     want = hf(torch.tensor(tokens)).logits.numpy()
-  got = np.asarray(Transformer(config).apply({"params": params}, tokens))
+  got = forward(config, params, tokens)
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
@@ -61,15 +61,15 @@ def test_sharded_safetensors_with_index(tmp_path):
   tokens = np.arange(16)[None]
   with torch.no_grad():
     want = hf(torch.tensor(tokens)).logits.numpy()
-  np.testing.assert_allclose(np.asarray(Transformer(config).apply({"params": params}, tokens)), want, atol=1e-4)
+  np.testing.assert_allclose(forward(config, params, tokens), want, atol=1e-4)
 
 
 def test_bfloat16_compute_tracks_float32(tmp_path):
   make_hf_model("llama", dict(num_key_value_heads=2), tmp_path)
   config, params = load_hf_model(str(tmp_path))
   tokens = np.random.default_rng(0).integers(0, BASE["vocab_size"], size=(2, 16))
-  f32 = np.asarray(Transformer(config).apply({"params": params}, tokens))
-  bf16 = Transformer(config.replace(dtype="bfloat16")).apply({"params": params}, tokens)
+  f32 = forward(config, params, tokens)
+  bf16 = forward(config.replace(dtype="bfloat16"), params, tokens)
   assert bf16.dtype == np.float32  # logits stay float32
   assert np.abs(np.asarray(bf16) - f32).max() < 0.1 * np.abs(f32).max()
   assert (np.asarray(bf16).argmax(-1) == f32.argmax(-1)).mean() > 0.9

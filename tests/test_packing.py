@@ -4,11 +4,11 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import make_llama3_style_tokenizer
+from conftest import forward, make_llama3_style_tokenizer
 from itjax.data import encode, packing
 from itjax.data.pipeline import Pipeline, Source
 from itjax.model.config import PRESETS
-from itjax.model.llama import Transformer, init_params
+from itjax.model.llama import init_params
 from itjax.tokenizer import HFTokenizer
 
 
@@ -39,9 +39,8 @@ def test_packed_example_logits_equal_its_logits_alone():
   batch = next(pipe)
   assert batch["segment_ids"].max() == 4  # all four in one row, then padding
   assert pipe.efficiency() == (max_len - 3) / max_len
-  model = Transformer(config)
   params = init_params(config, jax.random.key(0))
-  packed = np.asarray(model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"]))[0]
+  packed = forward(config, params, batch["inputs"], batch["positions"], batch["segment_ids"])[0]
   for s in range(1, 5):
     slots = np.flatnonzero(batch["segment_ids"][0] == s)
     ids, mask = examples[[len(ids) - 1 for ids, _ in examples].index(len(slots))]
@@ -49,7 +48,7 @@ def test_packed_example_logits_equal_its_logits_alone():
     assert batch["inputs"][0, slots].tolist() == ids[:-1].tolist()
     assert batch["targets"][0, slots].tolist() == ids[1:].tolist()
     assert batch["weights"][0, slots].tolist() == mask[1:].tolist()
-    alone = np.asarray(model.apply({"params": params}, ids[None, :-1]))[0]
+    alone = forward(config, params, ids[None, :-1])[0]
     np.testing.assert_allclose(packed[slots], alone, atol=1e-5, rtol=0)
   pad = batch["segment_ids"][0] == 0
   assert pad.sum() == 3 and not batch["weights"][0, pad].any()

@@ -18,7 +18,7 @@ from itjax.config import from_file, validate
 from itjax.model.config import LoraSpec, PRESETS
 from itjax.train import global_batch, setup, train
 
-from conftest import itjax, itjax_in_process
+from conftest import forward, itjax, itjax_in_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -216,17 +216,16 @@ def test_configs_validate():
 def test_a_workdir_loads_as_the_trained_model(tiny_hf_dir, tmp_path):
   """`itjax generate --model WORKDIR`: the base with the final LoRA merged gives the trained params' logits."""
   from itjax.loading import load_model
-  from itjax.model.llama import Transformer
   workdir = str(tmp_path / "w")
   config = load_config(model=tiny_hf_dir, steps=3, eval_every=0)
   run = setup(config, workdir)
   train(config, workdir, run)
   tokens = np.asarray([run.tokenizer.encode_chat([{"role": "user", "content": "Sort: b, a."}])])
   trained = lora_lib.join(host(run.state["params"]), host(run.frozen))
-  want = Transformer(run.model_config.replace(remat="none")).apply({"params": trained}, tokens)
+  want = forward(run.model_config.replace(remat="none"), trained, tokens)
   loaded = load_model(workdir)
   assert loaded.config.lora is None and loaded.tokenizer.encode("a b") == run.tokenizer.encode("a b")
-  got = Transformer(loaded.config).apply({"params": loaded.params}, tokens)
+  got = forward(loaded.config, loaded.params, tokens)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4, rtol=0)
   assert np.abs(np.asarray(trained["layers"]["attn"]["q_proj"]["lora_b"])).max() > 0  # the adapters did train
 
