@@ -97,6 +97,17 @@ class Timing:
   first_token_s: list[float] = dataclasses.field(default_factory=list)  # per prompt: prefill + first token
 
 
+# Compiled functions of every Generator in this process, by (model config, end ids, pad id, function and shapes,
+# argument shapes, dtypes and shardings): generators of the same model (the base and a merged model, the replay's
+# and the evaluation's) compile each program once.
+_COMPILED: dict[tuple, object] = {}
+
+
+def _signature(args: tuple) -> tuple:
+  leaves, tree = jax.tree.flatten(args)
+  return tree, tuple((np.shape(x), getattr(x, "dtype", type(x)), getattr(x, "sharding", None)) for x in leaves)
+
+
 class Generator:
   """Generates from token-id prompts with one model over a fixed set of slots (continuous batching).
 
@@ -105,7 +116,7 @@ class Generator:
   the host as soon as a row finishes, so the next prompt takes that slot while the others keep decoding. Rows never
   wait for the slowest one. Compiled functions are cached: prefill per prompt bucket (shared by calls of other slot
   counts and cache lengths), decode per (slots, cache length, sampling mode), so after warm-up nothing is traced
-  again (`traces` counts the model's traces).
+  again (`traces` counts the model's traces). Generators of the same model config in one process share them.
   """
 
   def __init__(self, config: ModelConfig, params, eos_ids: Sequence[int], pad_id: int = 0, unroll: bool = True):
@@ -133,12 +144,15 @@ class Generator:
 
   def _compiled(self, key: tuple, fn, args: tuple, donate: tuple[int, ...]):
     if key not in self._fns:
-      lowered = jax.jit(fn, donate_argnums=donate).lower(*args)
-      options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-      try:
-        self._fns[key] = lowered.compile(options)
-      except Exception:  # an XLA without that option: its defaults
-        self._fns[key] = lowered.compile()
+      shared = (self.config, tuple(self.eos_ids.tolist()), self.pad_id, key, _signature(args))
+      if shared not in _COMPILED:
+        lowered = jax.jit(fn, donate_argnums=donate).lower(*args)
+        options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+        try:
+          _COMPILED[shared] = lowered.compile(options)
+        except Exception:  # an XLA without that option: its defaults
+          _COMPILED[shared] = lowered.compile()
+      self._fns[key] = _COMPILED[shared]
     return self._fns[key]
 
   def _sample(self, logits, ids, counts, key, temperature, top_p, *, greedy, top_k, use_top_p):

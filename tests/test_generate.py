@@ -63,9 +63,12 @@ def test_left_padded_prefill_matches_unpadded(params):
   np.testing.assert_allclose(padded, alone, atol=1e-5, rtol=0)
 
 
-def test_compiled_once_per_shape_bucket(params):
+def test_compiled_once_per_shape_bucket(params, monkeypatch):
   """Prefill compiles once per prompt bucket, whatever the call's slots and cache length, and decode once per
-  (slots, cache length): after warm-up nothing is traced again, however many prompts pass through the slots."""
+  (slots, cache length): after warm-up nothing is traced again, however many prompts pass through the slots, nor
+  by another generator of the same model."""
+  from itjax import generate
+  monkeypatch.setattr(generate, "_COMPILED", {})  # as in a fresh process
   gen = Generator(CONFIG, params, eos_ids=[EOS])
   gen.generate(prompts_of([3, 9, 40]), max_new_tokens=4, batch_size=2)  # buckets 16 and 64, cache 64 + 4
   warm = gen.traces
@@ -76,6 +79,10 @@ def test_compiled_once_per_shape_bucket(params):
   assert gen.traces == warm + 2
   gen.generate(prompts_of([3, 9, 5]), max_new_tokens=4, batch_size=3)  # 3 slots, cache 16 + 4: bucket 16 is known
   assert gen.traces == warm + 3
+  other = Generator(CONFIG, jax.tree.map(lambda x: x + 1, params), eos_ids=[EOS])  # other values, same model
+  assert [o.tokens for o in other.generate(prompts_of([3, 9, 5]), max_new_tokens=4, batch_size=3)] != [
+      o.tokens for o in gen.generate(prompts_of([3, 9, 5]), max_new_tokens=4, batch_size=3)]
+  assert other.traces == 0
   assert [bucket_length(n) for n in (1, 16, 17, 33, 64, 65, 96, 97, 157)] == [16, 16, 32, 64, 64, 96, 96, 128, 160]
 
 
