@@ -168,7 +168,7 @@ def test_exit_and_kill_9_at_three_moments_resume_to_the_run_that_was_never_stopp
     cut.append(logged_steps(workdir)[-1:])
   with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
     f.write('{"step": 5, "loss": 0.12')  # a write cut in half by the kill
-  final = itjax(*args, "--workdir", workdir)
+  final = itjax_in_process(*args, "--workdir", workdir)  # the re-run: in this process, as the references
   assert final.returncode == 0 and "resuming" in final.stderr, final.stderr[-3000:]
   assert losses(workdir) == losses(straight) and logged_steps(workdir) == list(range(1, 13)), cut
   trained, want = (lora_lib.flatten(read_trained(w)[0]) for w in (workdir, straight))
