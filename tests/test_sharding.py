@@ -75,7 +75,8 @@ print("OK")
 
 @pytest.mark.slow
 def test_meshes_match_one_device(tiny_hf_dir, tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
   here = os.path.dirname(os.path.abspath(__file__))
   result = subprocess.run([sys.executable, "-c", SCRIPT, tiny_hf_dir, here, str(tmp_path)], capture_output=True,
                           text=True, timeout=900, env=env)
