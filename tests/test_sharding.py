@@ -23,7 +23,7 @@ from itjax.lora import flatten
 assert len(jax.devices()) == 8
 results = {}
 for mesh in [(1, 1, 1), (2, 4, 1), (2, 2, 2)]:  # data and fsdp; data, fsdp and tensor
-  config = load_config(model=sys.argv[1], mesh=mesh, max_len=256, **{"data.on_error": "skip"})
+  config = load_config(model=sys.argv[1], mesh=mesh, max_len=256, batch_size=8, **{"data.on_error": "skip"})
   devices = jax.devices()[:1] if mesh == (1, 1, 1) else None
   run = setup(config, sys.argv[3], devices=devices)
   losses = run_steps(run, 3)
@@ -45,7 +45,8 @@ for mesh, (losses, params) in results.items():
   print(mesh, "losses", losses)
 
 # Full fine-tuning, fsdp 8: each device holds 1/8 of every split param and of its two AdamW moments.
-config = load_config(model=sys.argv[1], method="full", mesh=(1, 8, 1), max_len=256, **{"data.on_error": "skip"})
+config = load_config(model=sys.argv[1], method="full", mesh=(1, 8, 1), max_len=256, batch_size=8,
+                     **{"data.on_error": "skip"})
 run = setup(config, sys.argv[3] + "/full")
 run_steps(run, 1)
 params = flatten(run.state["params"])
