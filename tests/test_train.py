@@ -148,7 +148,7 @@ def test_exit_and_kill_9_at_three_moments_resume_to_the_run_that_was_never_stopp
   from itjax.checkpoint import read_trained
   rng = random.Random(7)
   settings = {"model": tiny_hf_dir, "data.train": "{workdir}/tasks/train.jsonl:0.75,{workdir}/tasks/heldout.jsonl:0.25",
-              "steps": 12, "checkpoint_every": 2, "eval_every": 0, "keep_checkpoints": 2, "batch_size": 4}
+              "steps": 12, "checkpoint_every": 2, "eval_every": 0, "keep_checkpoints": 2}
   args = ["train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py")] + [
       f"--config.{key}={value}" for key, value in settings.items()]
   straight, workdir = str(tmp_path / "straight"), str(tmp_path / "killed")
@@ -366,7 +366,7 @@ def test_a_damaged_checkpoint_is_skipped_or_stops_when_strict(tiny_hf_dir, tmp_p
   aside and resumes from the one before, to the same losses as a run that never broke; resume=strict stops."""
   from itjax.checkpoint import DamagedCheckpoint
   workdir = str(tmp_path / "w")
-  settings = dict(model=tiny_hf_dir, checkpoint_every=2, eval_every=0, keep_checkpoints=3, batch_size=4)
+  settings = dict(model=tiny_hf_dir, checkpoint_every=2, eval_every=0, keep_checkpoints=3)
   straight = load_config(steps=6, **settings)
   strict = load_config(steps=6, resume="strict", **settings)
   train(straight, str(tmp_path / "straight"))

@@ -23,7 +23,7 @@ def _lines(path):
 def test_a_bucket_workdir_resumes_on_a_fresh_machine_to_the_uninterrupted_run(tiny_hf_dir, tmp_path, monkeypatch):
   bucket = str(tmp_path / "bucket" / "run")
   monkeypatch.setattr(workdir_lib, "is_remote", lambda w: w == bucket)
-  config = lambda steps: load_config(model=tiny_hf_dir, steps=steps, checkpoint_every=3, eval_every=3, batch_size=4)
+  config = lambda steps: load_config(model=tiny_hf_dir, steps=steps, checkpoint_every=3, eval_every=3)
   straight = str(tmp_path / "straight")
   train(config(6), straight)
 
