@@ -12,6 +12,7 @@ import pytest
 
 from itjax import distill as D
 from itjax.data import tasks
+from conftest import itjax_in_process
 
 OPTIONS = D.Options(progress=False)
 
@@ -250,7 +251,6 @@ def test_real_generation_on_the_tiny_model(tmp_path, tiny_hf_dir):
 
 
 def test_cli_runs_end_to_end_and_names_a_bad_template(tmp_path, tiny_hf_dir):
-  from conftest import itjax_in_process
   write_jsonl(tmp_path / "in.jsonl", [chat(f"Say {n}.", f"{n}") for n in range(3)])
   base = ["distill", "--model", tiny_hf_dir, "--data", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out.jsonl")]
   bad = itjax_in_process(*base, "--template", "poetic")

@@ -10,6 +10,7 @@ from itjax.data.tasks import DEFAULT_HOLDOUT, expand_holdout, make_splits, write
 from itjax.evals import tasks
 from itjax.evals.run import Inputs, run
 from itjax.evals.subject import Settings
+from conftest import itjax_in_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = Settings(max_new_tokens=8, batch_size=4, limit=3, progress=False)
@@ -248,7 +249,6 @@ def test_bad_forgetting_and_rigidity_input_names_the_file_or_flag(trained, tmp_p
 def test_eval_command_line(tmp_path):
   """The command: an unknown suite exits 1 naming it; --responses scores without a model."""
   pytest.importorskip("if_verifiable")
-  from conftest import itjax_in_process
   bad = itjax_in_process("eval", "--model", "x", "--suites", "tasks,nope", "--out", str(tmp_path / "o"))
   assert bad.returncode == 1 and "--suites: unknown suite 'nope'" in bad.stderr
   data, answers = tmp_path / "ifeval.jsonl", tmp_path / "responses.jsonl"

@@ -10,7 +10,7 @@ import pytest
 from itjax import lora as lora_lib
 from itjax.interop import export
 from itjax.train import setup, train
-from conftest import forward
+from conftest import forward, itjax_in_process
 from test_train import host, load_config
 
 torch = pytest.importorskip("torch")
@@ -219,7 +219,6 @@ def test_smollm2_smoke_config_trains_and_exports(smollm2_gguf, itjax_smollm2, hf
 
 
 def test_export_command(lora_run, tmp_path):
-  from conftest import itjax_in_process
   _, workdir = lora_run
   run = lambda *a: itjax_in_process("export", "--workdir", workdir, *a)  # noqa: E731
   out = str(tmp_path / "adapter")

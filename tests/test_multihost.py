@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Process 1 records every file it opens for writing (Python's audit hook) and prints the list when it exits.
 AUDITED = r"""
 import atexit, sys
@@ -32,12 +31,6 @@ def free_port() -> int:
 
 
 SETTINGS = {"checkpoint_every": 3, "eval_every": 0}
-
-
-def train_args(model, workdir, steps, mesh):
-  return ["train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"), f"--config.model={model}",
-          f"--config.steps={steps}", f"--config.mesh={mesh}", "--workdir", workdir] + [
-              f"--config.{key}={value}" for key, value in SETTINGS.items()]
 
 
 def in_this_process(model, workdir, steps):
@@ -80,7 +73,8 @@ def test_two_processes_train_like_one_and_resume_in_one(tiny_hf_dir, tmp_path):
   one device; the two-process checkpoint resumes in one process, on one device."""
   straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
   in_this_process(tiny_hf_dir, straight, 6)
-  outs = two_processes(train_args(tiny_hf_dir, split, 3, "(2,2,2)"))
+  from test_train import train_args
+  outs = two_processes(train_args(model=tiny_hf_dir, steps=3, mesh="(2,2,2)", **SETTINGS) + ["--workdir", split])
   close(losses(split), losses(straight)[:3])
   # Process 0 wrote the run's files and printed the summary; process 1 wrote nothing outside the checkpoints.
   (out0, _), (out1, err1) = outs

@@ -34,6 +34,13 @@ def load_config(name="tiny_lora.py", arg="", **overrides):
   return c
 
 
+def train_args(**settings) -> list[str]:
+  """`itjax train` on configs/tiny_lora.py with `settings` as --config.KEY=VALUE flags: the command line of the
+  run that load_config(**settings) describes."""
+  return ["train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py")] + [
+      f"--config.{key}={value}" for key, value in settings.items()]
+
+
 def host(tree):
   return jax.tree.map(np.asarray, jax.device_get(tree))
 
@@ -149,8 +156,7 @@ def test_exit_and_kill_9_at_three_moments_resume_to_the_run_that_was_never_stopp
   rng = random.Random(7)
   settings = {"model": tiny_hf_dir, "data.train": "{workdir}/tasks/train.jsonl:0.75,{workdir}/tasks/heldout.jsonl:0.25",
               "steps": 12, "checkpoint_every": 2, "eval_every": 0, "keep_checkpoints": 2}
-  args = ["train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py")] + [
-      f"--config.{key}={value}" for key, value in settings.items()]
+  args = train_args(**settings)
   straight, workdir = str(tmp_path / "straight"), str(tmp_path / "killed")
   train(load_config(**settings), straight)  # in this process: the kills need processes, the references do not
   train(load_config(**{**settings, "steps": 3}), workdir)
@@ -340,9 +346,8 @@ def test_a_save_the_filesystem_refuses_stops_naming_the_workdir_and_keeps_the_ch
   """A save that cannot be written (here a file size limit, as a full disk does it) stops the run with one line
   naming the workdir and the step; the previous checkpoint is whole, and once there is room the run resumes."""
   workdir = str(tmp_path / "w")
-  args = ["train", "--config", os.path.join(ROOT, "configs", "tiny_lora.py"), f"--config.model={tiny_hf_dir}",
-          "--config.checkpoint_every=2", "--config.eval_every=0", "--workdir", workdir]
   settings = {"model": tiny_hf_dir, "checkpoint_every": 2, "eval_every": 0}
+  args = train_args(**settings) + ["--workdir", workdir]
   train(load_config(steps=2, **settings), workdir)  # in this process; the run that hits the limit is a process
   # Not in the run's compilation cache: its own cache writes would be cut short by the limit too.
   alone = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
