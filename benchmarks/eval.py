@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import transformers
 
-from itjax import demo_model
-from itjax.generate import Generator, bucket_length
-from itjax.loading import load_model
+from itjax.io import demo_model
+from itjax.model.generate import Generator, bucket_length
+from itjax.interop.loading import load_model
 
 # Instruction prompts with verifiable formatting constraints, in the manner of IFEval (written for this benchmark).
 # Some ask for long answers (they run to the token limit), some for a word or a line.

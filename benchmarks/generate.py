@@ -14,9 +14,9 @@ import jax
 import torch
 import transformers
 
-from itjax import demo_model
-from itjax.generate import Generator
-from itjax.loading import load_model
+from itjax.io import demo_model
+from itjax.model.generate import Generator
+from itjax.interop.loading import load_model
 
 QUESTIONS = ["What is the capital of France?", "Write a haiku about the sea.", "List three fruits.",
              "Explain photosynthesis in one sentence.", "What is 12 times 7?", "Give me a synonym for happy.",

@@ -24,12 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from itjax import demo_model, lora as lora_lib, optim
-from itjax.loading import load_model
-from itjax.metrics import train_flops_per_token
+from itjax.io import demo_model
+from itjax.model import lora as lora_lib
+from itjax.training import optim
+from itjax.interop.loading import load_model
+from itjax.training.metrics import train_flops_per_token
 from itjax.model.config import LoraSpec
 from itjax.model.llama import param_shapes
-from itjax.train_step import compiler_options, make_train_step
+from itjax.training.step import compiler_options, make_train_step
 
 
 def best_time(fn, steps: int) -> float:

@@ -4,10 +4,10 @@
       --config.data.train=train.jsonl --config.data.validation=val.jsonl --workdir runs/llama8b
   itjax train --config configs/llama31_8b_lora.py:tpu ...   (every host of a v5e-16 / v4-16 slice runs it)
 
-`python -c "from itjax.plan import ..."` or tests/test_plans.py checks shapes, shardings and memory per device.
+`python -c "from itjax.training.plan import ..."` or tests/test_plans.py checks shapes, shardings and memory per device.
 """
 
-from itjax.config import base_config
+from itjax.training.config import base_config
 
 
 def get_config(arg: str = "gpu"):

@@ -4,7 +4,7 @@
   itjax train --config configs/smollm2_135m_lora.py:smoke --workdir /tmp/smoke   # a few steps, well under a minute
 """
 
-from itjax.config import base_config
+from itjax.training.config import base_config
 
 
 def get_config(arg: str = ""):

@@ -4,7 +4,7 @@
   itjax train --config configs/tiny_lora.py:full --config.model=path/to/tiny_hf_dir --workdir /tmp/tiny_full
 """
 
-from itjax.config import base_config
+from itjax.training.config import base_config
 
 
 def get_config(arg: str = ""):

@@ -17,12 +17,12 @@ import os
 
 import numpy as np
 
-from itjax import lora
-from itjax.checkpoint import lora_spec
+from itjax.model import lora
+from itjax.interop.checkpoint import lora_spec
 from itjax.evals import forgetting
 from itjax.evals import text as general_text
 from itjax.evals.subject import Settings, Subject
-from itjax.loading import load_trained
+from itjax.interop.loading import load_trained
 
 VARIANTS = (("trained", 1.0), ("trained", 0.5), ("permuted", 1.0))
 COLUMNS = ("kl_general", "model_correct", "retention", "lost_probes", "gained_probes", "net_loss_p",

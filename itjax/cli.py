@@ -33,7 +33,7 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from itjax.chat import resolve as resolve_template
+from itjax.data.chat import resolve as resolve_template
 from itjax.errors import CheckpointNotWritten, UserError
 
 COMMANDS = ("generate", "fetch-demo-model", "demo", "inspect-data", "make-tasks", "train", "export", "eval",
@@ -136,7 +136,7 @@ UsageError = UserError  # a wrong or missing flag
 
 
 def _prompt_ids(tokenizer, record: dict, raw: bool, template: str | None, where: str) -> list[int]:
-  from itjax.prompts import record_messages
+  from itjax.data.prompts import record_messages
   if raw:
     if "prompt" not in record:
       raise UsageError(f"{where}: --raw needs a 'prompt' string, not 'messages'")
@@ -145,9 +145,9 @@ def _prompt_ids(tokenizer, record: dict, raw: bool, template: str | None, where:
 
 
 def cmd_generate() -> None:
-  from itjax.generate import Generator, Sampling, generate_texts
-  from itjax.loading import load_model
-  from itjax.prompts import read_prompts, record_messages
+  from itjax.model.generate import Generator, Sampling, generate_texts
+  from itjax.interop.loading import load_model
+  from itjax.data.prompts import read_prompts, record_messages
 
   if not FLAGS.model:
     raise UsageError("--model is required (a Hugging Face model directory or a .gguf file)")
@@ -184,7 +184,7 @@ def cmd_generate() -> None:
 
 
 def cmd_fetch_demo_model() -> None:
-  from itjax import demo_model
+  from itjax.io import demo_model
   print(demo_model.fetch())
 
 
@@ -197,7 +197,7 @@ def cmd_demo() -> None:
 
 def cmd_inspect_data() -> None:
   from itjax.data import dataset, inspect
-  from itjax.loading import load_tokenizer
+  from itjax.interop.loading import load_tokenizer
   if not FLAGS.data or not FLAGS.model:
     raise UsageError("--data FILE[,FILE...] and --model SRC (whose tokenizer and chat template are used) are "
                      "required")
@@ -226,11 +226,11 @@ def cmd_make_tasks() -> None:
 
 
 def cmd_train() -> None:
-  from itjax import distributed
+  from itjax.io import distributed
   if FLAGS.config is None or not FLAGS.workdir:
     raise UsageError("--config configs/X.py[:ARG] and --workdir DIR are required")
   distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  from itjax.train import train
+  from itjax.training.loop import train
   summary = train(FLAGS.config, FLAGS.workdir)
   summary.pop("evals")  # per-example rows; their metrics are in metrics.jsonl
   if distributed.primary():
@@ -274,15 +274,15 @@ def cmd_eval() -> None:
 
 
 def cmd_curate() -> None:
-  from itjax.curate import Options, counts_text, curate, removed_path
+  from itjax.curate.curate import Options, counts_text, curate, removed_path
   if not FLAGS.data or not FLAGS.out:
     raise UsageError("--data IN[,IN2...] and --out OUT.jsonl are required")
   tokenizer = model = None
   if FLAGS.model and FLAGS.select is not None and FLAGS.by != "random":
-    from itjax.loading import load_model
+    from itjax.interop.loading import load_model
     model = load_model(FLAGS.model)
   elif FLAGS.model:
-    from itjax.loading import load_tokenizer
+    from itjax.interop.loading import load_tokenizer
     tokenizer = load_tokenizer(FLAGS.model)
   inputs = [p for p in FLAGS.data.split(",") if p]
   options = Options(dedup=tuple(FLAGS.dedup), near_threshold=FLAGS.near_threshold,
@@ -294,7 +294,7 @@ def cmd_curate() -> None:
     print(f"itjax curate: {note}", file=sys.stderr)
   summary = curated.summary()
   if FLAGS.report:
-    from itjax.curate_report import write_report
+    from itjax.curate.report import write_report
     print(f"wrote {write_report(FLAGS.report, curated, inputs, FLAGS.out)} and plots", file=sys.stderr)
   if FLAGS.json:
     print(json.dumps(summary))
@@ -304,9 +304,9 @@ def cmd_curate() -> None:
 
 
 def cmd_distill() -> None:
-  from itjax.curate import counts_text
-  from itjax.distill import Options, distill, self_replay, summary_path
-  from itjax.loading import load_model
+  from itjax.curate.curate import counts_text
+  from itjax.curate.distill import Options, distill, self_replay, summary_path
+  from itjax.interop.loading import load_model
   if not FLAGS.model or not FLAGS.out:
     raise UsageError("--model SRC and --out OUT.jsonl are required")
   if FLAGS["self"].value != bool(FLAGS.prompts) or FLAGS["self"].value == bool(FLAGS.data):
@@ -315,7 +315,7 @@ def cmd_distill() -> None:
                     max_new_tokens=FLAGS.max_new_tokens if FLAGS["max_new_tokens"].present else 512,
                     limit=FLAGS.limit, chat_template=FLAGS.chat_template, seed=FLAGS.seed)
   if not FLAGS["self"].value:
-    from itjax.distill import load_template, read_rewritable
+    from itjax.curate.distill import load_template, read_rewritable
     load_template(options.template)  # bad input stops before the model loads
     read_rewritable(FLAGS.data, options)
   model = load_model(FLAGS.model, dtype=FLAGS.dtype)
@@ -332,7 +332,7 @@ def cmd_distill() -> None:
 
 
 def cmd_sweep(args: list[str]) -> None:
-  from itjax import sweep
+  from itjax.sweep import sweep
   if len(args) != 1:
     raise UsageError("give one experiment file: itjax sweep experiments/NAME.py [--flags]")
   status = sweep.main(args[0], dry_run=FLAGS.dry_run, only=FLAGS.only, launcher=FLAGS.launcher,

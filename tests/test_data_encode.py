@@ -6,8 +6,8 @@ import pytest
 from conftest import make_llama3_style_tokenizer
 from itjax.data import encode
 from itjax.data.formats import DataError
-from itjax.loading import load_tokenizer
-from itjax.tokenizer import HFTokenizer
+from itjax.interop.loading import load_tokenizer
+from itjax.data.tokenizer import HFTokenizer
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 TURNS = [{"role": "user", "content": "What is the capital of France?"},

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from itjax import distill as D
+from itjax.curate import distill as D
 from itjax.data import tasks
 from conftest import itjax_in_process
 
@@ -235,7 +235,7 @@ def test_self_replay_general_prompts_are_seeded_and_limited(tmp_path, monkeypatc
 
 
 def test_real_generation_on_the_tiny_model(tmp_path, tiny_hf_dir):
-  from itjax.loading import load_model
+  from itjax.interop.loading import load_model
   model = load_model(tiny_hf_dir)
   write_jsonl(tmp_path / "in.jsonl", [chat(f"What is {n} plus {n}?", f"It is {2 * n}.", id=n) for n in range(3)])
   options = D.Options(max_new_tokens=8, batch_size=2, progress=False)

@@ -31,7 +31,7 @@ def eval_lines(workdir):
 @pytest.fixture(scope="module")
 def trained(tiny_hf_dir, tmp_path_factory):
   """A tiny LoRA run of 6 steps with the tasks suite every 3 steps."""
-  from itjax.train import train
+  from itjax.training.loop import train
   workdir = str(tmp_path_factory.mktemp("evalrun") / "w")
   train(tiny_config(tiny_hf_dir, **{"eval.every": 3}), workdir)
   return workdir
@@ -73,7 +73,7 @@ def test_tasks_scoring_of_known_verdicts():
 @pytest.mark.slow
 def test_in_training_evaluation_lines_and_resume(trained, tiny_hf_dir, tmp_path):
   """Eval lines at steps 0, 3 and 6 (every 3); 3 steps + resume + 3 gives the same lines as 6 straight."""
-  from itjax.train import train
+  from itjax.training.loop import train
   straight = eval_lines(trained)
   assert [r["step"] for r in straight] == [0, 3, 6]
   assert {"eval/tasks/seen", "eval/tasks/heldout", "eval/tasks/mean_response_tokens"} <= set(straight[0])
@@ -108,7 +108,7 @@ def test_latency_variants_and_report(trained, tmp_path):
 
 
 def tiny_hf_dir_of(workdir):
-  from itjax.checkpoint import read_meta
+  from itjax.interop.checkpoint import read_meta
   return read_meta(workdir)["base"]["path"]
 
 
@@ -126,10 +126,10 @@ def test_a_workdir_answers_as_its_hf_export(trained, tmp_path):
 def test_scanned_unmerged_decoding_equals_unrolled_merged(trained):
   """What training evaluates on accelerators (scanned layers, adapters applied at run time) answers as the merged,
   unrolled model does."""
-  from itjax import lora
-  from itjax.checkpoint import lora_spec
-  from itjax.generate import Generator
-  from itjax.loading import load_trained
+  from itjax.model import lora
+  from itjax.interop.checkpoint import lora_spec
+  from itjax.model.generate import Generator
+  from itjax.interop.loading import load_trained
   base, params, meta = load_trained(trained)
   joined = lora.join(params, base.params)
   config = base.config.replace(lora=lora_spec(meta))
@@ -208,7 +208,7 @@ def test_forgetting_rigidity_and_hallucination_inside_training(tiny_hf_dir, tmp_
   the frozen params with the adapters off, answered once. The probes follow eval.seed, not the training seed, so runs
   of several seeds are scored on the same probes."""
   from itjax.evals import forgetting
-  from itjax.train import train
+  from itjax.training.loop import train
   text = tmp_path / "prose.txt"
   text.write_text(PROSE)
   workdir = str(tmp_path / "w")
@@ -271,7 +271,7 @@ def test_eval_command_line(tmp_path):
 def test_smollm2_eval_answers_as_generate_does(itjax_smollm2, tmp_path):
   """Greedy evaluation (16 refilling slots) gives the responses `itjax generate` gives (8 slots) on SmolLM2."""
   from itjax.evals.subject import Subject
-  from itjax.generate import generate_texts
+  from itjax.model.generate import generate_texts
   m = itjax_smollm2
   write_splits(str(tmp_path / "tasks"), 20, 0)
   records = tasks.load(str(tmp_path / "tasks"), limit=5)
@@ -285,7 +285,7 @@ def test_smollm2_eval_answers_as_generate_does(itjax_smollm2, tmp_path):
 
 def test_an_interrupted_eval_leaves_no_half_written_files(trained, tmp_path, monkeypatch):
   """Ctrl-C (SIGTERM unwinds the same way) inside a suite or inside a write: results.json is absent or whole."""
-  from itjax import atomic
+  from itjax.io import atomic
   out = tmp_path / "o"
   run(trained, ["tasks"], str(out), settings=FAST)
   whole = (out / "results.json").read_text()

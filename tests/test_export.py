@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from itjax import lora as lora_lib
+from itjax.model import lora as lora_lib
 from itjax.interop import export
-from itjax.train import setup, train
+from itjax.training.loop import setup, train
 from conftest import forward, itjax_in_process
 from test_train import host, load_config
 
@@ -189,8 +189,8 @@ def test_smollm2_smoke_config_trains_and_exports(smollm2_gguf, itjax_smollm2, hf
                                                  monkeypatch):
   """`itjax train` on the SmolLM2 smoke config (a GGUF base): the run's log and files, then HF export ==
   peft(GGUF base + adapter) == itjax's own unmerged model, on a chat prompt. One training for both."""
-  from itjax import loading
-  from itjax.checkpoint import lora_spec, read_trained
+  from itjax.interop import loading
+  from itjax.interop.checkpoint import lora_spec, read_trained
   from test_train import check_smoke_run
   base = itjax_smollm2  # the run's base: the demo GGUF, already loaded for the other SmolLM2 tests
   load_model = loading.load_model

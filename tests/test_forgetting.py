@@ -111,7 +111,7 @@ def test_text_file_errors_and_cut(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny(tiny_hf_dir):
-  from itjax.loading import load_model
+  from itjax.interop.loading import load_model
   loaded = load_model(tiny_hf_dir)
   return Subject("model", loaded.config, loaded.params, loaded.tokenizer)
 
@@ -187,7 +187,7 @@ def test_gained_counts_the_probes_the_base_got_wrong(tiny):
   assert m["gained"] == pytest.approx(100.0 * (len(right) - m["base_correct"] / 100 * len(probes)) / (
       len(probes) - m["base_correct"] / 100 * len(probes)))
   assert m.get("retention", 100.0) == 100.0 and m["model_correct"] == 50.0  # undefined when the base got none
-  from itjax.metrics import is_percent  # loss.png's percent axis takes exactly the percentages
+  from itjax.training.metrics import is_percent  # loss.png's percent axis takes exactly the percentages
   on_axis = {k for k in m if is_percent(f"eval/forgetting/{k}")}
   assert on_axis == {"retention", "gained", "base_correct", "model_correct", "degenerate_rate"} & set(m)
   assert {"gained", "degenerate_rate"} <= on_axis and all(0 <= m[k] <= 100 for k in on_axis)

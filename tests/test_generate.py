@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from itjax.generate import Generator, Sampling, bucket_length, sample_logits, truncate_at_stop
+from itjax.model.generate import Generator, Sampling, bucket_length, sample_logits, truncate_at_stop
 from itjax.model.config import PRESETS
 from itjax.model.llama import Transformer, init_cache, init_params, unstack_layers
 from conftest import forward
@@ -67,7 +67,7 @@ def test_compiled_once_per_shape_bucket(params, monkeypatch):
   """Prefill compiles once per prompt bucket, whatever the call's slots and cache length, and decode once per
   (slots, cache length): after warm-up nothing is traced again, however many prompts pass through the slots, nor
   by another generator of the same model."""
-  from itjax import generate
+  from itjax.model import generate
   monkeypatch.setattr(generate, "_COMPILED", {})  # as in a fresh process
   gen = Generator(CONFIG, params, eos_ids=[EOS])
   gen.generate(prompts_of([3, 9, 40]), max_new_tokens=4, batch_size=2)  # buckets 16 and 64, cache 64 + 4

@@ -58,7 +58,7 @@ GREEDY_PROMPTS = [
 
 
 def test_greedy_generation_matches_transformers(hf_smollm2, itjax_smollm2):
-  from itjax.generate import Generator
+  from itjax.model.generate import Generator
   hf_model, _ = hf_smollm2
   tok = itjax_smollm2.tokenizer
   prompts = [tok.encode_chat([{"role": "user", "content": p}]) for p in GREEDY_PROMPTS]

@@ -36,7 +36,7 @@ SETTINGS = {"checkpoint_every": 3, "eval_every": 0}
 def in_this_process(model, workdir, steps):
   """The same run in the test's process, on its one device: the sharding tests already show that one device and
   8 train alike, so the references need no process of their own."""
-  from itjax.train import train
+  from itjax.training.loop import train
   from test_train import load_config
   return train(load_config(model=model, steps=steps, **SETTINGS), workdir)
 
@@ -85,8 +85,8 @@ def test_two_processes_train_like_one_and_resume_in_one(tiny_hf_dir, tmp_path):
   assert "resuming" not in err1 and "trainable params" not in err1 and "train:" not in err1, err1[-2000:]
   assert len(os.listdir(os.path.join(split, "tensorboard"))) == 1
   # The checkpoint written by 2 processes over 8 devices reads here, on one device, as export does.
-  from itjax.checkpoint import read_trained
-  from itjax.lora import flatten
+  from itjax.interop.checkpoint import read_trained
+  from itjax.model.lora import flatten
   trained, reference = flatten(read_trained(split, 3)[0]), flatten(read_trained(straight, 3)[0])
   assert trained.keys() == reference.keys()
   for k, v in trained.items():
@@ -97,7 +97,7 @@ def test_two_processes_train_like_one_and_resume_in_one(tiny_hf_dir, tmp_path):
 
 
 def test_the_coordinator_flags_go_together_and_the_process_id_is_in_range():
-  from itjax import distributed
+  from itjax.io import distributed
   from itjax.errors import UserError
   with pytest.raises(UserError, match=r"--coordinator_address, --num_processes and --process_id go together \(got "
                                       r"localhost:1, none, none\)"):

@@ -9,7 +9,7 @@ from itjax.data import encode, packing
 from itjax.data.pipeline import Pipeline, Source
 from itjax.model.config import PRESETS
 from itjax.model.llama import init_params
-from itjax.tokenizer import HFTokenizer
+from itjax.data.tokenizer import HFTokenizer
 
 
 def test_best_fit_decreasing_places_every_example_once_within_capacity():

@@ -97,7 +97,7 @@ def test_data_files_to_batches(tmp_path):
   from conftest import make_llama3_style_tokenizer
   from itjax.data import dataset
   from itjax.data.formats import DataError
-  from itjax.tokenizer import HFTokenizer
+  from itjax.data.tokenizer import HFTokenizer
   tok = HFTokenizer(make_llama3_style_tokenizer())
   chats = tmp_path / "chats.jsonl"
   chats.write_text("".join(json.dumps({"instruction": f"Say {i}.", "output": f"{i}"}) + "\n" for i in range(10)))
@@ -130,7 +130,7 @@ def test_drop_types_leaves_out_training_records_by_type_and_counts_them(tmp_path
   from conftest import make_llama3_style_tokenizer
   from itjax.data import dataset
   from itjax.data.formats import DataError
-  from itjax.tokenizer import HFTokenizer
+  from itjax.data.tokenizer import HFTokenizer
   tok = HFTokenizer(make_llama3_style_tokenizer())
   types = [["sort_words", "quotes"], ["arithmetic"], ["arithmetic", "json"], ["json"], ["date_add", "quotes"]]
   tasks = tmp_path / "tasks.jsonl"

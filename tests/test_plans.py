@@ -2,9 +2,9 @@
 
 import pytest
 
-from itjax.config import validate
+from itjax.training.config import validate
 from itjax.model.config import PRESETS
-from itjax.plan import plan
+from itjax.training.plan import plan
 from test_train import load_config
 
 

@@ -513,7 +513,7 @@ def test_inputs_the_chat_template_refuses_are_left_out_and_noted():
 
 
 def test_config_checks_tasks_phrasings():
-  from itjax import config
+  from itjax.training import config
   c = config.base_config()
   c.model, c.data.train = "demo", "train.jsonl"
   assert c.tasks.phrasings == "one"

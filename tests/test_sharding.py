@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from itjax import sharding
+from itjax.training import sharding
 from itjax.model.config import LoraSpec, PRESETS
 from itjax.model.llama import param_axes
-from itjax.lora import flatten
+from itjax.model.lora import flatten
 
 SCRIPT = r"""
 import sys
@@ -17,8 +17,8 @@ import jax
 import numpy as np
 sys.path.insert(0, sys.argv[2])
 from test_train import load_config, run_steps
-from itjax.train import global_batch, setup
-from itjax.lora import flatten
+from itjax.training.loop import global_batch, setup
+from itjax.model.lora import flatten
 
 assert len(jax.devices()) == 8
 results = {}
@@ -100,7 +100,7 @@ def test_every_param_has_a_rule_and_divides_the_mesh():
 
 def test_a_batch_that_does_not_split_over_hosts_microbatches_or_the_mesh_stops_with_the_numbers():
   from itjax.errors import UserError
-  from itjax.train import check_batch_split
+  from itjax.training.loop import check_batch_split
   from test_train import load_config
   check_batch_split(load_config(batch_size=8, microbatches=2, mesh=(2, 2, 2)), 8, 2)  # 2 hosts x 2 x 2 rows
   with pytest.raises(UserError, match=r"config.batch_size 4 / config.microbatches 1 = 4 rows per microbatch do not "

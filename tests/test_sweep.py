@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from itjax import sweep
+from itjax.sweep import sweep
 from itjax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from itjax import lora as lora_lib
-from itjax.config import from_file, validate
+from itjax.model import lora as lora_lib
+from itjax.training.config import from_file, validate
 from itjax.model.config import LoraSpec, PRESETS
-from itjax.train import global_batch, setup, train
+from itjax.training.loop import global_batch, setup, train
 
 from conftest import forward, itjax, itjax_in_process
 
@@ -92,7 +92,7 @@ def test_smollm2_rank8_trainable_fraction_matches_the_analytical_count():
 
 @pytest.mark.slow
 def test_gradient_accumulation_equals_one_big_batch(tiny_hf_dir, tmp_path):
-  from itjax.train_step import accumulate, make_loss
+  from itjax.training.step import accumulate, make_loss
   run = setup(load_config(model=tiny_hf_dir, batch_size=8), str(tmp_path))
   rows = next(run.pipeline)
   rows["weights"][:4] *= (np.arange(rows["weights"].shape[1]) % 3 == 0)  # uneven target counts per microbatch
@@ -152,7 +152,7 @@ def test_exit_and_kill_9_at_three_moments_resume_to_the_run_that_was_never_stopp
   each step once in metrics.jsonl; a half-written last line is dropped. Two weighted data files: where the data
   pipeline was resumes too."""
   import random
-  from itjax.checkpoint import read_trained
+  from itjax.interop.checkpoint import read_trained
   rng = random.Random(7)
   settings = {"model": tiny_hf_dir, "data.train": "{workdir}/tasks/train.jsonl:0.75,{workdir}/tasks/heldout.jsonl:0.25",
               "steps": 12, "checkpoint_every": 2, "eval_every": 0, "keep_checkpoints": 2}
@@ -185,7 +185,7 @@ def test_exit_and_kill_9_at_three_moments_resume_to_the_run_that_was_never_stopp
 
 def test_metrics_reach_tensorboard_without_importing_torch(tmp_path):
   """tensorboardX imports torch whenever it is installed (1.9 s of every run's start, for nothing itjax uses)."""
-  script = ("import sys; from itjax.metrics import MetricsWriter; w = MetricsWriter(sys.argv[1]); "
+  script = ("import sys; from itjax.training.metrics import MetricsWriter; w = MetricsWriter(sys.argv[1]); "
             "w.write(1, {'loss': 0.5}); w.close(); print('torch' in sys.modules)")
   done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
   assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]
@@ -221,7 +221,7 @@ def test_configs_validate():
 @pytest.mark.slow
 def test_a_workdir_loads_as_the_trained_model(tiny_hf_dir, tmp_path):
   """`itjax generate --model WORKDIR`: the base with the final LoRA merged gives the trained params' logits."""
-  from itjax.loading import load_model
+  from itjax.interop.loading import load_model
   workdir = str(tmp_path / "w")
   config = load_config(model=tiny_hf_dir, steps=3, eval_every=0)
   run = setup(config, workdir)
@@ -262,7 +262,7 @@ def check_smoke_run(workdir: str) -> None:
 
 @pytest.mark.slow
 def test_a_non_finite_loss_stops_with_the_step_and_metric(tiny_hf_dir, tmp_path):
-  from itjax.train import NonFiniteError
+  from itjax.training.loop import NonFiniteError
   config = load_config(model=tiny_hf_dir, steps=6, eval_every=0, log_every=5, checkpoint_every=2)
   run = setup(config, str(tmp_path / "w"))
   step_fn = run.train_step
@@ -281,7 +281,7 @@ def test_a_non_finite_loss_stops_with_the_step_and_metric(tiny_hf_dir, tmp_path)
 def test_self_replay_is_written_once_and_mixed_into_training(tiny_hf_dir, tmp_path, monkeypatch):
   """replay.n > 0: the base answers that many general prompts into WORKDIR/replay before training (empty answers
   rejected), the kept ones join data.train at replay.weight, and a second setup generates nothing."""
-  from itjax import distill
+  from itjax.curate import distill
   asked = []
 
   def answers(model, chats, options, on_answer):
@@ -301,7 +301,7 @@ def test_self_replay_is_written_once_and_mixed_into_training(tiny_hf_dir, tmp_pa
 
 
 def test_self_replay_that_keeps_nothing_stops_naming_the_key(tiny_hf_dir, tmp_path, monkeypatch):
-  from itjax import distill
+  from itjax.curate import distill
   monkeypatch.setattr(distill, "generate_answers", lambda model, chats, options, on_answer: [
       on_answer(i, "cut off", False) for i in range(len(chats))])
   with pytest.raises(ValueError, match=r"config.replay: none of the base's 3 answers was kept \(rejected: "
@@ -313,7 +313,7 @@ def test_base_weights_are_hashed_once_and_by_their_weights_only(tiny_hf_dir, tmp
   """The resume check's hash: unchanged when only JSON changes (a chat template edit), changed with the weights,
   and read from the cache while (path, size, mtime) hold."""
   import shutil
-  from itjax.checkpoint import weights_sha256
+  from itjax.interop.checkpoint import weights_sha256
   model, cache = tmp_path / "model", str(tmp_path / "cache")
   shutil.copytree(tiny_hf_dir, model)
   first = weights_sha256(str(model), cache)
@@ -369,7 +369,7 @@ def test_a_save_the_filesystem_refuses_stops_naming_the_workdir_and_keeps_the_ch
 def test_a_damaged_checkpoint_is_skipped_or_stops_when_strict(tiny_hf_dir, tmp_path, capfd):
   """The newest checkpoint cannot be restored (files cut short, or bad metadata): the run says which step, moves it
   aside and resumes from the one before, to the same losses as a run that never broke; resume=strict stops."""
-  from itjax.checkpoint import DamagedCheckpoint
+  from itjax.interop.checkpoint import DamagedCheckpoint
   workdir = str(tmp_path / "w")
   settings = dict(model=tiny_hf_dir, checkpoint_every=2, eval_every=0, keep_checkpoints=3)
   straight = load_config(steps=6, **settings)
@@ -395,7 +395,7 @@ def test_a_damaged_checkpoint_is_skipped_or_stops_when_strict(tiny_hf_dir, tmp_p
     f.write("{not json")
   with pytest.raises(DamagedCheckpoint, match=r"checkpoints/6: the checkpoint of step 6 cannot be restored"):
     train(strict, workdir)
-  from itjax.checkpoint import read_trained  # export and generate pass over it, read-only, and say which step
+  from itjax.interop.checkpoint import read_trained  # export and generate pass over it, read-only, and say which step
   capfd.readouterr()
   _, meta = read_trained(workdir)
   err = capfd.readouterr().err

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from itjax.model.llama import lora_matmul
-from itjax.train_step import chunked_cross_entropy
+from itjax.training.step import chunked_cross_entropy
 
 
 def plain_cross_entropy(hidden, head, targets, weights):

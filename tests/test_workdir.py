@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from itjax import workdir as workdir_lib
-from itjax.train import train
+from itjax.io import workdir as workdir_lib
+from itjax.training.loop import train
 
 from test_train import load_config, losses
 

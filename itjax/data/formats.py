@@ -10,8 +10,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 
-from itjax import jsonl
-from itjax.chat import ROLES
+from itjax.io import jsonl
+from itjax.data.chat import ROLES
 from itjax.errors import InputNotFound, UserError
 
 FORMATS = ("alpaca", "messages", "sharegpt", "prompt_completion", "text")

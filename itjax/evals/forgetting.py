@@ -36,7 +36,7 @@ from itjax.data import tasks as task_gen
 from itjax.errors import InputNotFound, UserError
 from itjax.evals import degenerate, scoring
 from itjax.evals.subject import Settings, Subject, SuiteOutput
-from itjax.jsonl import objects
+from itjax.io.jsonl import objects
 
 WINDOW = 512
 # The metrics of the docstring that are not percentages (what loss.png leaves off its percent axis).

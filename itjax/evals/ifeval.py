@@ -13,10 +13,10 @@ import os
 import shutil
 import tempfile
 
-from itjax import demo_model
+from itjax.io import demo_model
 from itjax.errors import MissingDependency, UserError
 from itjax.evals.subject import Settings, Subject, SuiteOutput
-from itjax.jsonl import objects
+from itjax.io.jsonl import objects
 
 INSTALL_HINT = "pip install 'itjax[eval]'"
 LANGDETECT_SEED = 0

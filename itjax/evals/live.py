@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from itjax import distributed
-from itjax import lora as lora_lib
+from itjax.io import distributed
+from itjax.model import lora as lora_lib
 
 if TYPE_CHECKING:
-  from itjax.train import Run
+  from itjax.training.loop import Run
 
 
 def _adapters_are_zero(trainable: dict) -> bool:

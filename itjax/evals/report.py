@@ -13,7 +13,7 @@ import json
 import math
 import os
 
-from itjax import atomic
+from itjax.io import atomic
 from itjax.evals.subject import SuiteOutput
 
 

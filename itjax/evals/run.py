@@ -34,7 +34,7 @@ class Inputs:
 
 
 def _is_workdir(src: str) -> bool:
-  from itjax.workdir import exists, is_remote
+  from itjax.io.workdir import exists, is_remote
   if is_remote(src):  # a training workdir in a bucket (models are read from local files)
     return exists(src, "checkpoints")
   hf = any(os.path.exists(os.path.join(src, f)) for f in ("model.safetensors", "model.safetensors.index.json"))
@@ -45,12 +45,12 @@ def _is_workdir(src: str) -> bool:
 def load_subjects(src: str, base: str | None, step: int | None, unmerged: bool) -> tuple[dict[str, Subject], str | None]:
   """{'model', ['unmerged'], ['base']} subjects and the base's source. base None: a workdir's own base;
   'none': no reference."""
-  from itjax import lora
-  from itjax.loading import load_model, load_trained
+  from itjax.model import lora
+  from itjax.interop.loading import load_model, load_trained
   subjects = {}
   if _is_workdir(src):
-    from itjax.checkpoint import lora_spec
-    from itjax.workdir import has_checkpoints
+    from itjax.interop.checkpoint import lora_spec
+    from itjax.io.workdir import has_checkpoints
     if not has_checkpoints(src):
       raise InputNotFound(f"--model {src}: a training workdir without checkpoints (nothing in "
                           f"{os.path.join(src, 'checkpoints')})")
@@ -142,7 +142,7 @@ def run(model: str | None, suites: Sequence[str], out: str, base: str | None = N
   evaluated = {k: s for k, s in subjects.items() if k in ("model", "base")}
   task_source = files.get("tasks")
   if task_source is None and _is_workdir(model):
-    from itjax import workdir as workdir_lib
+    from itjax.io import workdir as workdir_lib
     if workdir_lib.is_remote(model) and workdir_lib.exists(model, "tasks"):
       workdir_lib.pull(model, "tasks")  # into this machine's mirror of the bucket workdir
     if os.path.isdir(os.path.join(workdir_lib.local(model), "tasks")):

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from itjax.generate import bucket_length
+from itjax.model.generate import bucket_length
 from itjax.model.config import ModelConfig
 from itjax.model.llama import Transformer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from itjax.generate import Generated, Generator, generate_with_progress
+from itjax.model.generate import Generated, Generator, generate_with_progress
 
 
 @dataclasses.dataclass(frozen=True)

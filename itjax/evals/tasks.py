@@ -14,7 +14,7 @@ from collections import defaultdict
 from itjax.data.tasks import DEFAULT_HOLDOUT, expand_holdout, make_splits, verify
 from itjax.errors import InputNotFound, UserError
 from itjax.evals.subject import Settings, Subject, SuiteOutput
-from itjax.jsonl import objects
+from itjax.io.jsonl import objects
 
 SPLIT_FILES = {"seen": "validation.jsonl", "heldout": "heldout.jsonl"}
 

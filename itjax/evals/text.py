@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 import urllib.request
 
-from itjax import demo_model
+from itjax.io import demo_model
 
 URL = ("https://files.pythonhosted.org/packages/54/83/0664683546ffca8e36653d39d6217c361d931953f40ce28210b56927a9b6/"
        "sentencepiece-0.2.3.tar.gz")

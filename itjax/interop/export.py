@@ -86,7 +86,7 @@ class Tensor:
 def hf_tensors(config: ModelConfig, params: dict) -> dict[str, Tensor]:
   """HF-named tensors ([out, in] weights) from scanned-layout params. With config.lora, an adapted kernel is merged
   when it is read, one layer at a time (W + scale * A @ B in float64, rounded once): no merged copy of the model."""
-  from itjax.lora import merged_kernel
+  from itjax.model.lora import merged_kernel
 
   def at(tree, path):
     for key in path:
@@ -175,10 +175,10 @@ def export_hf(workdir: str, out: str, step: int | None = None, dtype: str = "flo
               shard_bytes: int = SHARD_BYTES) -> str:
   """Base + merged LoRA (or the fine-tuned params) as a HF model directory with tokenizer and chat template. The
   merge happens as each layer's tensor is written, so the export needs little memory beyond the base's params."""
-  from itjax import lora
-  from itjax.checkpoint import lora_spec
-  from itjax.loading import load_trained
-  from itjax.tokenizer import HFTokenizer
+  from itjax.model import lora
+  from itjax.interop.checkpoint import lora_spec
+  from itjax.interop.loading import load_trained
+  from itjax.data.tokenizer import HFTokenizer
   base, trained, meta = load_trained(workdir, step)
   tok = base.tokenizer
   if not isinstance(tok, HFTokenizer):
@@ -200,8 +200,8 @@ def export_peft(workdir: str, out: str, step: int | None = None, overwrite: bool
   """The run's LoRA adapter as adapter_model.safetensors + adapter_config.json, loadable by peft.PeftModel."""
   from safetensors.numpy import save_file
 
-  from itjax import lora
-  from itjax.checkpoint import lora_spec, read_trained
+  from itjax.model import lora
+  from itjax.interop.checkpoint import lora_spec, read_trained
   trained, meta = read_trained(workdir, step)
   spec = lora_spec(meta)
   if spec is None:
@@ -236,7 +236,7 @@ def read_peft_adapter(path: str, config: ModelConfig) -> tuple[LoraSpec, dict]:
   """(LoRA spec, adapter params in itjax's layout) from a PEFT LoRA directory; shapes are checked against config."""
   from safetensors.numpy import load_file
 
-  from itjax import lora
+  from itjax.model import lora
   from itjax.model.llama import param_shapes
   cfg_path = os.path.join(path, "adapter_config.json")
   weights = os.path.join(path, "adapter_model.safetensors")

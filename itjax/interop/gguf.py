@@ -15,7 +15,7 @@ import numpy as np
 from itjax.errors import InputNotFound, MissingEntry, UserError, brief
 from itjax.interop.hf import build_params
 from itjax.model.config import ModelConfig, RopeScaling
-from itjax.tokenizer import HFTokenizer
+from itjax.data.tokenizer import HFTokenizer
 
 SUPPORTED_ARCHS = ("llama", "qwen2")
 

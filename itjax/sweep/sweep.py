@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from etils import epath
 
 from itjax.errors import InputNotFound, UserError
-from itjax.workdir import is_remote, upload
+from itjax.io.workdir import is_remote, upload
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
 TRAIN_METRICS = ("eval_loss", "loss")  # training's own figures in a summary (see sweep_report.py)
@@ -106,7 +106,7 @@ def _config_path(config: str, experiment: str) -> str:
 
 
 def _base_config(experiment: Experiment):
-  from itjax.config import from_file
+  from itjax.training.config import from_file
   path, _, arg = experiment.config.partition(":")
   try:
     return from_file(path, arg)
@@ -314,7 +314,7 @@ def run_local(experiment: Experiment, runs: list[str], runs_dir: str, parallel: 
 def tpu_command(experiment: Experiment, runs: list[str], runs_dir: str, tpu: str, zone: str, project: str | None,
                 dry_run: bool) -> list[str]:
   """`python launch/tpu.py run ...` that starts this sweep, local launcher, on every worker of the slice."""
-  script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch", "tpu.py")
+  script = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "launch", "tpu.py")
   if not os.path.isfile(script):
     raise UserError("--launcher tpu needs a source checkout of itjax (it runs launch/tpu.py)")
   path = os.path.relpath(experiment.path)
@@ -353,7 +353,7 @@ def main(path: str, *, dry_run: bool, only: list[str] | None, launcher: str, par
   results = run_local(experiment, runs, runs_dir, parallel, say)
   primary = os.environ.get("TPU_WORKER_ID", "0") in ("", "0")  # on a slice, worker 0 alone writes the summary
   if primary:
-    from itjax.sweep_report import write_summary
+    from itjax.sweep.report import write_summary
     for written in write_summary(experiment, runs_dir):
       say(f"wrote {written}")
   failed = [(run, m) for run, m in results if m["status"] != "done"]

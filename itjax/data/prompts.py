@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from itjax import chat
+from itjax.data import chat
 from itjax.errors import UserError
-from itjax.jsonl import objects
+from itjax.io.jsonl import objects
 
 
 def read_prompts(path: str) -> list[dict]:

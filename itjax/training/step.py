@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from itjax.lora import join
+from itjax.model.lora import join
 from itjax.model.config import ModelConfig
 from itjax.model.llama import Transformer, output_embedding
 

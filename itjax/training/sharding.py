@@ -73,7 +73,7 @@ def spec(axes: tuple[str, ...], mesh_sizes: dict[str, int] | None = None, shape=
   out, used = [], set()
   for i, name in enumerate(axes):
     if name not in rules:
-      raise ValueError(f"{where or 'param'}: logical axis {name!r} has no rule in itjax.sharding.RULES")
+      raise ValueError(f"{where or 'param'}: logical axis {name!r} has no rule in itjax.training.sharding.RULES")
     target = rules[name]
     names = () if target is None else (target,) if isinstance(target, str) else target
     names = tuple(n for n in names if n not in used)
@@ -89,7 +89,7 @@ def spec(axes: tuple[str, ...], mesh_sizes: dict[str, int] | None = None, shape=
 
 def tree_shardings(mesh: Mesh, axes_tree: dict, shapes_tree: dict) -> dict:
   """NamedShardings for a tree of params (or optimizer state shaped like them) from their logical axes."""
-  from itjax.lora import flatten, unflatten
+  from itjax.model.lora import flatten, unflatten
   sizes = dict(zip(mesh.axis_names, mesh.devices.shape))
   axes = flatten(axes_tree)
   return unflatten({k: NamedSharding(mesh, spec(tuple(axes[k]), sizes, v.shape, k))

@@ -22,8 +22,8 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tqdm import tqdm
 
-from itjax import atomic, jsonl
-from itjax.curate import Item, response_slots, read_items
+from itjax.io import atomic, jsonl
+from itjax.curate.curate import Item, response_slots, read_items
 from itjax.data.formats import DataError
 from itjax.data.tasks import verify
 from itjax.errors import UserError
@@ -118,7 +118,7 @@ def rewrite_chat(item: Item, template: jinja2.Template) -> list[dict]:
 def generate_answers(model, chats: list[list[dict]], options: Options, on_answer: Answerer) -> None:
   """Greedy answers from `model` (a LoadedModel) through its chat template, over refilling slots; `on_answer` is
   called as each finishes, in any order. The one place text is generated (tests replace it)."""
-  from itjax.generate import Generator, Sampling
+  from itjax.model.generate import Generator, Sampling
   tok = model.tokenizer
   ids = [tok.encode_chat(chat, add_generation_prompt=True, template=options.chat_template) for chat in chats]
   generator = Generator(model.config, model.params, tok.eos_ids, tok.pad_id)

@@ -12,7 +12,7 @@ import os
 
 from itjax.errors import InputNotFound, UserError
 from itjax.model.config import ModelConfig
-from itjax.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer_dir
+from itjax.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer_dir
 
 
 @dataclasses.dataclass
@@ -24,21 +24,21 @@ class LoadedModel:
 
 
 def _check_exists(src: str) -> None:
-  from itjax.workdir import exists
+  from itjax.io.workdir import exists
   if not exists(src):
     raise InputNotFound(f"model path {src!r} does not exist (expected a Hugging Face model directory or a "
                         ".gguf file)")
 
 
 def is_workdir(src: str) -> bool:
-  from itjax.workdir import exists
+  from itjax.io.workdir import exists
   return exists(src, "checkpoints")  # also in a bucket (gs://...)
 
 
 def load_tokenizer(src: str) -> Tokenizer:
   _check_exists(src)
   if is_workdir(src):
-    from itjax.checkpoint import read_meta
+    from itjax.interop.checkpoint import read_meta
     return load_tokenizer(read_meta(src)["base"]["path"])
   if src.endswith(".gguf"):
     from itjax.interop.gguf import load_gguf_tokenizer
@@ -69,7 +69,7 @@ def load_trained(workdir: str, step: int | None = None, dtype: str = "float32",
   import jax
   import numpy as np
 
-  from itjax.checkpoint import read_trained
+  from itjax.interop.checkpoint import read_trained
   trained, meta = read_trained(workdir, step)
   return load_model(meta["base"]["path"], dtype, param_dtype), jax.tree.map(np.asarray, trained), meta
 
@@ -77,8 +77,8 @@ def load_trained(workdir: str, step: int | None = None, dtype: str = "float32",
 def load_workdir(workdir: str, dtype: str = "float32", param_dtype: str = "float32",
                  step: int | None = None) -> LoadedModel:
   """A training workdir as a plain model: base params with the trained ones in place and LoRA merged."""
-  from itjax import lora
-  from itjax.checkpoint import lora_spec
+  from itjax.model import lora
+  from itjax.interop.checkpoint import lora_spec
   base, trained, meta = load_trained(workdir, step, dtype, param_dtype)
   config, params = lora.merge_adapters(base.config.replace(lora=lora_spec(meta)), lora.join(trained, base.params))
   return LoadedModel(config, params, base.tokenizer, workdir)

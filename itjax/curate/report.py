@@ -10,8 +10,8 @@ from __future__ import annotations
 import collections
 import os
 
-from itjax import atomic
-from itjax.curate import REASONS, Curated, Item, normal_words
+from itjax.io import atomic
+from itjax.curate.curate import REASONS, Curated, Item, normal_words
 
 TOP_CATEGORIES = 20
 

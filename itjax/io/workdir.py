@@ -102,7 +102,7 @@ _pushed: dict[str, tuple[int, int]] = {}  # local file -> (size, mtime_ns) when 
 
 def push(workdir: str, under: str = "") -> int:
   """Copies the mirror's new or changed files to the bucket (process 0 only); returns how many."""
-  from itjax import distributed  # here: itjax.sweep reads this module without starting JAX
+  from itjax.io import distributed  # here: itjax.sweep reads this module without starting JAX
   if not is_remote(workdir) or not distributed.primary():
     return 0
   remote, count = epath.Path(workdir), 0
@@ -119,7 +119,7 @@ def push(workdir: str, under: str = "") -> int:
 
 def share(workdir: str, under: str) -> None:
   """After process 0 wrote WORKDIR/UNDER: every process can read it (for a bucket: uploaded, then downloaded)."""
-  from itjax import distributed
+  from itjax.io import distributed
   push(workdir, under)
   distributed.barrier(f"{under} written")
   if is_remote(workdir) and not distributed.primary():

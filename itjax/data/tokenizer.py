@@ -10,7 +10,7 @@ import json
 import os
 import re
 
-from itjax import chat
+from itjax.data import chat
 from itjax.errors import InputNotFound
 
 

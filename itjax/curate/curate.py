@@ -16,7 +16,7 @@ import re
 
 from tqdm import tqdm
 
-from itjax import atomic, jsonl
+from itjax.io import atomic, jsonl
 from itjax.data.formats import FORMAT_KEYS, SHAREGPT_ROLES, DataError, Record, detect_format, to_object, to_record
 from itjax.errors import UserError
 
@@ -355,7 +355,7 @@ def curate(inputs: list[str], out: str, options: Options = Options(), tokenizer=
   if options.decontaminate:
     mark_contaminated(items, grams, options.ngram)
   if options.select is not None:
-    from itjax import curate_select
+    from itjax.curate import select as curate_select
     curate_select.select(items, options.select, options.by, options.seed, model, options.template, curated.notes)
   write_outputs(curated, out)
   return curated

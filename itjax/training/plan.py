@@ -13,9 +13,9 @@ import math
 
 import jax.numpy as jnp
 
-from itjax import lora as lora_lib
-from itjax import sharding
-from itjax.config import training_model_config
+from itjax.model import lora as lora_lib
+from itjax.training import sharding
+from itjax.training.config import training_model_config
 from itjax.model.config import ModelConfig
 from itjax.model.llama import param_axes, param_shapes
 

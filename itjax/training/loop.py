@@ -21,17 +21,18 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from itjax import config as config_lib
-from itjax import lora as lora_lib
-from itjax import metrics as metrics_lib
-from itjax import distributed, optim, sharding
-from itjax import workdir as workdir_lib
-from itjax.checkpoint import Checkpointer, legacy_sha256, weights_sha256
+from itjax.training import config as config_lib
+from itjax.model import lora as lora_lib
+from itjax.training import metrics as metrics_lib
+from itjax.io import distributed
+from itjax.training import optim, sharding
+from itjax.io import workdir as workdir_lib
+from itjax.interop.checkpoint import Checkpointer, legacy_sha256, weights_sha256
 from itjax.data import dataset
 from itjax.data.pipeline import Pipeline
 from itjax.errors import NonFinite, UserError
 from itjax.model.llama import param_axes, param_shapes
-from itjax.train_step import compiler_options, make_eval_step, make_train_step
+from itjax.training.step import compiler_options, make_eval_step, make_train_step
 
 
 NonFiniteError = NonFinite  # the name the step's callers know
@@ -73,7 +74,7 @@ class Run:
 
 def model_source(config) -> str:
   if config.model == "demo":
-    from itjax import demo_model
+    from itjax.io import demo_model
     return demo_model.fetch()
   return config.model
 
@@ -95,8 +96,8 @@ def eval_batches(config: ml_collections.ConfigDict, spec: str, tokenizer) -> lis
 def write_replay(config: ml_collections.ConfigDict, workdir: str, model) -> dict:
   """The base model's own answers to config.replay.n prompts in WORKDIR/replay (itjax distill --self), resumed
   where a run stopped; a finished file costs only its reading."""
-  from itjax.curate import counts_text
-  from itjax.distill import Options, self_replay
+  from itjax.curate.curate import counts_text
+  from itjax.curate.distill import Options, self_replay
   r = config.replay
   summary = self_replay(r.prompts, config_lib.replay_path(workdir), model,
                         Options(batch_size=r.batch_size, max_new_tokens=r.max_new_tokens, limit=r.n, seed=r.seed,
@@ -129,7 +130,7 @@ def check_batch_split(config: ml_collections.ConfigDict, num_devices: int, num_p
 
 def setup(config: ml_collections.ConfigDict, workdir: str, devices=None) -> Run:
   """Loads model and data, builds the mesh (over `devices`, default all), state, and the compiled steps."""
-  from itjax.loading import load_model
+  from itjax.interop.loading import load_model
   config_lib.validate(config)
   files = workdir_lib.prepare(workdir)  # the run's files: the workdir, or a bucket workdir's local mirror
   if config.tasks.n > 0 and distributed.primary() and not os.path.exists(os.path.join(files, "tasks", "train.jsonl")):

@@ -19,9 +19,9 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from itjax import distributed
-from itjax import workdir as workdir_lib
-from itjax.atomic import write_json
+from itjax.io import distributed
+from itjax.io import workdir as workdir_lib
+from itjax.io.atomic import write_json
 from itjax.errors import CheckpointNotWritten, InputNotFound, UserError, brief
 from itjax.model.config import LoraSpec
 
@@ -48,7 +48,7 @@ def weights_sha256(path: str, cache: str | None = None) -> str:
   """sha256 of a model's weights: the file, or a directory's weight files in name order (not its JSON: editing a
   tokenizer's chat template does not change the weights). Remembered in CACHE/weights_sha256.json against each
   file's (path, size, mtime), so an unchanged base is read once, not at every start."""
-  from itjax.demo_model import cache_dir
+  from itjax.io.demo_model import cache_dir
   files = _model_files(path, WEIGHT_FILES)
   stats = [os.stat(f) for f in files]
   key = json.dumps([[os.path.abspath(f), st.st_size, st.st_mtime_ns] for f, st in zip(files, stats)])

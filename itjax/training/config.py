@@ -11,7 +11,7 @@ import os
 
 import ml_collections
 
-from itjax import chat
+from itjax.data import chat
 from itjax.errors import UserError
 from itjax.model.config import LORA_TARGETS_ALL, REMAT_POLICIES, LoraSpec, ModelConfig
 

@@ -1,6 +1,6 @@
 """The optimizer: AdamW with warmup + cosine or linear decay, global-norm clipping and a weight-decay mask.
 
-It only ever sees the trainable tree (itjax.lora.split), so frozen params have no optimizer state.
+It only ever sees the trainable tree (itjax.model.lora.split), so frozen params have no optimizer state.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import jax
 import optax
 
 from itjax.errors import UserError
-from itjax.lora import flatten, unflatten
+from itjax.model.lora import flatten, unflatten
 
 # No weight decay on norm scales and biases (nor on anything matching these) unless the config says otherwise.
 NO_DECAY = (r".*/scale", r".*/bias")

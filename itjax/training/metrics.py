@@ -18,8 +18,8 @@ import sys
 
 import jax
 
-from itjax import atomic, distributed
-from itjax.lora import flatten
+from itjax.io import atomic, distributed
+from itjax.model.lora import flatten
 from itjax.model.config import ModelConfig
 
 # Dense bf16 peak FLOP/s per chip, from the vendors' data sheets.
