@@ -12,7 +12,7 @@ import statistics
 
 from etils import epath
 
-from itjax.sweep.sweep import TRAIN_METRICS, Experiment, flag_value, read_marker, run_dir
+from itjax.sweep.experiment import TRAIN_METRICS, Experiment, flag_value, read_marker, run_dir
 
 
 def _train_figures(workdir: str) -> tuple[dict, dict]:

@@ -1,0 +1,155 @@
+"""An experiment file (experiments/NAME.py) as `itjax sweep` reads it, and where its runs live: each run's
+directory runs/NAME/RUN/ and its marker RUN/sweep.json. Read by the sweep (sweep.py) and its summary (report.py).
+
+The file's names (CONFIG, COMMON, RUNS, EVAL, METRICS, PLOT) are described in sweep.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from dataclasses import dataclass, field
+
+from etils import epath
+
+from itjax.errors import InputNotFound, UserError
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
+TRAIN_METRICS = ("eval_loss", "loss")  # training's own figures in a summary (see report.py)
+MARKER = "sweep.json"
+
+
+@dataclass
+class Experiment:
+  path: str
+  name: str
+  config: str  # path[:ARG]
+  common: dict
+  runs: dict[str, dict]
+  eval: dict = field(default_factory=dict)
+  metrics: tuple[str, ...] = ()
+  plot: tuple[str, ...] = ()
+
+  def overrides(self, run: str) -> dict:
+    return {**self.common, **self.runs[run]}
+
+
+def load(path: str) -> Experiment:
+  """Reads and checks an experiment file: every run's overrides are applied to the base config here, so an unknown
+  key or a value of the wrong type stops the sweep before anything runs."""
+  if not os.path.isfile(path):
+    raise InputNotFound(f"{path}: no such experiment file")
+  spec = importlib.util.spec_from_file_location("itjax_experiment", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  name = os.path.splitext(os.path.basename(path))[0]
+  config = getattr(module, "CONFIG", None)
+  if not isinstance(config, str) or not config:
+    raise UserError(f"{path}: CONFIG must name the base config, e.g. CONFIG = 'configs/tiny_lora.py'")
+  runs = getattr(module, "RUNS", None)
+  if not isinstance(runs, dict) or not runs:
+    raise UserError(f"{path}: RUNS must be a non-empty dict {{run name: {{config key: value}}}}; "
+                    f"got {type(runs).__name__ if runs is not None else 'nothing'}{' (empty)' if runs == {} else ''}")
+  common = getattr(module, "COMMON", {}) or {}
+  for run, overrides in [("COMMON", common), *runs.items()]:
+    if not isinstance(overrides, dict):
+      raise UserError(f"{path}: run {run!r}: overrides must be a dict {{config key: value}}, got "
+                      f"{type(overrides).__name__}")
+    if run != "COMMON" and not RUN_NAME.match(str(run)):
+      raise UserError(f"{path}: run name {run!r} must be letters, digits and _.=- (it names a directory)")
+  evals = dict(getattr(module, "EVAL", {}) or {})
+  if evals and not evals.get("suites"):
+    raise UserError(f"{path}: EVAL needs 'suites' (e.g. 'tasks,forgetting'), or leave EVAL out")
+  metrics = tuple(getattr(module, "METRICS", ()) or ())
+  plot = tuple(getattr(module, "PLOT", ()) or ())
+  unknown = [m for m in plot if metrics and m not in metrics]
+  if unknown:
+    raise UserError(f"{path}: PLOT names {', '.join(unknown)}, which METRICS does not hold")
+  experiment = Experiment(path, name, _config_path(config, path), dict(common), dict(runs), evals, metrics, plot)
+  base = _base_config(experiment)
+  for run in runs:
+    apply_overrides(base, experiment.overrides(run), f"{path}: run {run!r}")
+  return experiment
+
+
+def _config_path(config: str, experiment: str) -> str:
+  """A relative CONFIG from the current directory, else from the repository root (the experiment's parent's)."""
+  path, sep, arg = config.partition(":")
+  if not os.path.isabs(path) and not os.path.exists(path):
+    beside = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(experiment))), path)
+    if os.path.exists(beside):
+      path = os.path.relpath(beside)
+  if not os.path.isfile(path):
+    raise InputNotFound(f"{experiment}: CONFIG {config!r}: no such config file")
+  return path + sep + arg
+
+
+def _base_config(experiment: Experiment):
+  from itjax.training.config import from_file
+  path, _, arg = experiment.config.partition(":")
+  try:
+    return from_file(path, arg)
+  except ValueError as e:
+    raise UserError(f"{experiment.path}: CONFIG {experiment.config!r}: {e}") from None
+
+
+def apply_overrides(config, overrides: dict, where: str):
+  """Sets each dotted KEY of `config` (a copy is not made) as --config.KEY=VALUE would; names the bad key."""
+  import difflib
+  for key, value in overrides.items():
+    node, parts = config, str(key).split(".")
+    for depth, part in enumerate(parts):
+      keys = list(node.keys()) if hasattr(node, "keys") else []
+      if part not in keys:
+        here = ".".join(parts[:depth])
+        near = difflib.get_close_matches(part, keys, n=1)
+        hint = f" (did you mean {'.'.join(parts[:depth] + near)!r}?)" if near else ""
+        raise UserError(f"{where}: unknown config key {key!r}: {here or 'the config'} has no {part!r}{hint}")
+      if depth < len(parts) - 1:
+        node = node[part]
+    try:
+      node[parts[-1]] = _coerce(value, node[parts[-1]])
+    except (TypeError, ValueError) as e:
+      raise UserError(f"{where}: config key {key!r}: {value!r} does not fit its type "
+                      f"({type(node[parts[-1]]).__name__}): {e}") from None
+  return config
+
+
+def _coerce(value, current):
+  if isinstance(current, tuple) and isinstance(value, list):
+    return tuple(value)
+  if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  return value
+
+
+def flag_value(value) -> str:
+  """VALUE of --config.KEY=VALUE as ml_collections parses it back."""
+  if isinstance(value, (tuple, list)):
+    items = [json.dumps(v) if isinstance(v, str) else repr(v) for v in value]
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+  return value if isinstance(value, str) else repr(value)
+
+
+# --- runs on disk -------------------------------------------------------------------------------------------------
+
+
+def run_dir(runs_dir: str, experiment: Experiment, run: str) -> str:
+  return os.path.join(runs_dir, experiment.name, run)
+
+
+def read_marker(workdir: str) -> dict | None:
+  path = epath.Path(workdir) / MARKER
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except (ValueError, OSError):
+    return None
+
+
+def write_marker(workdir: str, marker: dict) -> None:
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  (epath.Path(workdir) / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
