@@ -67,6 +67,7 @@ def _general_answer(evals: dict, steps: int) -> tuple[str, str, str] | None:
 def run_demo(workdir: str, config=None) -> dict:
   from itjax.evals import report
   from itjax.evals.forgetting import N_PROBES
+  from itjax.training.plots import plot_before_after
   from itjax.training.loop import eval_batches, evaluate, setup, train
   start = time.time()
   config = config or load_config()
@@ -111,6 +112,7 @@ def run_demo(workdir: str, config=None) -> dict:
       _say(f"{label:50s} {'':>10s} {fmt.format(a):>10s}")
     else:
       _say(f"{label:50s} {fmt.format(b):>10s} {fmt.format(a):>10s} {fmt.replace('{:', '{:+').format(a - b):>10s}")
+  _say(f"before/after chart: {plot_before_after(workdir, os.path.join(workdir, 'before_after.png'))}")
   evals = summary["evals"]
   if 0 in evals and summary["steps"] in evals:  # this call evaluated both: show two held-out tasks
     b_rows, a_rows = evals[0]["tasks"].rows, evals[summary["steps"]]["tasks"].rows

@@ -1,4 +1,4 @@
-"""Training metrics: WORKDIR/metrics.jsonl (one JSON object per line), TensorBoard events, a loss plot, and MFU.
+"""Training metrics: WORKDIR/metrics.jsonl (one JSON object per line), TensorBoard events, plots, and MFU.
 
 FLOPs of one training token (the MFU numerator), counting multiply-adds as 2 FLOPs:
   forward                      2 * N    N = params used in matmuls (projections, LoRA adapters, output head;
@@ -21,6 +21,8 @@ import jax
 from itjax.io import atomic, distributed
 from itjax.model.lora import flatten
 from itjax.model.config import ModelConfig
+from itjax.training import plots
+from itjax.training.plots import is_percent  # noqa: F401 (also imported from here)
 
 # Dense bf16 peak FLOP/s per chip, from the vendors' data sheets.
 PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v6 lite": 918e12,
@@ -117,46 +119,7 @@ class MetricsWriter:
       self.tb.close()
 
 
-def is_percent(key: str) -> bool:
-  """Whether eval/SUITE/METRIC is a headline percentage (loss.png plots these on one axis): not a per-type or
-  per-perturbation breakdown (a further '/'), a count (n_*), a mean length (mean_*) or one of the forgetting
-  suite's other units (forgetting.NOT_PERCENT, beside their definitions)."""
-  from itjax.evals.forgetting import NOT_PERCENT
-  parts = key.split("/")
-  return (len(parts) == 3 and parts[0] == "eval" and not parts[2].startswith(("n_", "mean_"))
-          and not (parts[1] == "forgetting" and parts[2] in NOT_PERCENT))
-
-
 def plot_losses(workdir: str) -> str | None:
-  """WORKDIR/loss.png: training and validation loss against the step, and the generation suites' metrics."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  curves = sorted({k for r in records for k in r if is_percent(k)})  # generation suites' headline percentages
-  fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(13 if curves else 7, 4), squeeze=False)
-  ax = axes[0, 0]
-  if curves:
-    for key in curves:
-      points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
-      axes[0, 1].plot(*zip(*points), "o-", label=key[len("eval/"):])
-    axes[0, 1].set_xlabel("step")
-    axes[0, 1].set_ylabel("percent")
-    axes[0, 1].grid(alpha=0.3)
-    axes[0, 1].legend(fontsize=8)
-  for key, style in (("loss", "-"), ("eval_loss", "o-")):
-    points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
-    if points:
-      ax.plot(*zip(*points), style, label={"loss": "train", "eval_loss": "validation"}[key])
-  ax.set_xlabel("step")
-  ax.set_ylabel("loss (nats per target token)")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  out = os.path.join(workdir, "loss.png")
-  fig.savefig(out, dpi=120, bbox_inches="tight")
-  plt.close(fig)
-  return out
+  """WORKDIR/loss.png (training and validation loss against the step) and, when the run evaluated generation suites,
+  WORKDIR/evals.png (their metrics, a panel per suite and unit); returns loss.png's path. See itjax.training.plots."""
+  return plots.plot_losses(workdir)
