@@ -138,7 +138,8 @@ def plot_losses(workdir: str) -> str | None:
   train = [(r["step"], r["loss"]) for r in records if _number(r.get("loss"))]
   if train:
     steps, losses = zip(*train)
-    ax.plot(steps, losses, "-", color="tab:blue", alpha=0.3, linewidth=0.8, label="training loss, each logged step")
+    ax.plot(steps, losses, ".-" if len(losses) <= 60 else "-", color="tab:blue", alpha=0.4, linewidth=0.9,
+            markersize=4, label="training loss, each logged step")
     if len(losses) >= 5:
       window = max(3, round(math.sqrt(len(losses))) | 1)  # odd: centred
       gaps = sorted(b - a for a, b in zip(steps, steps[1:]))
@@ -150,7 +151,6 @@ def plot_losses(workdir: str) -> str | None:
     ax.plot(*zip(*validation), "o:", color="tab:orange", linewidth=1.5, markersize=6, label="validation loss")
   ax.set_xlabel("step")
   ax.set_ylabel("loss (nats per target token)")
-  ax.set_ylim(bottom=0)
   ax.grid(alpha=0.3)
   if train or validation:
     ax.legend(fontsize=8)
