@@ -243,7 +243,8 @@ def test_a_model_that_is_its_base_takes_the_base_answers_without_generating(tiny
   base = Subject("base", tiny.config, tiny.params, tiny.tokenizer)
   twice = forgetting.evaluate(tiny, base, tasks, FAST, PROSE, probes)
   silent = Silent(**{f.name: getattr(tiny, f.name) for f in dataclasses.fields(Subject) if f.init})
-  monkeypatch.setattr(forgetting.scoring, "kl", lambda *a, **k: pytest.fail("KL computed for a model that is its base"))
+  from itjax.evals import scoring
+  monkeypatch.setattr(scoring, "kl", lambda *a, **k: pytest.fail("KL computed for a model that is its base"))
   once = forgetting.evaluate(silent, base, tasks, FAST, PROSE, probes, model_is_base=True)
   assert once["model"].metrics["kl_general"] == once["model"].metrics["kl_tasks"] == 0.0
   assert once["model"].rows == twice["model"].rows and once["base"].rows == twice["base"].rows

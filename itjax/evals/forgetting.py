@@ -26,6 +26,7 @@ rest, and says so.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import os
@@ -34,8 +35,11 @@ import re
 
 from itjax.data import tasks as task_gen
 from itjax.errors import InputNotFound, UserError
-from itjax.evals import degenerate, scoring
+from itjax.evals import degenerate
+from itjax.evals import tasks as eval_tasks
+from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
+from itjax.evals.suite import Sources, Suite
 from itjax.io.jsonl import objects
 
 WINDOW = 512
@@ -214,6 +218,7 @@ def text_windows(tokenizer, text: str, window: int = WINDOW) -> tuple[list[list[
 
 
 def text_metrics(subject: Subject, text: str, window: int = WINDOW) -> dict[str, float]:
+  from itjax.evals import scoring
   windows, n_tokens = text_windows(subject.tokenizer, text, window)
   sums = scoring.nll(subject.config, subject.params, windows, [1] * len(windows), subject.tokenizer.pad_id)
   total = sum(s for s, _ in sums)
@@ -240,6 +245,7 @@ def _with_eos(subject: Subject, prompt: list[int], out) -> tuple[list[int], int]
 
 def _mean_kl(model: Subject, base: Subject, pairs: list[tuple[list[int], int]]) -> tuple[float, list[float]]:
   """Mean KL(base || model) per answer token over all the pairs, and per pair (0 for an empty answer)."""
+  from itjax.evals import scoring
   sums = scoring.kl(base.config, base.params, model.config, model.params, [s for s, _ in pairs],
                     [st for _, st in pairs], base.tokenizer.pad_id)
   total, count = sum(s for s, _ in sums), sum(c for _, c in sums)
@@ -339,3 +345,41 @@ def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | No
     output.bars = {"degenerate answers": output.metrics.get("degenerate_rate", 0.0),
                    "probes right": 100.0 * sum(correct) / max(1, n_probes)}
   return outputs
+
+
+@dataclasses.dataclass(frozen=True)
+class Records:
+  """What the suite asks: task prompts (for kl_tasks; None: none), the general text, the probes and how many of
+  the general prompts."""
+  tasks: list[dict] | None
+  text: str
+  probes: list[dict]
+  n_general: int | None  # None: all of GENERAL_PROMPTS
+
+
+class Forgetting(Suite):
+  """The model against the base (the frozen params with the adapters off, in training): the base's answers are
+  kept with the base subject, so training computes them once."""
+  name, unit = "forgetting", "share of answers (%)"
+  not_percent = NOT_PERCENT
+  live_roles = ("model", "base")
+
+  def read(self, sources: Sources) -> Records:
+    """The general text (its first text_bytes), inputs.n_probes generated probes (default: sources.subset of them,
+    at most N_PROBES) drawn with sources.seed plus those of the probes file, sources.subset task records per split
+    and inputs.n_general general prompts (default: sources.subset)."""
+    from itjax.evals import text as general_text
+    given = sources.inputs
+    text = read_text(given.text or general_text.default_path(), given.text_bytes)
+    probes = make_probes(given.n_probes or min(sources.subset or N_PROBES, N_PROBES), sources.seed)
+    probes += read_probes(given.probes) if given.probes else []
+    return Records(eval_tasks.read_records(sources, sources.subset), text, probes, given.n_general or sources.subset)
+
+  def evaluate(self, subjects: dict[str, Subject], records: Records, settings: Settings) -> dict[str, SuiteOutput]:
+    model, base = subjects["model"], subjects.get("base")
+    return evaluate(model, base, records.tasks, settings, records.text, records.probes,
+                    base.cache.setdefault(self.name, {}) if base is not None else None, model_is_base=model.is_base,
+                    n_general=records.n_general)
+
+
+register(Forgetting())

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from itjax.data import grounded
 from itjax.errors import UserError
+from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
+from itjax.evals.suite import Sources, Suite
 
 N_QUESTIONS = 200
 _ANSWERABLE_RATES = {"answerable_accuracy": "correct", "false_abstention_rate": "abstained"}
@@ -61,3 +63,17 @@ def evaluate(subject: Subject, records: list[dict], settings: Settings) -> Suite
   chats = [[m for m in record["messages"] if m["role"] == "user"] for record in records]
   responses, _ = subject.respond(chats, settings, "hallucination")
   return score(records, responses)
+
+
+class Hallucination(Suite):
+  name, unit = "hallucination", "rate (%)"
+
+  def read(self, sources: Sources) -> list[dict]:
+    """sources.subset generated questions (N_QUESTIONS when None), drawn with sources.seed."""
+    return load(sources.subset or N_QUESTIONS, sources.seed)
+
+  def answer(self, subject: Subject, records: list[dict], settings: Settings) -> SuiteOutput:
+    return evaluate(subject, records, settings)
+
+
+register(Hallucination())

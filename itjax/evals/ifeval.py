@@ -15,7 +15,10 @@ import tempfile
 
 from itjax.io import demo_model
 from itjax.errors import MissingDependency, UserError
+from itjax.evals import degenerate
+from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
+from itjax.evals.suite import Sources, Suite
 from itjax.io.jsonl import objects
 
 INSTALL_HINT = "pip install 'itjax[eval]'"
@@ -299,3 +302,37 @@ def evaluate(subject: Subject, records: list[dict], settings: Settings) -> Suite
   for row, n in zip(result.rows, tokens):
     row["response_tokens"] = n
   return result
+
+
+def read_records(sources: Sources) -> list[dict] | None:
+  """The run's IFEval records (sources.limit of them, read once), or None without an IFEval file."""
+  path = sources.data.get("ifeval")
+  return sources.once("ifeval", lambda: read_ifeval(path, sources.limit)) if path else None
+
+
+class IFEval(Suite):
+  """IFEval's four accuracies and per-instruction ones; degenerate_rate and mean_length of the answers (judged
+  against the base's answers when there is a base)."""
+  name, unit = "ifeval", "accuracy (%)"
+  data = "IFEval-format JSONL (key, prompt, instruction_id_list, kwargs)"
+  responses = "JSONL of responses (key or prompt, and response)"
+
+  def read(self, sources: Sources) -> list[dict]:
+    records = read_records(sources)
+    if records is None:
+      raise UserError(f"--suites ifeval needs --data FILE: {self.data}")
+    return records
+
+  def evaluate(self, subjects: dict[str, Subject], records: list[dict], settings: Settings) -> dict[str, SuiteOutput]:
+    outputs = super().evaluate(subjects, records, settings)
+    degenerate.add_degeneration(outputs)
+    return outputs
+
+  def answer(self, subject: Subject, records: list[dict], settings: Settings) -> SuiteOutput:
+    return evaluate(subject, records, settings)
+
+  def score(self, records: list[dict], responses: str) -> SuiteOutput:
+    return output(records, read_responses(responses, records))
+
+
+register(IFEval())

@@ -8,12 +8,17 @@ Variants: `base`, the tuned model `merged` (adapters folded into the kernels, wh
   mean_new_tokens   generated tokens per prompt
   s_per_prompt      prefill + decode seconds per prompt with 16 slots
 `ratio/METRIC` divides a variant's figure by the base's: s_per_prompt's ratio is mean_new_tokens' ratio (longer
-answers) times the cost per token (the adapter's own share).
+answers) times the cost per token (the adapter's own share). The report shows the tuned model's figures as those
+of `model` (merged), the unmerged variant's beside them as unmerged/METRIC, and the base's as `base`.
 """
 
 from __future__ import annotations
 
+from itjax.evals import ifeval
+from itjax.evals import tasks as eval_tasks
+from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
+from itjax.evals.suite import Sources, Suite
 
 BATCH = 16
 SINGLE_PROMPTS = 4  # prompts decoded one slot at a time (slow: every step computes one row)
@@ -53,3 +58,41 @@ def evaluate(variants: dict[str, Subject], chats: list[list[dict]], settings: Se
     outputs[label] = SuiteOutput(metrics, rows, {k: metrics[k] for k in ("decode_tok_s_b1", "decode_tok_s_b16",
                                                                           "mean_new_tokens")})
   return outputs
+
+
+class Latency(Suite):
+  """`itjax eval` only: it measures saved models, the tuned one merged and unmerged against its base."""
+  name, unit = "latency", "tokens/s, tokens"
+  not_percent = frozenset(METRICS)
+  roles = ("model", "base", "unmerged")
+  live_roles = ()
+
+  def read(self, sources: Sources) -> list[list[dict]]:
+    """The chats: the IFEval prompts when the run has an IFEval file, else the task prompts; the first
+    sources.limit of them (BATCH when None)."""
+    records = ifeval.read_records(sources)
+    if records is not None:
+      chats = [[{"role": "user", "content": r["prompt"]}] for r in records]
+    else:
+      chats = [[m for m in r["messages"] if m["role"] != "assistant"]
+               for r in eval_tasks.read_records(sources, sources.limit)]
+    return chats[:sources.limit or BATCH]
+
+  def evaluate(self, subjects: dict[str, Subject], chats: list[list[dict]], settings: Settings
+               ) -> dict[str, SuiteOutput]:
+    variants = {"base": subjects["base"]} if "base" in subjects else {}
+    variants.update({("merged" if k == "model" else k): s for k, s in subjects.items() if k != "base"})
+    outputs = evaluate(variants, chats, settings)
+    return {"model": _tuned(outputs), **({"base": outputs["base"]} if "base" in outputs else {})}
+
+
+def _tuned(outputs: dict[str, SuiteOutput]) -> SuiteOutput:
+  """The tuned model's figures (merged), with the unmerged variant's beside them as unmerged/METRIC."""
+  merged = outputs["merged"]
+  if "unmerged" in outputs:
+    merged.metrics.update({f"unmerged/{k}": v for k, v in outputs["unmerged"].metrics.items()})
+    merged.rows += [{**r, "variant": "unmerged"} for r in outputs["unmerged"].rows]
+  return merged
+
+
+register(Latency())

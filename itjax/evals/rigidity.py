@@ -24,7 +24,11 @@ from typing import Callable, Iterable
 from itjax.data.perturb import FREE_TEXT_PERTURBATIONS, PERTURBATIONS, chat_of, check_perturbations, perturb
 from itjax.data.tasks import verify
 from itjax.errors import UserError
+from itjax.evals import ifeval
+from itjax.evals import tasks as eval_tasks
+from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
+from itjax.evals.suite import Sources, Suite
 
 __all__ = ["PERTURBATIONS", "check_perturbations", "refusal_class", "evaluate", "evaluate_ifeval", "summarize"]
 
@@ -145,7 +149,6 @@ def _task_rows(records: list[dict], inputs: list[tuple[int, str, dict]], respons
 
 def _ifeval_rows(records: list[dict], inputs: list[tuple[int, str, dict]], responses: list[str]) -> list[dict]:
   """Rows judged by IFEval's strict checkers (a response passes when it follows all the record's instructions)."""
-  from itjax.evals import ifeval
   _, scored = ifeval.score([records[index] for index, _, _ in inputs], responses)
   return [{"source": "ifeval", **_row(index, name, model_input, response, judged["follow_all_strict"]),
            "key": records[index]["key"]}
@@ -211,3 +214,24 @@ def evaluate_ifeval(subject: Subject, ifeval_records: list[dict], settings: Sett
     raise UserError("evaluate_ifeval needs IFEval records")
   return _run(subject, settings, [("ifeval/", ifeval_records, _free_text(check_perturbations(perturbations)),
                                    _ifeval_rows)])
+
+
+class Rigidity(Suite):
+  name, unit = "rigidity", "verified accuracy (%)"
+
+  def read(self, sources: Sources) -> tuple | None:
+    """(task records, perturbations, IFEval records or None): sources.subset task records per split, under the
+    perturbations of sources.inputs (all when None), with the run's IFEval records beside them in `itjax eval`
+    (training scores the tasks alone); None in training without task records."""
+    perturbations = check_perturbations(sources.inputs.perturbations)
+    records = eval_tasks.read_records(sources, sources.subset)
+    if records is None:
+      return None
+    return records, perturbations, None if sources.live else ifeval.read_records(sources)
+
+  def answer(self, subject: Subject, records: tuple, settings: Settings) -> SuiteOutput:
+    task_records, perturbations, ifeval_records = records
+    return evaluate(subject, task_records, settings, perturbations, ifeval_records)
+
+
+register(Rigidity())

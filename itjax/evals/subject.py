@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-from itjax.model.generate import Generated, Generator, generate_with_progress
+if TYPE_CHECKING:  # imported where used: suite modules load without JAX (itjax.evals.registry)
+  from itjax.model.generate import Generated, Generator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,17 +31,23 @@ class Subject:
   """One model: its config (a config with `lora` applies the adapters at run time), params and tokenizer.
 
   `unroll` decodes with unrolled layers (a per-layer copy of the weights, faster on CPU); False decodes the scanned
-  layout in place, which training uses on accelerators so that evaluation holds no second copy of the model."""
+  layout in place, which training uses on accelerators so that evaluation holds no second copy of the model.
+  `is_base` says it computes exactly what the 'base' subject beside it does (training before its first step, the
+  adapters still zero): a suite may take the base's answers for its own. `cache` keeps what suites computed from
+  these params (the forgetting suite's base answers, between evaluations during training); new params empty it."""
   label: str
   config: object
   params: dict
   tokenizer: object
   template: str | None = None
   unroll: bool = True
+  is_base: bool = False
+  cache: dict = dataclasses.field(default_factory=dict, repr=False)
   _generator: Generator | None = dataclasses.field(default=None, repr=False)
 
   @property
   def generator(self) -> Generator:
+    from itjax.model.generate import Generator
     if self._generator is None:
       self._generator = Generator(self.config, self.params, self.tokenizer.eos_ids, self.tokenizer.pad_id,
                                   unroll=self.unroll)
@@ -48,6 +56,7 @@ class Subject:
   def set_params(self, params) -> None:
     """New values for the same params (training's live ones): the generator and its compiled functions stay."""
     self.params = params
+    self.cache.clear()
     if self._generator is not None:
       self._generator.set_params(params)
 
@@ -57,6 +66,7 @@ class Subject:
   def generate(self, prompts: list[list[int]], settings: Settings, desc: str,
                batch_size: int | None = None) -> list[Generated]:
     """Greedy answers (token ids) to encoded prompts, with a progress bar (prompts/s, tokens/s, ETA)."""
+    from itjax.model.generate import generate_with_progress
     return generate_with_progress(self.generator, prompts, settings.max_new_tokens, batch_size=batch_size or
                                   settings.batch_size, seed=settings.seed, progress=settings.progress,
                                   desc=f"{desc} ({self.label})")

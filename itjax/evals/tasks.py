@@ -13,7 +13,9 @@ from collections import defaultdict
 
 from itjax.data.tasks import DEFAULT_HOLDOUT, expand_holdout, make_splits, verify
 from itjax.errors import InputNotFound, UserError
+from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
+from itjax.evals.suite import Sources, Suite
 from itjax.io.jsonl import objects
 
 SPLIT_FILES = {"seen": "validation.jsonl", "heldout": "heldout.jsonl"}
@@ -96,3 +98,26 @@ def evaluate(subject: Subject, records: list[dict], settings: Settings) -> Suite
   chats = [[m for m in r["messages"] if m["role"] != "assistant"] for r in records]
   responses, tokens = subject.respond(chats, settings, "tasks")
   return score(records, responses, tokens)
+
+
+def read_records(sources: Sources, limit: int | None) -> list[dict] | None:
+  """The run's task records, `limit` per split (read once per limit): from sources.data['tasks'], else generated
+  with the default settings; None in training without a tasks directory."""
+  source = sources.data.get("tasks")
+  if source is None and sources.live:
+    return None
+  return sources.once(("tasks", limit), lambda: load(source, limit))
+
+
+class Tasks(Suite):
+  name, unit = "tasks", "verified accuracy (%)"
+  data = "task records (a JSONL file or a tasks directory, as itjax make-tasks writes them)"
+
+  def read(self, sources: Sources) -> list[dict] | None:
+    return read_records(sources, sources.limit)
+
+  def answer(self, subject: Subject, records: list[dict], settings: Settings) -> SuiteOutput:
+    return evaluate(subject, records, settings)
+
+
+register(Tasks())
