@@ -9,10 +9,9 @@
                  no chat template
   hallucination  questions about invented fact sheets, half of them unanswerable: abstention vs fabrication
 
-`subject.py` holds a model under evaluation and how it answers (greedy, continuous batching); each suite module
-turns answers into metrics and per-example rows; `report.py` writes results.json, report.md, SUITE.jsonl and plots;
-`run.py` is the `itjax eval` command and `live.py` runs the suites inside training; `scoring.py` (teacher-forced
-likelihoods, KL) and `degenerate.py` (repetition) serve several suites.
+`suite.py` says what a suite is (`Suite`: it reads its records, then evaluates subjects keyed by role) and how to
+add one; `registry.py` knows every suite by name (each suite module registers its own); `subject.py` holds a model
+under evaluation and how it answers (greedy, continuous batching); `report.py` writes results.json, report.md,
+SUITE.jsonl and plots; `run.py` is the `itjax eval` command and `live.py` runs the suites inside training;
+`scoring.py` (teacher-forced likelihoods, KL) and `degenerate.py` (repetition) serve several suites.
 """
-
-SUITES = ("ifeval", "tasks", "latency", "forgetting", "rigidity", "hallucination")

@@ -169,7 +169,8 @@ def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
   _check(c.replay.prompts == "general" or os.path.isfile(c.replay.prompts), "replay.prompts",
          "must be 'general' or a JSONL file of {\"prompt\": ...} lines", c.replay.prompts)
   _check(c.tasks.phrasings in ("one", "all"), "tasks.phrasings", "must be one or all", c.tasks.phrasings)
-  live = ("tasks", "ifeval", "forgetting", "rigidity", "hallucination")
+  from itjax.evals import registry  # the suites that run inside training; no JAX
+  live = registry.names(live=True)
   _check(set(c.eval.suites) <= set(live), "eval.suites", f"may hold {', '.join(live)}", c.eval.suites)
   _check("ifeval" not in c.eval.suites or bool(c.eval.data), "eval.data", "must name an IFEval-format JSONL for "
          "eval.suites 'ifeval'", c.eval.data)
