@@ -1,19 +1,15 @@
-"""The generation suites inside training (config.eval), on the run's live params."""
+"""The suites of config.eval inside training, on the run's live params; the trainer writes what they return."""
 
 from __future__ import annotations
-
-import dataclasses
-import os
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
-from itjax.io import distributed
+from itjax.errors import UserError
+from itjax.evals import registry
+from itjax.evals.subject import Settings, Subject, SuiteOutput
+from itjax.evals.suite import Inputs, Sources, Suite
 from itjax.model import lora as lora_lib
-
-if TYPE_CHECKING:
-  from itjax.training.loop import Run
 
 
 def _adapters_are_zero(trainable: dict) -> bool:
@@ -24,64 +20,62 @@ def _adapters_are_zero(trainable: dict) -> bool:
       bool(jnp.all(v == 0)) for k, v in flat.items() if k.endswith("/lora_b"))
 
 
+def live_sources(eval_config, tasks_dir: str | None, progress: bool = True) -> Sources:
+  """What the suites of config.eval read: eval.limit examples per prompt set for tasks and ifeval, eval.subset
+  (default: limit) for the suites that ask several sets; eval.seed for generated probes and questions (not
+  config.seed: runs of other seeds are scored on the same ones)."""
+  c = eval_config
+  limit = c.limit or None
+  settings = Settings(max_new_tokens=c.max_new_tokens, batch_size=c.batch_size, limit=limit, progress=progress)
+  data = {"ifeval": c.data} if c.data else {}
+  if tasks_dir:
+    data["tasks"] = tasks_dir
+  inputs = Inputs(text=c.text or None, text_bytes=c.text_bytes, probes=c.probes or None,
+                  perturbations=tuple(c.perturbations) or None, n_probes=c.n_probes or None,
+                  n_general=c.n_general or None)
+  return Sources(settings, subset=c.subset or limit, seed=c.seed, data=data, inputs=inputs, live=True)
+
+
 class LiveEvaluator:
-  """The generation suites (config.eval) on the live params: no checkpoint reload, and on accelerators no second
-  copy of the weights (the scanned layout is decoded in place; on CPU decoding unrolls, which is faster there).
-  One generator serves every evaluation, so its compiled functions are reused. The base of the forgetting suite
-  is the frozen params with the adapters off; it does not change, so its answers are computed once."""
+  """The suites of config.eval on the live params: no checkpoint reload, and on accelerators no second copy of the
+  weights (the scanned layout is decoded in place; on CPU decoding unrolls, which is faster there). One subject
+  serves every evaluation, so its generator's compiled functions are reused. Suites that compare with the base
+  (`live_roles` with 'base') get the frozen params with the adapters off (LoRA runs); the base does not change, so
+  what they compute from it is kept with it, and while the adapters are still zero the model is marked as its base.
 
-  def __init__(self, run: Run):
-    from itjax.evals import forgetting, hallucination, ifeval, tasks
-    from itjax.evals import text as general_text
-    from itjax.evals.subject import Settings, Subject
-    c = run.config.eval
-    limit, subset = c.limit or None, c.subset or c.limit or None
-    self.suites: dict[str, object] = {}
-    tasks_dir = os.path.join(run.workdir, "tasks")
-    has_tasks = os.path.isdir(tasks_dir)
-    for suite in c.suites:
-      if suite in ("tasks", "rigidity") and has_tasks:
-        self.suites[suite] = tasks.load(tasks_dir, limit if suite == "tasks" else subset)
-      elif suite == "ifeval":
-        self.suites[suite] = ifeval.read_ifeval(c.data, limit)
-      elif suite == "forgetting":
-        count = c.n_probes or min(subset or forgetting.N_PROBES, forgetting.N_PROBES)
-        probes = forgetting.make_probes(count, c.seed)  # not config.seed: runs of other seeds share them
-        probes += forgetting.read_probes(c.probes) if c.probes else []
-        self.suites[suite] = (tasks.load(tasks_dir, subset) if has_tasks else None,
-                              forgetting.read_text(c.text or general_text.default_path(), c.text_bytes), probes)
-      elif suite == "hallucination":
-        self.suites[suite] = hallucination.load(subset or hallucination.N_QUESTIONS, c.seed)
-    self.perturbations = tuple(c.perturbations) or None
-    self.settings = Settings(max_new_tokens=c.max_new_tokens, batch_size=c.batch_size, limit=limit,
-                             progress=distributed.primary())
-    self.small = dataclasses.replace(self.settings, limit=subset)
-    template, unroll = run.config.data.chat_template or None, jax.default_backend() == "cpu"
-    self.subject = Subject("model", run.model_config, {}, run.tokenizer, template, unroll=unroll)
-    self.base = Subject("base", run.model_config.replace(lora=None), run.frozen, run.tokenizer, template,
-                        unroll=unroll) if "forgetting" in self.suites and run.model_config.lora else None
-    self.base_cache: dict = {}
+  `suites` maps the name of each suite that will run to the suite and its records (a suite without records here,
+  tasks without a tasks directory say, does not run): empty when nothing will."""
 
-  def __call__(self, run: Run, step: int, writer) -> dict:
-    """{suite: SuiteOutput} for the params as they are now; eval/SUITE/METRIC lines at `step`."""
-    from itjax.evals import degenerate, forgetting, hallucination, ifeval, rigidity, tasks
-    self.subject.set_params(lora_lib.join(run.state["params"], run.frozen))
+  def __init__(self, eval_config, tasks_dir: str | None, model_config, tokenizer, frozen: dict,
+               template: str | None, progress: bool):
+    sources = live_sources(eval_config, tasks_dir, progress)
+    self.settings = sources.settings
+    self.suites: dict[str, tuple[Suite, object]] = {}
+    for name in eval_config.suites:
+      suite = registry.get(name)
+      if not suite.live_roles:
+        raise UserError(f"config.eval.suites: the {name} suite does not run inside training (itjax eval runs it)")
+      records = suite.read(sources)
+      if records is not None:
+        self.suites[name] = suite, records
+    unroll = jax.default_backend() == "cpu"
+    self.subjects = {"model": Subject("model", model_config, {}, tokenizer, template, unroll=unroll)}
+    if model_config.lora and any("base" in suite.live_roles for suite, _ in self.suites.values()):
+      self.subjects["base"] = Subject("base", model_config.replace(lora=None), frozen, tokenizer, template,
+                                      unroll=unroll)
+
+  def __call__(self, trainable: dict, frozen: dict) -> dict[str, SuiteOutput]:
+    """{suite: the model's SuiteOutput} for the params as they are now (trainable joined with frozen)."""
+    model = self.subjects["model"]
+    model.set_params(lora_lib.join(trainable, frozen))
+    model.is_base = "base" in self.subjects and _adapters_are_zero(trainable)
     outputs = {}
-    for suite, data in self.suites.items():
-      if suite == "tasks":
-        outputs[suite] = tasks.evaluate(self.subject, data, self.settings)
-      elif suite == "ifeval":
-        outputs[suite] = ifeval.evaluate(self.subject, data, self.settings)
-        degenerate.add_degeneration({"model": outputs[suite]})
-      elif suite == "forgetting":
-        task_records, text, probes = data
-        same = _adapters_are_zero(run.state["params"])
-        outputs[suite] = forgetting.evaluate(self.subject, self.base, task_records, self.small, text, probes,
-                                             self.base_cache, model_is_base=same,
-                                             n_general=run.config.eval.n_general or None)["model"]
-      elif suite == "rigidity":
-        outputs[suite] = rigidity.evaluate(self.subject, data, self.small, self.perturbations)
-      else:
-        outputs[suite] = hallucination.evaluate(self.subject, data, self.small)
-      writer.write(step, {f"eval/{suite}/{k}": v for k, v in outputs[suite].metrics.items()})
+    for name, (suite, records) in self.suites.items():
+      given = {role: s for role, s in self.subjects.items() if role in suite.live_roles}
+      outputs[name] = suite.evaluate(given, records, self.settings)["model"]
     return outputs
+
+
+def metric_lines(outputs: dict[str, SuiteOutput]) -> dict[str, float]:
+  """{'eval/SUITE/METRIC': value} of the outputs: what training writes to metrics.jsonl."""
+  return {f"eval/{suite}/{k}": v for suite, output in outputs.items() for k, v in output.metrics.items()}
