@@ -47,21 +47,14 @@ def itjax(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 def itjax_in_process(*args: str) -> Ran:
   """`itjax ARGS` run in this process: its exit status and what it printed. For the many cases that end in an error
-  message; a new process would spend seconds on imports for each."""
-  from absl import flags
+  message; a new process would spend seconds on imports for each. Each call parses its own flags: nothing to undo."""
   from itjax import cli
-  out, err, code, argv = io.StringIO(), io.StringIO(), 0, sys.argv
-  sys.argv = ["itjax", *args]  # ml_collections reads --config.KEY overrides from sys.argv
+  out, err, code = io.StringIO(), io.StringIO(), 0
   with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
     try:
-      cli.main(cli._parse(sys.argv))
+      code = cli.main(args) or 0
     except SystemExit as e:
       code = e.code if isinstance(e.code, int) else 1
-    finally:
-      flags.FLAGS.unparse_flags()
-      for name in [n for n in flags.FLAGS if n.startswith("config.")]:  # defined by this parse, again by the next
-        delattr(flags.FLAGS, name)
-      sys.argv = argv
   return Ran(code, out.getvalue(), err.getvalue())
 
 

@@ -1,6 +1,8 @@
 """The command line end to end: `generate` on a tiny HF model directory, `inspect-data`, `make-tasks`."""
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -18,7 +20,7 @@ def test_generate_prompts_file(tiny_hf_dir, tmp_path):
              {"prompt": "Hello", "id": 3}]
   prompts.write_text("\n".join(json.dumps(r) for r in records) + "\n")
   out = tmp_path / "out.jsonl"
-  result = itjax_in_process("generate", "--model", tiny_hf_dir, "--prompts_file", str(prompts), "--output",
+  result = itjax_in_process("generate", "--model", tiny_hf_dir, "--prompts", str(prompts), "--out",
                             str(out), "--max_new_tokens", "8", "--batch_size", "2", "--temperature", "0.7",
                             "--top_p", "0.9", "--top_k", "20", "--seed", "3")
   assert result.returncode == 0, result.stderr
@@ -28,18 +30,24 @@ def test_generate_prompts_file(tiny_hf_dir, tmp_path):
   assert "prompt/s" in result.stderr and "tok/s" in result.stderr  # the progress bar
 
 
-def test_generate_single_prompt_raw(tiny_hf_dir):
-  result = itjax_in_process("generate", "--model", tiny_hf_dir, "--prompt", "The quick brown", "--raw",
+@pytest.mark.parametrize("no_template", [["--chat_template", "none"], ["--raw"]])
+def test_generate_single_prompt_without_template(tiny_hf_dir, no_template):
+  result = itjax_in_process("generate", "--model", tiny_hf_dir, "--prompt", "The quick brown", *no_template,
                             "--max_new_tokens", "4")
   assert result.returncode == 0, result.stderr
+  notice = "itjax generate: --raw is an alias of --chat_template none\n"
+  assert (notice in result.stderr) == (no_template == ["--raw"])
 
 
 def test_generate_reports_bad_line(tiny_hf_dir, tmp_path):
+  """The older flag names keep working, each saying once which name it stands for."""
   prompts = tmp_path / "bad.jsonl"
   prompts.write_text('{"prompt": "fine"}\n{"prompt": 3}\n')
   result = itjax_in_process("generate", "--model", tiny_hf_dir, "--prompts_file", str(prompts), "--output",
-                 str(tmp_path / "o.jsonl"))
+                            str(tmp_path / "o.jsonl"))
   assert result.returncode == 1
+  assert result.stderr.splitlines()[:2] == ["itjax generate: --prompts_file is an alias of --prompts",
+                                            "itjax generate: --output is an alias of --out"]
   assert "bad.jsonl:2: expected a 'prompt' string or a 'messages' list" in result.stderr
 
 
@@ -56,6 +64,105 @@ def test_generate_usage_errors(tmp_path):
                             "chatm1")
   assert result.returncode == 1 and ("--chat_template: chat template 'chatm1' is neither a built-in name" in
                                      result.stderr and "did you mean 'chatml'?" in result.stderr), result.stderr
+
+
+def _flag_names(name: str) -> set[str]:
+  from itjax import cli
+  fv = cli.flag_values(cli.COMMANDS[name])
+  return {fv[n].name for n in fv}
+
+
+def _listed(flag: str, text: str) -> bool:
+  return re.search(rf"(?<![\w-])--(\[no\])?{re.escape(flag)}(?![\w])", text) is not None
+
+
+COMMAND_NAMES = ("generate", "fetch-demo-model", "demo", "inspect-data", "make-tasks", "train", "export", "eval",
+                 "curate", "distill", "sweep")
+
+
+@pytest.mark.parametrize("name", COMMAND_NAMES)
+@pytest.mark.parametrize("ask", ["--help", "-h"])
+def test_help_lists_the_commands_own_flags_and_no_other(name, ask):
+  """`itjax COMMAND --help`: its usage line and every flag of its own; a flag that only other commands have is not
+  there (the flag sets are built from the command table, so a flag leaking into another command's set fails)."""
+  from itjax import cli
+  assert tuple(cli.COMMANDS) == COMMAND_NAMES
+  result = itjax_in_process(name, ask)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.startswith(f"usage: itjax {name}")
+  own = _flag_names(name)
+  assert "verbosity" in own
+  for flag in own:
+    assert _listed(flag, result.stdout), f"itjax {name} --help does not list --{flag}"
+  others = set().union(*(_flag_names(n) for n in COMMAND_NAMES if n != name)) - own
+  leaked = sorted(flag for flag in others if _listed(flag, result.stdout))
+  assert not leaked, f"itjax {name} --help lists flags of other commands: {leaked}"
+
+
+def test_every_flag_name_means_one_thing():
+  """A flag of several commands is one thing: each has its own help, but a flag name never changes type."""
+  from itjax import cli
+  kinds = {}
+  for name in COMMAND_NAMES:
+    fv = cli.flag_values(cli.COMMANDS[name])
+    for flag in {fv[n].name: fv[n] for n in fv}.values():
+      kinds.setdefault(flag.name, set()).add((flag.flag_type(), flag.boolean))
+  assert {flag: k for flag, k in kinds.items() if len(k) > 1} == {}
+  assert "format" not in _flag_names("inspect-data") - {a.name for a in cli.COMMANDS["inspect-data"].aliases}
+
+
+def test_top_level_help_lists_the_commands():
+  for args in [("--help",), ("-h",)]:
+    result = itjax_in_process(*args)
+    assert result.returncode == 0 and result.stderr == ""
+    listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")]
+    assert listed == list(COMMAND_NAMES)
+  bare = itjax_in_process()
+  assert bare.returncode == 2 and "commands:" in bare.stderr and "  train " in bare.stderr
+  assert itjax_in_process("help", "export").stdout.startswith("usage: itjax export --workdir DIR --format hf|peft")
+  result = itjax_in_process("trian")
+  assert result.returncode == 2 and "unknown command 'trian' (did you mean 'train'?)" in result.stderr
+
+
+def test_flags_belong_to_their_command(tmp_path):
+  """A flag of another command is refused, and says where to look."""
+  result = itjax_in_process("make-tasks", "--out", str(tmp_path / "t"), "--model", "x")
+  assert result.returncode == 2
+  assert "Unknown command line flag 'model'" in result.stderr and "itjax make-tasks --help" in result.stderr
+  assert not (tmp_path / "t").exists()
+
+
+def test_each_call_parses_its_own_flags(monkeypatch):
+  """The command line in one process twice: a flag given to the first call is not the second's; per-command
+  defaults are the flags' own; no global absl flag is defined or parsed."""
+  from absl import flags
+  from itjax.evals import run as evals_run
+  seen = []
+  monkeypatch.setattr(evals_run, "run", lambda model, suites, out, base, step, data, responses, settings, inputs:
+                      seen.append((model, suites, out, settings)) or {})
+  monkeypatch.setattr("itjax.evals.report.markdown", lambda results: "")
+  first = itjax_in_process("eval", "--model", "m", "--suites", "ifeval", "--out", "o", "--max_new_tokens", "7",
+                           "--batch_size", "3", "--limit", "2")
+  second = itjax_in_process("eval", "--out", "o2")
+  assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+  (model, suites, _, settings), (model2, suites2, out2, settings2) = seen
+  assert (model, suites, settings.max_new_tokens, settings.batch_size, settings.limit) == ("m", ["ifeval"], 7, 3, 2)
+  assert (model2, suites2, out2) == (None, ["tasks"], "o2")
+  assert (settings2.max_new_tokens, settings2.batch_size, settings2.limit) == (256, 16, None)
+  assert not {"model", "out", "suites", "config"} & set(flags.FLAGS)
+
+
+def test_aliases_and_their_conflicts(tmp_path):
+  both = itjax_in_process("generate", "--model", "m", "--prompts", "a.jsonl", "--prompts_file", "b.jsonl", "--out",
+                          "o.jsonl")
+  assert both.returncode == 1 and "give --prompts or its alias --prompts_file, not both" in both.stderr
+  raw = itjax_in_process("generate", "--model", "m", "--prompt", "hi", "--raw", "--chat_template", "chatml")
+  assert raw.returncode == 1 and "--raw (--chat_template none) contradicts --chat_template chatml" in raw.stderr
+  none = itjax_in_process("inspect-data", "--data", "d.jsonl", "--model", "m", "--chat_template", "none")
+  assert none.returncode == 1
+  assert "--chat_template none (no template) is for itjax generate; inspect-data needs a chat template" in none.stderr
+  export = itjax_in_process("export", "--workdir", str(tmp_path / "w"), "--format", "onnx", "--out", "x")
+  assert export.returncode == 1 and "--format hf|peft" in export.stderr and "alias" not in export.stderr
 
 
 @pytest.fixture(scope="module")
@@ -113,15 +220,12 @@ def test_make_tasks_writes_the_splits(tmp_path):
 def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys, error, code, one_line):
   from itjax import cli
 
-  def boom():
+  def boom(f, args):
     raise error()
 
-  monkeypatch.setattr(cli, "cmd_make_tasks", boom)
-  argv = cli._parse(["itjax", "make-tasks"])
-  with pytest.raises(SystemExit) as stop:
-    cli.main(argv)
+  monkeypatch.setitem(cli.COMMANDS, "make-tasks", dataclasses.replace(cli.COMMANDS["make-tasks"], run=boom))
+  assert cli.main(["make-tasks"]) == code
   err = capsys.readouterr().err
-  assert stop.value.code == code
   if one_line:
     assert err == f"itjax make-tasks: error: {error()}\n"
   else:

@@ -1,0 +1,73 @@
+"""`itjax eval`: evaluation suites on a saved model, a training workdir, or given responses."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import flags
+
+from itjax.cli import common
+from itjax.cli.common import Command
+from itjax.errors import UserError
+
+
+def define(fv: flags.FlagValues) -> None:
+  common.model(fv, "A Hugging Face model directory, a .gguf file or a training workdir.")
+  flags.DEFINE_list("suites", ["tasks"], "Suites to run, comma-separated (ifeval, tasks, latency, forgetting, "
+                    "rigidity, hallucination).", flag_values=fv)
+  common.out(fv, "Output directory: results.json, report.md, per-example JSONL and plots.")
+  flags.DEFINE_string("base", None, "A reference model evaluated beside --model ('none': no reference; default: a "
+                      "workdir's own base).", flag_values=fv)
+  flags.DEFINE_integer("step", None, "The checkpoint step of a workdir --model (default: the latest).",
+                       flag_values=fv)
+  common.data(fv, "A data file for ifeval when it runs, else for tasks; or ifeval=FILE,tasks=FILE (ifeval needs "
+              "one).")
+  flags.DEFINE_string("responses", None, "JSONL of responses (key or prompt, and response) to score without a model "
+                      "(--suites ifeval).", flag_values=fv)
+  flags.DEFINE_string("text", None, "forgetting: a UTF-8 text for perplexity and bits per byte (default: the bundled "
+                      "public-domain prose, see the README).", flag_values=fv)
+  flags.DEFINE_integer("text_bytes", None, "forgetting: score only the text's first N bytes (cut at a line break).",
+                       lower_bound=1, flag_values=fv)
+  flags.DEFINE_string("probes", None, "forgetting: JSONL of extra retention probes, each with 'prompt' and 'answer'.",
+                      flag_values=fv)
+  flags.DEFINE_list("perturbations", None, "rigidity: perturbations to apply (default: all of typos_2, typos_5, case, "
+                    "whitespace, reworded, reordered, system, plain_template).", flag_values=fv)
+  common.limit(fv, "Examples per suite (per split for tasks).")
+  common.max_new_tokens(fv, 256)
+  common.batch_size(fv, 16)
+  common.seed(fv)
+  common.json_flag(fv)
+
+
+def cmd_eval(f: flags.FlagValues, args: list[str]) -> None:
+  import signal
+
+  from itjax.evals.run import Inputs
+  from itjax.evals.run import run as run_eval
+  from itjax.evals.subject import Settings
+  if not f.out:
+    raise UserError("--out DIR is required")
+  # SIGTERM unwinds like Ctrl-C: files are written whole (temp file + rename) or not at all.
+  signal.signal(signal.SIGTERM, signal.default_int_handler)
+  settings = Settings(max_new_tokens=f.max_new_tokens, batch_size=f.batch_size, seed=f.seed, limit=f.limit)
+  inputs = Inputs(text=f.text, text_bytes=f.text_bytes, probes=f.probes,
+                  perturbations=tuple(f.perturbations) if f.perturbations is not None else None)
+  results = run_eval(f.model, f.suites, f.out, f.base, f.step, f.data, f.responses, settings, inputs)
+  if f.json:
+    print(json.dumps(results, ensure_ascii=False))
+  else:
+    from itjax.evals.report import markdown
+    print(markdown(results))
+  print(f"wrote {os.path.join(f.out, 'results.json')}, report.md and per-example JSONL", file=sys.stderr)
+
+
+COMMANDS = (
+    Command("eval", "evaluation suites (ifeval, tasks, latency, forgetting, rigidity, hallucination) into a report",
+            "--model SRC --suites ifeval,tasks,latency,forgetting,rigidity,hallucination --out DIR\n"
+            "[--base BASE|none] [--step N] [--data FILE] [--responses FILE] [--text FILE] [--text_bytes N]\n"
+            "[--probes FILE] [--perturbations A,B] [--limit N] [--max_new_tokens N] [--batch_size N] [--seed S]\n"
+            "[--json]",
+            define, cmd_eval),
+)

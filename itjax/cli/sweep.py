@@ -1,0 +1,41 @@
+"""`itjax sweep`: an experiment file's runs (train, then eval), one summary table and plot."""
+
+from __future__ import annotations
+
+from absl import flags
+
+from itjax.cli.common import Command
+from itjax.errors import UserError
+
+
+def define(fv: flags.FlagValues) -> None:
+  flags.DEFINE_bool("dry_run", False, "Print the planned runs, their overrides and commands; run nothing.",
+                    flag_values=fv)
+  flags.DEFINE_list("only", None, "Run only these runs of the experiment, comma-separated.", flag_values=fv)
+  flags.DEFINE_enum("launcher", "local", ["local", "tpu"], "Run here, one after another (local), or on a TPU slice "
+                    "made by launch/tpu.py create (tpu, with --tpu and --zone).", flag_values=fv)
+  flags.DEFINE_integer("parallel", 1, "Local runs at once.", lower_bound=1, flag_values=fv)
+  flags.DEFINE_string("runs_dir", "runs", "Runs go to RUNS_DIR/NAME/RUN (a gs:// path on a slice).", flag_values=fv)
+  flags.DEFINE_string("tpu", None, "With --launcher tpu: the slice's name (launch/tpu.py create --name).",
+                      flag_values=fv)
+  flags.DEFINE_string("zone", None, "With --launcher tpu: the slice's zone.", flag_values=fv)
+  flags.DEFINE_string("project", None, "With --launcher tpu: the Google Cloud project (default: gcloud's).",
+                      flag_values=fv)
+
+
+def cmd_sweep(f: flags.FlagValues, args: list[str]) -> int:
+  from itjax.sweep import sweep
+  if len(args) != 1:
+    raise UserError("give one experiment file: itjax sweep experiments/NAME.py [--flags]")
+  return sweep.main(args[0], dry_run=f.dry_run, only=f.only, launcher=f.launcher, parallel=f.parallel,
+                    runs_dir=f.runs_dir, tpu=f.tpu, zone=f.zone, project=f.project,
+                    say=lambda line: print(line, flush=True))
+
+
+COMMANDS = (
+    Command("sweep", "an experiment file's runs, each trained (and evaluated), into one summary table and plot",
+            "experiments/NAME.py [--dry_run] [--only RUN[,RUN]] [--launcher local|tpu] [--parallel N]\n"
+            "[--runs_dir runs] [--tpu NAME --zone ZONE [--project P]]\n"
+            "(re-run to go on; finished runs are skipped)",
+            define, cmd_sweep, positional=True),
+)
