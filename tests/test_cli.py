@@ -91,7 +91,7 @@ def test_help_lists_the_commands_own_flags_and_no_other(name, ask):
   assert result.returncode == 0, result.stderr
   assert result.stdout.startswith(f"usage: itjax {name}")
   own = _flag_names(name)
-  assert "verbosity" in own
+  assert {"debug", "verbosity"} <= own
   for flag in own:
     assert _listed(flag, result.stdout), f"itjax {name} --help does not list --{flag}"
   others = set().union(*(_flag_names(n) for n in COMMAND_NAMES if n != name)) - own
@@ -149,7 +149,7 @@ def test_each_call_parses_its_own_flags(monkeypatch):
   assert (model, suites, settings.max_new_tokens, settings.batch_size, settings.limit) == ("m", ["ifeval"], 7, 3, 2)
   assert (model2, suites2, out2) == (None, ["tasks"], "o2")
   assert (settings2.max_new_tokens, settings2.batch_size, settings2.limit) == (256, 16, None)
-  assert not {"model", "out", "suites", "config"} & set(flags.FLAGS)
+  assert not {"model", "out", "suites", "config", "debug"} & set(flags.FLAGS)
 
 
 def test_aliases_and_their_conflicts(tmp_path):
@@ -163,6 +163,40 @@ def test_aliases_and_their_conflicts(tmp_path):
   assert "--chat_template none (no template) is for itjax generate; inspect-data needs a chat template" in none.stderr
   export = itjax_in_process("export", "--workdir", str(tmp_path / "w"), "--format", "onnx", "--out", "x")
   assert export.returncode == 1 and "--format hf|peft" in export.stderr and "alias" not in export.stderr
+
+
+def _bad_prompts(tmp_path):
+  prompts = tmp_path / "p.jsonl"
+  prompts.write_text('{"prompt": "fine"}\n{"prompt": "cut\n')
+  return ("generate", "--model", str(tmp_path / "no-model"), "--prompts", str(prompts), "--out",
+          str(tmp_path / "o.jsonl"))
+
+
+def test_an_error_is_one_line_without_debug(tmp_path, monkeypatch):
+  monkeypatch.delenv("ITJAX_DEBUG", raising=False)
+  result = itjax_in_process(*_bad_prompts(tmp_path))
+  assert result.returncode == 1
+  assert re.fullmatch(r"itjax generate: error: \S+p\.jsonl:2: not valid JSON \([^\n]*\)\n", result.stderr), \
+      result.stderr
+
+
+@pytest.mark.parametrize("how", ["--debug", "ITJAX_DEBUG=1"])
+def test_debug_shows_the_traceback_and_the_hidden_cause(tmp_path, monkeypatch, how):
+  """The JSON reader says `not valid JSON` and hides json's own error (`raise ... from None`); --debug shows it."""
+  monkeypatch.delenv("ITJAX_DEBUG", raising=False)
+  args = _bad_prompts(tmp_path)
+  if how == "--debug":
+    args += ("--debug",)
+  else:
+    monkeypatch.setenv("ITJAX_DEBUG", "1")
+  result = itjax_in_process(*args)
+  assert result.returncode == 1
+  err = result.stderr
+  assert "Traceback (most recent call last)" in err and "json.decoder.JSONDecodeError" in err
+  assert "During handling of the above exception, another exception occurred" in err
+  assert err.index("JSONDecodeError") < err.index("itjax.errors.UserError")
+  last = err.rstrip("\n").splitlines()[-1]
+  assert re.fullmatch(r"itjax generate: error: \S+p\.jsonl:2: not valid JSON \(.*\)", last), last
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 Each command defines its own flags (generate.py, demo.py, data.py, train.py, eval.py, curate.py, sweep.py), on a
 fresh flag set at every call: no flag is global, one name means one thing, and `main(args)` runs in this process as
-often as wanted. An older name of a flag keeps working as an alias that says what it stands for.
+often as wanted. An older name of a flag keeps working as an alias that says what it stands for. Every command also
+takes --debug (or ITJAX_DEBUG=1 in the environment): an error then prints its whole traceback, causes included.
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ MULTI = re.compile(r";\s*repeat this option to specify a list of values$")  # ab
 
 
 def _define_common(fv: flags.FlagValues) -> None:
+  flags.DEFINE_bool("debug", False, "On an error, print its whole traceback, the causes it hides included (also: "
+                    "ITJAX_DEBUG=1 in the environment).", flag_values=fv)
   flags.DEFINE_integer("verbosity", None, "What is logged: -1 warnings and errors (the default), 0 also info, 1 also "
                        "debug.", short_name="v", flag_values=fv)
 
 
 def flag_values(command: Command, args: Sequence[str] = ()) -> flags.FlagValues:
-  """A fresh flag set: the command's flags, its aliases, and --verbosity (every command has it). `args` are the
-  command's arguments, where --config finds its --config.KEY=VALUE overrides."""
+  """A fresh flag set: the command's flags, its aliases, and --debug and --verbosity (every command has them). `args`
+  are the command's arguments, where --config finds its --config.KEY=VALUE overrides."""
   fv = flags.FlagValues()
   command.define(fv)
   if command.config:
@@ -94,10 +97,31 @@ def overview() -> str:
   width = max(map(len, COMMANDS))
   lines = ["usage: itjax COMMAND [--flags]   (itjax COMMAND --help: the command's usage and flags)", "", "commands:"]
   lines += [f"  {name:<{width}}  {command.summary}" for name, command in COMMANDS.items()]
+  lines += ["", "Every command also takes --debug (or ITJAX_DEBUG=1): an error prints its whole traceback."]
   return "\n".join(lines)
 
 
-def _usage_error(name: str, message: str) -> int:
+def _debug_env() -> bool:
+  return os.environ.get("ITJAX_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _print_traceback(error: BaseException) -> None:
+  """The error's traceback with every exception before it: causes, and the contexts that `raise ... from None`
+  hides (the JSON or OS error behind an input reader's one-line message)."""
+  seen, todo = set(), [error]
+  while todo:
+    e = todo.pop()
+    if id(e) in seen:
+      continue
+    seen.add(id(e))
+    e.__suppress_context__ = False
+    todo += [x for x in (e.__cause__, e.__context__) if x is not None]
+  traceback.print_exception(type(error), error, error.__traceback__)
+
+
+def _usage_error(name: str, message: str, error: BaseException | None, debug: bool) -> int:
+  if debug and error is not None:
+    _print_traceback(error)
   sys.stderr.write(f"itjax {name}: {message}\n")
   return 2
 
@@ -181,16 +205,18 @@ def main(args: Sequence[str]) -> int | None:
     print(help_text(command))
     return 0
 
+  debug = _debug_env() or "--debug" in rest  # before the parse: its own errors
   try:
     fv = flag_values(command, rest)
     positional = fv([f"itjax {name}", *rest])[1:]
   except flags.Error as e:
-    return _usage_error(name, f"{e} (itjax {name} --help lists its flags)")
+    return _usage_error(name, f"{e} (itjax {name} --help lists its flags)", e, debug)
   except (AttributeError, KeyError) as e:  # ml_collections: an unknown --config.KEY
     detail = " ".join(str(e.args[0] if e.args else e).replace("\\'", "").replace("\\n", " ").strip("'").split())
-    return _usage_error(name, f"unknown config key {detail}")
+    return _usage_error(name, f"unknown config key {detail}", e, debug)
   if positional and not command.positional:
-    return _usage_error(name, f"unexpected argument {positional[0]!r} (every input is a --flag)")
+    return _usage_error(name, f"unexpected argument {positional[0]!r} (every input is a --flag)", None, debug)
+  debug = debug or fv.debug
   _logging(fv.verbosity)
 
   try:
@@ -199,16 +225,23 @@ def main(args: Sequence[str]) -> int | None:
     _check_chat_template(command, fv)  # before any model loads
     return command.run(fv, positional)
   except UserError as e:
+    if debug:
+      _print_traceback(e)
     sys.stderr.write(f"itjax {name}: error: {e}\n")  # one write: a line no other thread's output splits
     if isinstance(e, CheckpointNotWritten):  # orbax's writer threads failed with it, and would print tracebacks
       sys.stderr.flush()                    # while Python shuts down around them: leave at once
       os._exit(1)
     return 1
-  except KeyboardInterrupt:
+  except KeyboardInterrupt as e:
+    if debug:
+      _print_traceback(e)
     print(f"itjax {name}: interrupted", file=sys.stderr)
     return 130
-  except Exception:  # not the input's fault: keep everything needed to find it
-    traceback.print_exc()
+  except Exception as e:  # not the input's fault: keep everything needed to find it
+    if debug:
+      _print_traceback(e)
+    else:
+      traceback.print_exc()
     print(f"itjax {name}: this is a bug in itjax, not a problem with the input; please report it with the "
           "traceback above", file=sys.stderr)
     return 70
