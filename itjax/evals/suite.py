@@ -77,7 +77,7 @@ class Suite:
   """One evaluation suite (see the module's docstring); one instance, registered by name, serves every run."""
   name: ClassVar[str]  # --suites NAME; eval/NAME/METRIC in metrics.jsonl; NAME.jsonl and NAME.png of `itjax eval`
   unit: ClassVar[str]  # what its numbers are: the y axis of NAME.png, e.g. "accuracy (%)"
-  # Headline metrics (no '/' in their names) that are not percentages; loss.png plots the others on one axis.
+  # Headline metrics (no '/' in their names) that are not percentages (evals.png puts the others on a 0-100 axis).
   not_percent: ClassVar[frozenset[str]] = frozenset()
   roles: ClassVar[tuple[str, ...]] = ("model", "base")  # the subjects `itjax eval` hands evaluate, of those it has
   live_roles: ClassVar[tuple[str, ...]] = ("model",)  # the same in training; (): the suite does not run there
