@@ -64,11 +64,13 @@ def _general_answer(evals: dict, steps: int) -> tuple[str, str, str] | None:
   return a["prompt"], b["response"], a["response"]
 
 
-def run_demo(workdir: str, config=None) -> dict:
+def run_demo(workdir: str, config=None, stop=None) -> dict:
+  """Trains and evaluates; `stop` (a threading.Event) ends training early with a checkpoint to resume from."""
   from itjax.evals import report
   from itjax.evals.forgetting import N_PROBES
   from itjax.training.plots import plot_before_after
-  from itjax.training.loop import eval_batches, evaluate, setup, train
+  from itjax.training.loop import Trainer
+  from itjax.training.setup import eval_batches, setup
   start = time.time()
   config = config or load_config()
   name = "SmolLM2-135M-Instruct" if config.model == "demo" else config.model
@@ -85,13 +87,16 @@ def run_demo(workdir: str, config=None) -> dict:
   _say(f"evaluation before the first step and after the last (greedy): tasks on {config.eval.limit} seen-type and "
        f"{config.eval.limit} held-out-type tasks, verified; forgetting (KL to the base, perplexity, {probes} probes, "
        f"{general} general prompts) and rigidity ({subset} + {subset} tasks, perturbed) to show what the gain costs")
-  heldout_before = evaluate(run, heldout_batches)  # the fresh adapters: the base model
+  heldout_before = run.validation_loss(heldout_batches)  # the fresh adapters: the base model
 
-  summary = train(config, workdir, run, started=start)
+  summary = Trainer(run, stop=stop, started=start).fit()
+  if "stopped_at" in summary:
+    _say(f"stopped at step {summary['stopped_at']}; run the demo again to go on from there")
+    return {"summary": summary}
   lines = _eval_lines(workdir)
   before, after = lines.get(0, {}), lines.get(summary["steps"], {})
   losses = {"validation_loss": (summary.get("eval_loss_start"), summary.get("eval_loss_end")),
-            "heldout_loss": (heldout_before, evaluate(run, heldout_batches))}
+            "heldout_loss": (heldout_before, run.validation_loss(heldout_batches))}
   suites = {suite: report.suite_result(_suite(after, suite), _suite(before, suite) or None)
             for suite in config.eval.suites if _suite(after, suite)}
   suites["loss"] = report.suite_result({k: v[1] for k, v in losses.items() if v[1] is not None},

@@ -9,7 +9,8 @@ import pytest
 
 from itjax.model import lora as lora_lib
 from itjax.interop import export
-from itjax.training.loop import setup, train
+from itjax.training.loop import Trainer
+from itjax.training.setup import setup
 from conftest import forward, itjax_in_process
 from test_train import host, load_config
 
@@ -22,7 +23,7 @@ CHAT = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "cont
 
 def trained_run(config, workdir):
   run = setup(config, workdir)
-  train(config, workdir, run)
+  Trainer(run).fit()
   return run
 
 
@@ -115,7 +116,7 @@ def test_a_peft_adapter_is_imported_and_continued(tiny_hf_dir, tmp_path):
       "down_proj", "q_proj", "v_proj"]
   tokens = np.asarray(run.tokenizer.encode_chat(CHAT))
   np.testing.assert_allclose(itjax_logits(run, tokens), torch_logits(reference, tokens), atol=1e-4, rtol=0)
-  train(config, str(tmp_path / "w"), run)  # continued tuning from it
+  Trainer(run).fit()  # continued tuning from it
 
 
 @pytest.mark.parametrize("rslora", [False, True])

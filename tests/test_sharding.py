@@ -17,7 +17,7 @@ import jax
 import numpy as np
 sys.path.insert(0, sys.argv[2])
 from test_train import load_config, run_steps
-from itjax.training.loop import global_batch, setup
+from itjax.training.setup import setup
 from itjax.model.lora import flatten
 
 assert len(jax.devices()) == 8
@@ -32,7 +32,7 @@ for mesh in [(1, 1, 1), (2, 4, 1), (2, 2, 2)]:  # data and fsdp; data, fsdp and 
     spec = flatten(run.frozen)["layers/attn/q_proj/kernel"].sharding.spec
     assert tuple(spec) == (None, "fsdp", "tensor"), spec
     # The rules table constrains activations inside the step: hidden states, MLP, query heads, logits.
-    hlo = run.train_step.lower(run.state, run.frozen, global_batch(run, next(run.pipeline), 1)).as_text()
+    hlo = run.train_step.lower(run.state, run.frozen, run.next_batch()).as_text()
     for layout in ('[{"data", "fsdp"}, {}, {}]', '[{"data", "fsdp"}, {}, {"tensor"}]',
                    '[{"data", "fsdp"}, {}, {"tensor"}, {}]'):
       assert "sdy.sharding_constraint" in hlo and f"<@mesh, {layout}>" in hlo, layout
@@ -100,7 +100,7 @@ def test_every_param_has_a_rule_and_divides_the_mesh():
 
 def test_a_batch_that_does_not_split_over_hosts_microbatches_or_the_mesh_stops_with_the_numbers():
   from itjax.errors import UserError
-  from itjax.training.loop import check_batch_split
+  from itjax.training.prepare import check_batch_split
   from test_train import load_config
   check_batch_split(load_config(batch_size=8, microbatches=2, mesh=(2, 2, 2)), 8, 2)  # 2 hosts x 2 x 2 rows
   with pytest.raises(UserError, match=r"config.batch_size 4 / config.microbatches 1 = 4 rows per microbatch do not "

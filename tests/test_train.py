@@ -16,7 +16,9 @@ import pytest
 from itjax.model import lora as lora_lib
 from itjax.training.config import from_file, validate
 from itjax.model.config import LoraSpec, PRESETS
-from itjax.training.loop import global_batch, setup, train
+from itjax.errors import NonFinite
+from itjax.training.loop import Trainer, train
+from itjax.training.setup import setup
 
 from conftest import forward, itjax, itjax_in_process
 
@@ -48,8 +50,7 @@ def host(tree):
 def run_steps(run, n):
   losses = []
   for _ in range(n):
-    batch = global_batch(run, next(run.pipeline), run.config.microbatches)
-    run.state, metrics = run.train_step(run.state, run.frozen, batch)
+    run.state, metrics = run.train_step(run.state, run.frozen, run.next_batch())
     losses.append(float(metrics["loss"]))
   return losses
 
@@ -225,7 +226,7 @@ def test_a_workdir_loads_as_the_trained_model(tiny_hf_dir, tmp_path):
   workdir = str(tmp_path / "w")
   config = load_config(model=tiny_hf_dir, steps=3, eval_every=0)
   run = setup(config, workdir)
-  train(config, workdir, run)
+  Trainer(run).fit()
   tokens = np.asarray([run.tokenizer.encode_chat([{"role": "user", "content": "Sort: b, a."}])])
   trained = lora_lib.join(host(run.state["params"]), host(run.frozen))
   want = forward(run.model_config.replace(remat="none"), trained, tokens)
@@ -262,7 +263,6 @@ def check_smoke_run(workdir: str) -> None:
 
 @pytest.mark.slow
 def test_a_non_finite_loss_stops_with_the_step_and_metric(tiny_hf_dir, tmp_path):
-  from itjax.training.loop import NonFiniteError
   config = load_config(model=tiny_hf_dir, steps=6, eval_every=0, log_every=5, checkpoint_every=2)
   run = setup(config, str(tmp_path / "w"))
   step_fn = run.train_step
@@ -273,8 +273,8 @@ def test_a_non_finite_loss_stops_with_the_step_and_metric(tiny_hf_dir, tmp_path)
     return state, metrics
 
   run.train_step = poisoned
-  with pytest.raises(NonFiniteError, match=r"step 3: loss is nan"):
-    train(config, str(tmp_path / "w"), run)
+  with pytest.raises(NonFinite, match=r"step 3: loss is nan"):
+    Trainer(run).fit()
   assert os.listdir(tmp_path / "w" / "checkpoints") == ["2"]  # the NaN state was not saved over the good one
 
 

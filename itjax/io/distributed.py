@@ -14,6 +14,7 @@ import os
 import jax
 
 from itjax.errors import UserError
+from itjax.io import log
 
 
 def _environment_asks() -> bool:
@@ -40,6 +41,9 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
   elif _environment_asks():
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize()
+  else:
+    return
+  log.set_process(jax.process_index())
 
 
 def primary() -> bool:

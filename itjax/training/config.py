@@ -119,10 +119,12 @@ def replay_path(workdir: str) -> str:
   return os.path.join(workdir, "replay", "replay.jsonl")
 
 
-def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
-  """Raises ValueError naming the first bad key; with a workdir, also checks that the data files exist."""
+def validate(c: ml_collections.ConfigDict, model_given: bool = False) -> None:
+  """Raises UserError naming the first bad key (`model_given`: the model comes as an object, config.model is not
+  read)."""
   _check(c.method in METHODS, "method", f"must be one of {METHODS}", c.method)
-  _check(bool(c.model), "model", "must name a model (a HF directory, a .gguf file or 'demo')", c.model)
+  _check(model_given or bool(c.model), "model", "must name a model (a HF directory, a .gguf file or 'demo')",
+         c.model)
   for key in ("steps", "batch_size", "microbatches", "max_len", "log_every", "checkpoint_every",
               "keep_checkpoints"):
     _check(c[key] > 0, key, "must be > 0", c[key])
@@ -181,14 +183,17 @@ def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
     _check(c.eval[key] >= 0, f"eval.{key}", "must be >= 0", c.eval[key])
   for key in ("max_new_tokens", "batch_size", "text_bytes"):
     _check(c.eval[key] > 0, f"eval.{key}", "must be > 0", c.eval[key])
-  if c.model != "demo":
+  if c.model != "demo" and not model_given:
     _check(os.path.exists(c.model), "model", "does not exist", c.model)
-  if workdir is not None:
-    from itjax.data.dataset import parse_sources
-    for key in ("train", "validation"):
-      spec = data_paths(c, key, workdir, replay=False)  # the replay file is written after the model loads
-      for path, _ in parse_sources(spec) if spec else []:
-        _check(os.path.isfile(path), f"data.{key}", f"names a file that does not exist ({path})", spec)
+
+
+def check_data_files(c: ml_collections.ConfigDict, workdir: str) -> None:
+  """That the files of data.train and data.validation exist ({workdir} filled in), naming the key otherwise."""
+  from itjax.data.dataset import parse_sources
+  for key in ("train", "validation"):
+    spec = data_paths(c, key, workdir, replay=False)  # the replay file is written after the model loads
+    for path, _ in parse_sources(spec) if spec else []:
+      _check(os.path.isfile(path), f"data.{key}", f"names a file that does not exist ({path})", spec)
 
 
 def training_model_config(c: ml_collections.ConfigDict, model_config: ModelConfig) -> ModelConfig:
