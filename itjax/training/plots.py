@@ -54,19 +54,25 @@ def unit(key: str) -> str | None:
     return None
   if metric in UNITS:
     return UNITS[metric]
-  if metric.startswith("mean_"):
+  if metric.startswith("mean_") or metric in _not_percent(suite):
     return metric
-  if suite == "forgetting":
-    from itjax.evals.forgetting import NOT_PERCENT  # its metrics' units are defined beside the metrics
-    if metric in NOT_PERCENT:
-      return metric
   return PERCENT
+
+
+def _not_percent(suite: str) -> frozenset[str]:
+  """The suite's own word on which of its metrics are not percentages (Suite.not_percent; none for a suite that is
+  not registered here)."""
+  from itjax.errors import UserError
+  from itjax.evals import registry
+  try:
+    return registry.get(suite).not_percent
+  except UserError:
+    return frozenset()
 
 
 def is_percent(key: str) -> bool:
   """Whether eval/SUITE/METRIC is a headline percentage: not a per-type or per-perturbation breakdown (a further
-  '/'), a count (n_*), a mean length (mean_*) or a metric of another unit (UNITS, the forgetting suite's
-  forgetting.NOT_PERCENT)."""
+  '/'), a count (n_*), a mean length (mean_*) or a metric of another unit (UNITS, the suite's Suite.not_percent)."""
   return unit(key) == PERCENT
 
 
