@@ -20,7 +20,7 @@ from itjax.evals import registry, report
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 from itjax.evals.suite import Inputs, Sources, Suite
 
-__all__ = ["Inputs", "check_suites", "load_subjects", "run"]
+__all__ = ["Inputs", "check_suites", "evaluate", "load_subjects", "run"]
 
 
 def _is_workdir(src: str) -> bool:
@@ -125,15 +125,16 @@ def run(model: str | None, suites: Sequence[str], out: str, base: str | None = N
                     f"{' or '.join(takers)} alone")
   if not responses and not model:
     raise UserError("--model is required (a HF directory, a .gguf file or a training workdir)")
-  if not responses:
+  given = model is not None and not isinstance(model, (str, os.PathLike))  # a loaded model, not a path
+  if not responses and not given:
     _check_source(model, step)
   # Records first, so a bad file stops the run before any model loads.
-  task_source = None if responses else _task_source(model, files)
+  task_source = None if responses or given else _task_source(model, files)
   sources = Sources(settings, subset=settings.limit, seed=settings.seed,
                     data={**files, **({"tasks": task_source} if task_source else {})}, inputs=inputs)
   records = {name: suite.read(sources) for name, suite in chosen.items()}
   os.makedirs(out, exist_ok=True)
-  results = {"model": model or responses, "base": None, "suites": {},
+  results = {"model": _name(model) or responses, "base": None, "suites": {},
              "settings": {**dataclasses.asdict(settings), "suites": suites, "data": files or None,
                           "step": step, "responses": responses,
                           **{k: list(v) if isinstance(v, tuple) else v
@@ -146,7 +147,19 @@ def run(model: str | None, suites: Sequence[str], out: str, base: str | None = N
     return results
 
   wanted = {role for suite in chosen.values() for role in suite.roles}
-  subjects, base_src = load_subjects(model, base, step, unmerged="unmerged" in wanted)
+  if given:
+    subjects = {"model": Subject("model", model.config, model.params, model.tokenizer)}
+    if base is not None and not isinstance(base, (str, os.PathLike)):
+      subjects["base"] = Subject("base", base.config, base.params, base.tokenizer)
+    elif base not in (None, "none"):
+      from itjax.interop.loading import load_model
+      ref = load_model(os.fspath(base))
+      subjects["base"] = Subject("base", ref.config, ref.params, ref.tokenizer)
+    base_src = None if base in (None, "none") else _name(base)
+  else:
+    if base is not None and not isinstance(base, (str, os.PathLike)):
+      raise UserError("a loaded base model goes with a loaded model; give both as paths or both loaded")
+    subjects, base_src = load_subjects(model, base, step, unmerged="unmerged" in wanted)
   results["base"] = base_src
   for name, suite in chosen.items():
     outputs = suite.evaluate({role: s for role, s in subjects.items() if role in suite.roles}, records[name],
@@ -154,6 +167,34 @@ def run(model: str | None, suites: Sequence[str], out: str, base: str | None = N
     _finish_suite(results, out, suite, outputs)
   report.write_results(out, results)
   return results
+
+
+def _name(model) -> str | None:
+  """How results.json names a model: its path, or a loaded model's source."""
+  if model is None or isinstance(model, (str, os.PathLike)):
+    return None if model is None else os.fspath(model)
+  return getattr(model, "source", None) or "a model given in Python"
+
+
+def evaluate(model, suites: Sequence[str], out: str | None = None, base=None, data=None,
+             responses: str | None = None, step: int | None = None, limit: int | None = None,
+             max_new_tokens: int = 256, batch_size: int = 16, seed: int = 0, **inputs) -> dict:
+  """`run` for Python callers: `model` and `base` may be loaded models (itjax.load) as well as paths, `data` a list
+  of records (dicts) as well as a file, `out` None a new temporary directory; `inputs` are Inputs' fields."""
+  import json
+  import tempfile
+  out = out or tempfile.mkdtemp(prefix="itjax-eval-")
+  if data is not None and not isinstance(data, (str, os.PathLike)):  # kept beside the results they gave
+    os.makedirs(out, exist_ok=True)
+    data_path = os.path.join(out, "data.jsonl")
+    with open(data_path, "w", encoding="utf-8") as f:
+      f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in data)
+    data = data_path
+  if model is not None and not isinstance(model, (str, os.PathLike)) and step is not None:
+    raise UserError("step picks a checkpoint of a training workdir: give the workdir's path, not a loaded model")
+  settings = Settings(max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, limit=limit)
+  return run(model, suites, out, base, step, None if data is None else os.fspath(data), responses, settings,
+             Inputs(**inputs))
 
 
 def _finish_suite(results: dict, out: str, suite: Suite, outputs: dict[str, SuiteOutput]) -> None:
