@@ -222,3 +222,19 @@ def test_the_checks_find_a_higher_import_and_a_circle(tmp_path, monkeypatch):
   finally:
     for cached in (modules, imports):
       cached.cache_clear()
+
+
+LONGEST_FUNCTION = 80  # lines, decorators and docstring included: a function a reader follows in one screen
+
+
+def test_no_function_is_longer_than_a_screen():
+  long = []
+  for module, path in modules().items():
+    with open(path, encoding="utf-8") as f:
+      tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        if node.end_lineno - first + 1 > LONGEST_FUNCTION:
+          long.append(f"{_where(module, node.lineno)} {node.name}: {node.end_lineno - first + 1} lines")
+  assert not long, f"functions over {LONGEST_FUNCTION} lines:\n" + "\n".join(long)

@@ -145,7 +145,7 @@ def load_tokenizer_dir(path: str) -> HFTokenizer:
   files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
   if not any(os.path.exists(os.path.join(path, f)) for f in files):
     raise InputNotFound(f"{path}: no tokenizer files (expected one of {', '.join(files)})")
-  if _generic_fast(path):  # the class AutoTokenizer would pick, without importing its registry (3 s a process)
+  if _generic_fast(path):  # the class AutoTokenizer would pick, without importing its registry (seconds a process)
     from transformers import PreTrainedTokenizerFast as Loader
   else:
     from transformers import AutoTokenizer as Loader

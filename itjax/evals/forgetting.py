@@ -252,6 +252,33 @@ def _mean_kl(model: Subject, base: Subject, pairs: list[tuple[list[int], int]]) 
   return total / max(count, 1), [s / c if c else 0.0 for s, c in sums]
 
 
+def _rows(result: dict, general: list[list[dict]], probes: list[dict]) -> list[dict]:
+  """One row per general prompt and per probe, with the answer (and the probe's verdict)."""
+  out = [{"kind": "general", "prompt": c[-1]["content"], "response": result["texts"][i],
+          "response_tokens": len(result["outs"][i].tokens)} for i, c in enumerate(general)]
+  out += [{"kind": "probe", "prompt": p["prompt"], "op": p["op"], "answer": p["answer"],
+           "response": result["texts"][len(general) + i], "correct": result["correct"][i]}
+          for i, p in enumerate(probes)]
+  return out
+
+
+def retention_metrics(model_correct: list[bool], base_correct: list[bool]) -> dict[str, float]:
+  """Which probes the model lost (the base answered them right) and gained (the base did not), as counts, shares
+  and a sign test; retention is undefined (absent) when the base answered none right."""
+  base_right = [i for i, ok in enumerate(base_correct) if ok]
+  base_wrong = [i for i, ok in enumerate(base_correct) if not ok]
+  lost = sum(not model_correct[i] for i in base_right)
+  gained = sum(model_correct[i] for i in base_wrong)
+  m = {"lost_probes": float(lost), "gained_probes": float(gained), "net_loss_p": sign_test_p(lost, gained),
+       "base_correct": 100.0 * len(base_right) / max(1, len(base_correct)),
+       "model_correct": 100.0 * sum(model_correct) / max(1, len(model_correct))}
+  if base_right:
+    m["retention"] = 100.0 * (len(base_right) - lost) / len(base_right)
+  if base_wrong:
+    m["gained"] = 100.0 * gained / len(base_wrong)
+  return m
+
+
 def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | None, settings: Settings,
              text: str, probes: list[dict] | None = None, base_cache: dict | None = None,
              model_is_base: bool = False, n_general: int | None = None) -> dict[str, SuiteOutput]:
@@ -291,17 +318,9 @@ def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | No
   else:
     mine = answer(model, False)
 
-  def rows(result: dict) -> list[dict]:
-    out = [{"kind": "general", "prompt": c[-1]["content"], "response": result["texts"][i],
-            "response_tokens": len(result["outs"][i].tokens)} for i, c in enumerate(general)]
-    out += [{"kind": "probe", "prompt": p["prompt"], "op": p["op"], "answer": p["answer"],
-             "response": result["texts"][n_general + i], "correct": result["correct"][i]}
-            for i, p in enumerate(probes)]
-    return out
-
-  outputs = {"model": SuiteOutput({}, rows(mine))}
+  outputs = {"model": SuiteOutput({}, _rows(mine, general, probes))}
   if theirs is not None:
-    outputs["base"] = SuiteOutput({}, rows(theirs))
+    outputs["base"] = SuiteOutput({}, _rows(theirs, general, probes))
   general_outputs = {k: SuiteOutput({}, [r for r in o.rows if r["kind"] == "general"]) for k, o in outputs.items()}
   degenerate.add_degeneration(general_outputs)
 
@@ -326,19 +345,9 @@ def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | No
       row["kl"] = value
     if task_chats:
       m["kl_tasks"], _ = kl(pairs[n_general + n_probes:])
-    base_right = [i for i, ok in enumerate(theirs["correct"]) if ok]
-    base_wrong = [i for i, ok in enumerate(theirs["correct"]) if not ok]
-    lost = sum(not mine["correct"][i] for i in base_right)
-    gained = sum(mine["correct"][i] for i in base_wrong)
-    if base_right:
-      m["retention"] = 100.0 * (len(base_right) - lost) / len(base_right)
-    else:
+    m.update(retention_metrics(mine["correct"], theirs["correct"]))
+    if "retention" not in m:
       outputs["model"].note = "retention is undefined: the base answered no probe right"
-    if base_wrong:
-      m["gained"] = 100.0 * gained / len(base_wrong)
-    m["lost_probes"], m["gained_probes"], m["net_loss_p"] = float(lost), float(gained), sign_test_p(lost, gained)
-    m["base_correct"] = 100.0 * len(base_right) / max(1, n_probes)
-    m["model_correct"] = 100.0 * sum(mine["correct"]) / max(1, n_probes)
   m["n_general"], m["n_probes"] = float(n_general), float(n_probes)
   for label, output in outputs.items():
     correct = (theirs if label == "base" else mine)["correct"]

@@ -69,11 +69,6 @@ def weights_sha256(path: str, cache: str | None = None) -> str:
   return known[key]
 
 
-def legacy_sha256(path: str) -> str:
-  """The hash checkpoints stored before weights_sha256: weight files and JSON files of a directory."""
-  return _hash_files(_model_files(path, WEIGHT_FILES + (".json",)))
-
-
 class DamagedCheckpoint(UserError):
   """The newest checkpoint cannot be restored and config.resume is strict."""
 

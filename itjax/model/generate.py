@@ -28,11 +28,9 @@ from itjax.model.llama import Transformer, init_cache, unstack_layers
 
 MIN_BUCKET = 16
 # Above 64 tokens buckets grow by 32, not by doubling: the work of a prefill and of every decode step's attention
-# (over the whole cache) grows with the padded length. On 200 task prompts of 48-157 tokens (SmolLM2-135M, 32 slots,
-# 96 new tokens, 2 CPU cores) generation took 85 s instead of 93 s, for one more compiled prefill.
+# (over the whole cache) grows with the padded length (measured: experiments/results/code_choices.md).
 BUCKET_STEP = 32
-# XLA:CPU's YNNPACK fusions slowed generation: SmolLM2-135M, batch 16, 64 new tokens took 12.0 s with them and 8.7 s
-# without, in one process on a 2-core AVX2 machine. The generate function is compiled without them on CPU.
+# XLA:CPU's YNNPACK fusions slow generation down; the generate functions are compiled without them on CPU.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
@@ -231,13 +229,8 @@ class Generator:
     return {"cache": cache, "token": zeros(), "position": zeros(), "count": zeros(), "id": zeros(),
             "active": jnp.zeros((slots,), bool), "max_new": jnp.int32(max_new)}
 
-  def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: Sampling = Sampling(),
-               seed: int = 0, batch_size: int | None = None, chunk: int = 16, on_done=None) -> list[Generated]:
-    """Generates for every prompt, `batch_size` slots at a time (default: one slot per prompt); results come back
-    in input order and do not depend on the slot count or on which prompts share the batch. `on_done(i, result)`
-    is called as each prompt finishes."""
-    if not prompts:
-      return []
+  def _check_request(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> int:
+    """The longest prompt's length, after checking that every prompt has a token and fits with its answer."""
     if any(len(p) == 0 for p in prompts):
       raise UserError("empty prompt: every prompt needs at least one token")
     if max_new_tokens < 1:
@@ -246,6 +239,27 @@ class Generator:
     if longest + max_new_tokens > self.config.max_position_embeddings:
       raise UserError(f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's "
                       f"max_position_embeddings={self.config.max_position_embeddings}")
+    return longest
+
+  def _prompt_row(self, prompt: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One prompt left-padded to its bucket: tokens, positions (0 on padding) and segments (0 on padding), [1, W]."""
+    n = len(prompt)
+    width = bucket_length(n)
+    row = np.full((1, width), self.pad_id, np.int32)
+    row[0, width - n:] = np.asarray(prompt, np.int32)
+    positions = np.zeros((1, width), np.int32)
+    positions[0, width - n:] = np.arange(n)
+    segments = (np.arange(width) >= width - n).astype(np.int32)[None]
+    return row, positions, segments
+
+  def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: Sampling = Sampling(),
+               seed: int = 0, batch_size: int | None = None, chunk: int = 16, on_done=None) -> list[Generated]:
+    """Generates for every prompt, `batch_size` slots at a time (default: one slot per prompt); results come back
+    in input order and do not depend on the slot count or on which prompts share the batch. `on_done(i, result)`
+    is called as each prompt finishes."""
+    if not prompts:
+      return []
+    longest = self._check_request(prompts, max_new_tokens)
     slots = min(batch_size or len(prompts), len(prompts))
     mode = dict(greedy=sampling.greedy, top_k=sampling.top_k, use_top_p=sampling.top_p < 1)
     scalars = (jax.random.key(seed), jnp.float32(max(sampling.temperature, 1e-6)), jnp.float32(sampling.top_p))
@@ -269,13 +283,9 @@ class Generator:
     def fill(slot: int, state):
       while queue:
         i = queue.pop(0)
-        prompt = np.asarray(prompts[i], np.int32)
-        width, n = bucket_length(len(prompt)), len(prompt)
-        row = np.full((1, width), self.pad_id, np.int32)
-        row[0, width - n:] = prompt
-        positions = np.zeros((1, width), np.int32)
-        positions[0, width - n:] = np.arange(n)
-        segments = (np.arange(width) >= width - n).astype(np.int32)[None]
+        n = len(prompts[i])
+        row, positions, segments = self._prompt_row(prompts[i])
+        width = row.shape[1]
         args = (self.params, row, positions, segments, np.int32(i)) + scalars
         prefill = self._compiled(("prefill", width, mode_key), functools.partial(self._prefill, mode=mode), args, ())
         t = time.perf_counter()

@@ -64,7 +64,7 @@ def peak_flops(configured: float = 0.0) -> float | None:
 
 def _summary_writer_class():
   """tensorboardX's SummaryWriter, imported without torch: tensorboardX imports torch whenever it is installed (only
-  to accept torch tensors, which itjax never passes), and that import alone took 1.9 s of every run's start."""
+  to accept torch tensors, which itjax never passes), and that import costs seconds at every run's start."""
   if "tensorboardX" in sys.modules or "torch" in sys.modules:
     from tensorboardX import SummaryWriter
     return SummaryWriter

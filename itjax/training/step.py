@@ -20,8 +20,8 @@ from itjax.model.lora import join
 from itjax.model.config import ModelConfig
 from itjax.model.llama import Transformer, output_embedding
 
-# XLA:CPU's YNNPACK elementwise and reduce fusions slowed the LoRA step (SmolLM2-135M, batch 8 x 256): 6.05 s per
-# step with them, 5.55 s with YNNPACK for the matmuls only, in one process on 2 cores.
+# XLA:CPU's YNNPACK elementwise and reduce fusions slow the LoRA step down: on CPU the step uses YNNPACK for its
+# matmuls only (measured: experiments/results/code_choices.md).
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
                         "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
