@@ -250,4 +250,10 @@ def main(args: Sequence[str]) -> int | None:
 def run() -> None:
   """The `itjax` executable."""
   os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # itjax uses transformers' tokenizers only, never torch
-  sys.exit(main(sys.argv[1:]))
+  try:
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+  except BrokenPipeError:  # `itjax --help | head`: the reader left; nothing more to say
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    code = 0
+  sys.exit(code)

@@ -38,7 +38,11 @@ class Command:
   no_template: bool = False  # --chat_template none means something to it
 
 
-def model(fv: flags.FlagValues, text: str = "A Hugging Face model directory or a .gguf file.") -> None:
+MODEL = ("A Hugging Face model directory, a .gguf file or a training workdir (its base with the latest checkpoint's "
+         "adapters merged).")
+
+
+def model(fv: flags.FlagValues, text: str = MODEL) -> None:
   flags.DEFINE_string("model", None, text, flag_values=fv)
 
 

@@ -16,8 +16,8 @@ from itjax.errors import UserError
 def define_curate(fv: flags.FlagValues) -> None:
   common.data(fv, "Input JSONL files, comma-separated.")
   common.out(fv, "The output JSONL file (the removed records go beside it).")
-  common.model(fv, "The model to be tuned (a Hugging Face model directory or a .gguf file): its chat template for "
-               "--max_tokens, its scores and embeddings for --by quality|diversity.")
+  common.model(fv, "The model to be tuned (a Hugging Face model directory, a .gguf file or a training workdir): its "
+               "chat template for --max_tokens, its scores and embeddings for --by quality|diversity.")
   flags.DEFINE_list("dedup", ["exact", "near"], "Duplicate removal, a subset of exact,near ('' for none).",
                     flag_values=fv)
   flags.DEFINE_float("near_threshold", 0.8, "Word-shingle Jaccard at or above which a record is a near duplicate of "
@@ -70,7 +70,8 @@ def cmd_curate(f: flags.FlagValues, args: list[str]) -> None:
 
 
 def define_distill(fv: flags.FlagValues) -> None:
-  common.model(fv, "The model that rewrites or answers (a Hugging Face model directory or a .gguf file).")
+  common.model(fv, "The model that rewrites or answers (a Hugging Face model directory, a .gguf file or a training "
+               "workdir).")
   common.data(fv, "Input JSONL whose responses are rewritten.")
   common.out(fv, "The output JSONL file (a summary goes beside it).")
   flags.DEFINE_string("template", "general", "How the model is asked to rewrite a response: general, refer, math, "

@@ -49,7 +49,7 @@ def cmd_generate(f: flags.FlagValues, args: list[str]) -> None:
   from itjax.model.generate import Generator, Sampling, generate_texts
 
   if not f.model:
-    raise UserError("--model is required (a Hugging Face model directory or a .gguf file)")
+    raise UserError("--model is required (a Hugging Face model directory, a .gguf file or a training workdir)")
   if (f.prompt is None) == (f.prompts is None):
     raise UserError("give exactly one of --prompt TEXT or --prompts IN.jsonl")
   if f.prompts and not f.out:

@@ -32,7 +32,8 @@ def _is_workdir(src: str) -> bool:
       os.path.exists(os.path.join(src, f)) for f in ("checkpoints", "metrics.jsonl", "tasks"))
 
 
-def load_subjects(src: str, base: str | None, step: int | None, unmerged: bool) -> tuple[dict[str, Subject], str | None]:
+def load_subjects(src: str, base: str | None, step: int | None,
+                  unmerged: bool) -> tuple[dict[str, Subject], str | None]:
   """{'model', ['unmerged'], ['base']} subjects and the base's source. base None: a workdir's own base;
   'none': no reference."""
   from itjax.model import lora

@@ -190,7 +190,8 @@ class Attention(nn.Module):
     """x [B,T,D], positions [B,T], mask [B,T,S]; cached = this layer's cache (keys, values [B,K,S,H]) or None.
 
     With a cache, this step's keys and values are first written into it at cache_index (a slot, or one per row;
-    in place, so the cache is never copied) and the queries attend over all S slots; the updated layer cache is returned. Without one, S = T.
+    in place, so the cache is never copied) and the queries attend over all S slots; the updated layer cache is
+    returned. Without one, S = T.
     """
     c = self.config
     b, t, _ = x.shape

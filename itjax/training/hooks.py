@@ -88,7 +88,8 @@ class Log(Hook):
     tokens = c.batch_size * c.max_len
     flops = trainer.run.flops_per_token * tokens / per_step
     values = {**metrics, "step_time": per_step, "target_tokens_per_s": metrics["target_tokens"] / per_step,
-              "tokens_per_s": tokens / per_step, "tflops": flops / 1e12, "mfu": flops / self.peak if self.peak else None}
+              "tokens_per_s": tokens / per_step, "tflops": flops / 1e12,
+              "mfu": flops / self.peak if self.peak else None}
     trainer.write(step, values)
     self.bar.set_postfix_str(f"loss {metrics['loss']:.4f} lr {metrics['learning_rate']:.2e} "
                              f"{values['target_tokens_per_s']:.0f} target tok/s")
