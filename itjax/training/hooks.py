@@ -77,11 +77,14 @@ class Log(Hook):
     self.peak = metrics_lib.peak_flops(c.peak_flops)
     self.bar = tqdm(total=c.steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True,
                     disable=not distributed.primary())
-    self.last = (time.perf_counter(), trainer.step)
+    self.last: tuple[float, int] | None = None  # (time, step) of the last line; None before the first
     self.first: tuple[float, int] | None = None  # (time, step) after the first logged step, which compiles
 
   def on_step(self, trainer, step: int, metrics: dict[str, float]) -> None:
     c, now = trainer.config, time.perf_counter()
+    if self.last is None:  # time from the loop's start: the other hooks' start (evaluations) is not a step's
+      self.last = (trainer.timings["loop_started"], trainer.start)
+      self.bar.unpause()
     per_step = (now - self.last[0]) / max(step - self.last[1], 1)
     self.bar.update(step - self.last[1])
     self.last = (now, step)
