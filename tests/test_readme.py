@@ -79,8 +79,9 @@ def _runnable():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("line, code", list(_runnable()))
-def test_the_python_example_runs_as_written(line, code, smollm2_gguf, tmp_path):
-  """`python -c BLOCK` in an empty directory holding model.gguf exits 0."""
+def test_the_python_example_runs_as_written(line, code, smollm2_gguf, tmp_path, tmp_path_factory):
+  """`python -c BLOCK` in an empty directory holding model.gguf exits 0. The blocks share JAX's persistent
+  compilation cache (one directory for the session's workers), so a program two blocks compile is compiled once."""
   model = tmp_path / "model.gguf"
   try:
     model.symlink_to(smollm2_gguf)
@@ -88,8 +89,9 @@ def test_the_python_example_runs_as_written(line, code, smollm2_gguf, tmp_path):
     import shutil
     shutil.copyfile(smollm2_gguf, model)
   try:
+    cache = tmp_path_factory.getbasetemp().parent / "readme_jax_cache"
     ran = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=TIMEOUT_S)
+                         timeout=TIMEOUT_S, env={**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache)})
   except subprocess.TimeoutExpired as e:
     tail = (e.stderr or b"")[-3000:]
     tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
