@@ -43,7 +43,7 @@ from itjax.evals.suite import Sources, Suite
 from itjax.io.jsonl import objects
 
 WINDOW = 512
-# The metrics of the docstring that are not percentages (what loss.png leaves off its percent axis).
+# The metrics of the docstring that are not percentages (what evals.png leaves off its percent axis).
 NOT_PERCENT = frozenset({"kl_general", "kl_tasks", "perplexity", "bits_per_byte", "text_bytes", "text_tokens",
                          "lost_probes", "gained_probes", "net_loss_p"})
 # Easy forms of the task generators' operations (their own draws, e.g. "42 * 25 - 18" or 165 days after a date,

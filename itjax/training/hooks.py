@@ -213,7 +213,7 @@ class Sync(Hook):
 
 
 class Plot(Hook):
-  """WORKDIR/loss.png (and the evaluations' plot) when the run ends."""
+  """WORKDIR/loss.png and evals.png (the evaluations, when the run had any) when the run ends."""
 
   def end(self, trainer, stopped: bool) -> None:
     if not stopped:
