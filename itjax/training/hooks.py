@@ -84,7 +84,7 @@ class Log(Hook):
     c, now = trainer.config, time.perf_counter()
     if self.last is None:  # time from the loop's start: the other hooks' start (evaluations) is not a step's
       self.last = (trainer.timings["loop_started"], trainer.start)
-      self.bar.unpause()
+      self.bar.start_t = self.bar.last_print_t = trainer.timings["loop_started_at"]  # the bar's clock too
     per_step = (now - self.last[0]) / max(step - self.last[1], 1)
     self.bar.update(step - self.last[1])
     self.last = (now, step)

@@ -53,7 +53,7 @@ class Trainer:
     try:
       for hook in self.hooks:
         hook.start(self)
-      self.timings["loop_started"] = time.perf_counter()
+      self.timings["loop_started"], self.timings["loop_started_at"] = time.perf_counter(), time.time()
       pending = None  # this step's metrics on the device, fetched when a hook needs them or one step later
       while self.step < self.config.steps and not self.stopping:
         self.run.state, metrics = self.run.train_step(self.run.state, self.run.frozen, self.run.next_batch())
