@@ -16,7 +16,7 @@ import pytest
 from itjax.model import lora as lora_lib
 from itjax.training.config import from_file, validate
 from itjax.model.config import LoraSpec, PRESETS
-from itjax.errors import NonFinite
+from itjax.errors import NonFinite, UserError
 from itjax.training.loop import Trainer, train
 from itjax.training.setup import setup
 
@@ -403,3 +403,34 @@ def test_a_damaged_checkpoint_is_skipped_or_stops_when_strict(tiny_hf_dir, tmp_p
   assert f"{workdir}: the checkpoint of step 4\n" in err and os.path.isdir(os.path.join(workdir, "checkpoints", "6"))
   with pytest.raises(DamagedCheckpoint, match=r"checkpoints/6: the checkpoint of step 6 cannot be restored"):
     read_trained(workdir, step=6)
+
+
+def files_of(root):
+  """Every file under root: relative path -> (size, mtime)."""
+  return {os.path.relpath(os.path.join(d, f), root): (os.stat(os.path.join(d, f)).st_size,
+                                                      os.stat(os.path.join(d, f)).st_mtime_ns)
+          for d, _, names in os.walk(root) for f in names}
+
+
+@pytest.mark.slow
+def test_a_changed_config_stops_naming_the_keys_and_restart_keeps_the_old_run(tiny_hf_dir, tmp_path):
+  """Other LoRA settings or another method on a trained workdir are not damage: the run stops before it writes
+  anything, naming each changed key; config.resume=restart moves the old run into previous/1 and starts over."""
+  from itjax.training.resume import RUN_FILES
+  workdir = str(tmp_path / "w")
+  settings = dict(model=tiny_hf_dir, eval_every=0, checkpoint_every=1)
+  train(load_config(steps=2, **settings), workdir)
+  before = files_of(workdir)
+  for overrides, said in (({"lora.rank": 2}, r"lora.rank 4 -> 2"),
+                          ({"lora.targets": (".*/q_proj/kernel",), "lora.alpha": 8.0},
+                           r"lora.alpha 16.0 -> 8.0; lora.targets \[.*\] -> \['.\*/q_proj/kernel'\]"),
+                          ({"method": "full"}, r"method 'lora' -> 'full'")):
+    with pytest.raises(UserError, match=r"its checkpoints were trained with other settings \(.*" + said +
+                       r".*--config.resume=restart"):
+      train(load_config(steps=4, **settings, **overrides), workdir)  # half-finished for the new config
+    assert files_of(workdir) == before, overrides  # nothing created, rewritten or touched
+  summary = train(load_config(steps=2, resume="restart", **settings, **{"lora.rank": 2}), workdir)
+  assert summary["resumed_from"] is None and summary["steps"] == 2
+  kept = {k: v for k, v in before.items() if k.split(os.sep)[0] in RUN_FILES}
+  assert kept and files_of(os.path.join(workdir, "previous", "1")) == kept  # the old run, whole
+  assert [s for s, _ in losses(workdir)] == [1, 2]  # the new run's own log

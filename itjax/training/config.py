@@ -49,8 +49,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 100
   c.keep_checkpoints = 2
   c.keep_best = True  # also keep the checkpoint with the lowest validation loss (in WORKDIR/best)
-  # A checkpoint that cannot be restored: 'auto' warns (naming the step and the error) and resumes from the newest
-  # one that restores; 'strict' stops.
+  # Re-running on a workdir resumes it when its checkpoints were trained with the same shaping settings (method, LoRA
+  # rank, alpha, targets, trainable, base_dtype, base model; itjax/training/resume.py), and stops naming the changed
+  # keys otherwise. A checkpoint that cannot be restored: 'auto' warns (naming the step and the error) and resumes
+  # from the newest one that restores; 'strict' stops. 'restart' moves the workdir's run into WORKDIR/previous/N
+  # (nothing is deleted) and starts over.
   c.resume = "auto"
   c.peak_flops = 0.0  # per device, for MFU; 0 = known accelerators only
   c.lora = ml_collections.ConfigDict(dict(rank=8, alpha=16.0, rslora=False, dropout=0.0,
@@ -151,7 +154,7 @@ def validate(c: ml_collections.ConfigDict, model_given: bool = False) -> None:
     _check(c.lora.alpha > 0, "lora.alpha", "must be > 0", c.lora.alpha)
     _check(0 <= c.lora.dropout < 1, "lora.dropout", "must be in [0, 1)", c.lora.dropout)
     _check(len(c.lora.targets) > 0, "lora.targets", "must list at least one regex", c.lora.targets)
-  _check(c.resume in ("auto", "strict"), "resume", "must be auto or strict", c.resume)
+  _check(c.resume in ("auto", "strict", "restart"), "resume", "must be auto, strict or restart", c.resume)
   d = c.data
   _check(bool(d.train), "data.train", "must name the training data (FILE[:WEIGHT],...)", d.train)
   _check(d.train_on in ("all", "last"), "data.train_on", "must be all or last", d.train_on)

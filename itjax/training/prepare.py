@@ -19,6 +19,7 @@ from itjax.io import distributed
 from itjax.io.log import get as get_logger
 from itjax.io import workdir as workdir_lib
 from itjax.training import config as config_lib
+from itjax.training import resume
 from itjax.training import sharding
 
 log = get_logger(__name__)
@@ -135,4 +136,5 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, model=None, data: l
     write_replay(config, files, model)
   workdir_lib.share(workdir, "replay")
   adapters = import_adapter(config, model.config) if config.init_adapter else None
+  resume.check(config, workdir)  # before anything of the run is written
   return Prepared(config, files, model, adapters)
