@@ -434,3 +434,26 @@ def test_a_changed_config_stops_naming_the_keys_and_restart_keeps_the_old_run(ti
   kept = {k: v for k, v in before.items() if k.split(os.sep)[0] in RUN_FILES}
   assert kept and files_of(os.path.join(workdir, "previous", "1")) == kept  # the old run, whole
   assert [s for s, _ in losses(workdir)] == [1, 2]  # the new run's own log
+
+
+@pytest.mark.slow
+def test_when_no_checkpoint_restores_the_run_stops_and_changes_nothing(tiny_hf_dir, tmp_path):
+  """Every checkpoint damaged: config.resume=auto stops naming the workdir (it used to start over from step 1 and
+  replace best/), and leaves every file as it was; restart moves the run aside."""
+  from itjax.interop.checkpoint import DamagedCheckpoint
+  workdir = str(tmp_path / "w")
+  settings = dict(model=tiny_hf_dir, steps=2, eval_every=0, checkpoint_every=1)
+  train(load_config(**settings), workdir)
+  for root, _, names in os.walk(os.path.join(workdir, "checkpoints")):
+    for name in names:
+      if os.sep + "state" in root:  # every step's arrays cut short
+        with open(os.path.join(root, name), "r+b") as f:
+          f.truncate(os.path.getsize(os.path.join(root, name)) // 2)
+  before = files_of(workdir)
+  assert any(k.startswith("best" + os.sep) for k in before)
+  with pytest.raises(DamagedCheckpoint, match=r"w: none of its 2 checkpoints can be restored \(step 2: .*nothing was "
+                                              r"changed.*--config.resume=restart"):
+    train(load_config(**settings), workdir)
+  assert files_of(workdir) == before
+  summary = train(load_config(resume="restart", **settings), workdir)
+  assert summary["resumed_from"] is None and os.path.isdir(os.path.join(workdir, "previous", "1", "best"))

@@ -163,11 +163,24 @@ class Checkpointer:
 
   def restore_newest(self, abstract_state: dict, strict: bool, warn) -> tuple[int, dict, dict] | None:
     """(step, state, meta) of the newest checkpoint that restores, None if there is none. A damaged one (missing or
-    truncated files, bad metadata) is reported through `warn` and moved aside, or, when `strict`, stops the run."""
+    truncated files, bad metadata) newer than it is reported through `warn` and moved aside, or, when `strict`,
+    stops the run. When none restores, the run stops and nothing is moved."""
+    found_damaged = []
+
     def damaged(step: int, where: str, problem: str) -> None:
       if strict:
         raise DamagedCheckpoint(f"{where}: the checkpoint of step {step} cannot be restored ({problem}); "
                                 "config.resume=strict stops here (auto resumes from an older one)") from None
+      found_damaged.append((step, where, problem))
+
+    found = _first_restorable(self.manager, sorted(self.manager.all_steps(), reverse=True),
+                              lambda step: self.restore(abstract_state, step), damaged)
+    if found is None and found_damaged:
+      step, where, problem = found_damaged[0]
+      raise DamagedCheckpoint(f"{self.workdir}: none of its {len(found_damaged)} checkpoints can be restored (step "
+                              f"{step}: {problem}); nothing was changed: train into another --workdir, or set "
+                              "--config.resume=restart to move this run aside and start over")
+    for step, where, problem in found_damaged:
       aside = f"{where}.damaged"
       while epath.Path(aside).exists():
         aside += "+"
@@ -175,11 +188,9 @@ class Checkpointer:
         epath.Path(where).rename(aside)  # kept for a look, out of the way of the steps
       distributed.barrier(f"step {step} moved aside")
       warn(f"warning: {where}: the checkpoint of step {step} cannot be restored ({problem}); moved to {aside}, "
-           "trying an older one")
-      self.manager.reload()  # the step is gone: later saves may use its number again
-
-    found = _first_restorable(self.manager, sorted(self.manager.all_steps(), reverse=True),
-                              lambda step: self.restore(abstract_state, step), damaged)
+           f"resuming from step {found[0]}")
+    if found_damaged:
+      self.manager.reload()  # the steps are gone: later saves may use their numbers again
     return None if found is None else (found[0], *found[1])
 
   def wait(self) -> None:
