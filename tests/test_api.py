@@ -81,6 +81,8 @@ def test_a_dataset_and_a_model_as_objects_train_and_evaluate(tiny_hf_dir, tmp_pa
   scored = results["suites"]["tasks"]
   assert scored["model"]["n_heldout"] == scored["base"]["n_heldout"] == 2 and results["model"] == workdir
   assert os.path.exists(tmp_path / "eval" / "results.json") and os.path.exists(tmp_path / "eval" / "data.jsonl")
+  with pytest.raises(ValueError, match=r"data.jsonl holds other records than the ones given: use another out"):
+    itjax.evaluate(tuned, suites=["tasks"], out=str(tmp_path / "eval"), data=tasks[:1])  # the earlier ones stay
 
 
 @pytest.mark.slow

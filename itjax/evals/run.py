@@ -182,15 +182,12 @@ def evaluate(model, suites: Sequence[str], out: str | None = None, base=None, da
              max_new_tokens: int = 256, batch_size: int = 16, seed: int = 0, **inputs) -> dict:
   """`run` for Python callers: `model` and `base` may be loaded models (itjax.load) as well as paths, `data` a list
   of records (dicts) as well as a file, `out` None a new temporary directory; `inputs` are Inputs' fields."""
-  import json
   import tempfile
+
+  from itjax.io.atomic import write_records
   out = out or tempfile.mkdtemp(prefix="itjax-eval-")
   if data is not None and not isinstance(data, (str, os.PathLike)):  # kept beside the results they gave
-    os.makedirs(out, exist_ok=True)
-    data_path = os.path.join(out, "data.jsonl")
-    with open(data_path, "w", encoding="utf-8") as f:
-      f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in data)
-    data = data_path
+    data = write_records(os.path.join(out, "data.jsonl"), data, "records", "another out directory")
   if model is not None and not isinstance(model, (str, os.PathLike)) and step is not None:
     raise UserError("step picks a checkpoint of a training workdir: give the workdir's path, not a loaded model")
   settings = Settings(max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, limit=limit)

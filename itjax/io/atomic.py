@@ -24,6 +24,22 @@ def write_text(path: str, write) -> None:
   save(path, saver)
 
 
+def write_records(path: str, records: list[dict], what: str = "records", elsewhere: str = "another directory") -> str:
+  """Records as JSONL at `path`, written whole; a file already there is kept when it holds these records and is an
+  error naming `what` and `elsewhere` when it holds others (never overwritten). Returns the path."""
+  import json
+  from itjax.errors import OutputExists
+  text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      if f.read() != text:
+        raise OutputExists(f"{path} holds other {what} than the ones given: use {elsewhere}")
+    return path
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  write_text(path, lambda f: f.write(text))
+  return path
+
+
 def write_json(path: str, value) -> None:
   """`value` as indented UTF-8 JSON with a final newline, written whole or not at all."""
   import json

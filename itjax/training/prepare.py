@@ -8,14 +8,13 @@ changed; `prepare` returns the run's own copy (an imported adapter's rank, alpha
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import jax
 import ml_collections
 
-from itjax.errors import OutputExists, UserError
-from itjax.io import distributed
+from itjax.errors import UserError
+from itjax.io import atomic, distributed
 from itjax.io.log import get as get_logger
 from itjax.io import workdir as workdir_lib
 from itjax.training import config as config_lib
@@ -43,19 +42,11 @@ def model_source(config: ml_collections.ConfigDict) -> str:
 def write_records(files: str, records: list[dict]) -> str:
   """Training records given as objects, kept in WORKDIR/data/train.jsonl so that a resumed run reads the same; a
   file already there with other records is an error, not overwritten."""
-  path = os.path.join(files, "data", "train.jsonl")
-  text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      if f.read() != text:
-        raise OutputExists(f"{path} holds other training records than the ones given: use another workdir")
-    return path
   if not records:
     raise UserError("data: no training records given")
+  path = os.path.join(files, "data", "train.jsonl")
   if distributed.primary():
-    from itjax.io.atomic import write_text
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_text(path, lambda f: f.write(text))
+    atomic.write_records(path, records, "training records", "another workdir")
   return path
 
 
