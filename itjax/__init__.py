@@ -49,15 +49,14 @@ def generate(model, prompts: list, max_new_tokens: int = 128, temperature: float
   rendered with the model's chat template (or `chat_template`: a built-in name, or 'none' for raw text).
   temperature 0 is greedy; a response is cut at the first of `stop`."""
   from itjax.data.chat import resolve
+  from itjax.data.prompts import prompt_ids
   from itjax.model.generate import Generator, Sampling, generate_texts
   model = _model(model)
   tok = model.tokenizer
-  raw = chat_template == "none"
-  if chat_template and not raw:
+  if chat_template and chat_template != "none":
     resolve(chat_template, None)  # a bad name stops before anything runs
-  chats = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
-  ids = [tok.encode(p) if raw else tok.encode_chat(c, add_generation_prompt=True, template=chat_template)
-         for p, c in zip(prompts, chats)]
+  ids = [prompt_ids(tok, {"prompt": p} if isinstance(p, str) else {"messages": p}, chat_template, f"prompts[{i}]")
+         for i, p in enumerate(prompts)]
   generator = Generator(model.config, model.params, tok.eos_ids, tok.pad_id)
   return generate_texts(generator, tok, ids, max_new_tokens, Sampling(temperature, top_k, top_p), batch_size, seed,
                         list(stop))

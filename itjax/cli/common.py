@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from absl import flags
 
-NO_TEMPLATE = "none"  # --chat_template none: the prompt text is the model input (generate)
+from itjax.data.prompts import NO_TEMPLATE  # noqa: F401 -- --chat_template none; the commands import it here
 
 
 @dataclasses.dataclass(frozen=True)

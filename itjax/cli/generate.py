@@ -34,17 +34,8 @@ def define(fv: flags.FlagValues) -> None:
   flags.DEFINE_bool("echo", False, "Also print each prompt and response.", flag_values=fv)
 
 
-def _prompt_ids(tokenizer, record: dict, template: str | None, where: str) -> list[int]:
-  from itjax.data.prompts import record_messages
-  if template == NO_TEMPLATE:
-    if "prompt" not in record:
-      raise UserError(f"{where}: --chat_template none needs a 'prompt' string, not 'messages'")
-    return tokenizer.encode(record["prompt"])
-  return tokenizer.encode_chat(record_messages(record), add_generation_prompt=True, template=template)
-
-
 def cmd_generate(f: flags.FlagValues, args: list[str]) -> None:
-  from itjax.data.prompts import read_prompts, record_messages
+  from itjax.data.prompts import prompt_ids, read_prompts, record_messages
   from itjax.interop.loading import load_model
   from itjax.model.generate import Generator, Sampling, generate_texts
 
@@ -63,7 +54,7 @@ def cmd_generate(f: flags.FlagValues, args: list[str]) -> None:
   tok = loaded.tokenizer
   print(f"loaded {f.model} ({loaded.config.num_params / 1e6:.1f}M params) in {time.time() - t:.1f}s",
         file=sys.stderr)
-  ids = [_prompt_ids(tok, r, f.chat_template, f"{source}:{i + 1}") for i, r in enumerate(records)]
+  ids = [prompt_ids(tok, r, f.chat_template, f"{source}:{i + 1}") for i, r in enumerate(records)]
   generator = Generator(loaded.config, loaded.params, tok.eos_ids, tok.pad_id)
   responses = generate_texts(generator, tok, ids, f.max_new_tokens, sampling, f.batch_size, f.seed, f.stop)
   if f.prompt is not None:

@@ -27,6 +27,19 @@ def read_prompts(path: str) -> list[dict]:
   return records
 
 
+NO_TEMPLATE = "none"  # a chat_template value: no template, the prompt text is the model input
+
+
+def prompt_ids(tokenizer, record: dict, template: str | None, where: str) -> list[int]:
+  """A prompt record's model input: its chat rendered with the template (None: the tokenizer's own) and the
+  assistant's turn opened; with template 'none', its 'prompt' text as it stands."""
+  if template == NO_TEMPLATE:
+    if "prompt" not in record:
+      raise UserError(f"{where}: --chat_template none needs a 'prompt' string, not 'messages'")
+    return tokenizer.encode(record["prompt"])
+  return tokenizer.encode_chat(record_messages(record), add_generation_prompt=True, template=template)
+
+
 def record_messages(record: dict) -> list[dict]:
   """A record as a chat: a bare prompt becomes one user turn."""
   if "messages" in record:
