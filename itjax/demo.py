@@ -67,7 +67,7 @@ def _general_answer(evals: dict, steps: int) -> tuple[str, str, str] | None:
 def run_demo(workdir: str, config=None, stop=None) -> dict:
   """Trains and evaluates; `stop` (a threading.Event) ends training early with a checkpoint to resume from."""
   from itjax.evals import report
-  from itjax.evals.forgetting import N_PROBES
+  from itjax.evals.forgetting import probe_count
   from itjax.training.plots import plot_before_after
   from itjax.training.loop import Trainer
   from itjax.training.setup import eval_batches, setup
@@ -83,7 +83,7 @@ def run_demo(workdir: str, config=None, stop=None) -> dict:
   _say(f"training data: {run.report.used} examples, {run.report.target_tokens:,} target tokens, packing "
        f"{100 * run.report.packing_efficiency:.1f}% full")
   subset = config.eval.subset or config.eval.limit
-  probes, general = config.eval.n_probes or min(subset, N_PROBES), config.eval.n_general or subset
+  probes, general = probe_count(config.eval.n_probes, subset), config.eval.n_general or subset
   _say(f"evaluation before the first step and after the last (greedy): tasks on {config.eval.limit} seen-type and "
        f"{config.eval.limit} held-out-type tasks, verified; forgetting (KL to the base, perplexity, {probes} probes, "
        f"{general} general prompts) and rigidity ({subset} + {subset} tasks, perturbed) to show what the gain costs")

@@ -54,6 +54,11 @@ NOT_PERCENT = frozenset({"kl_general", "kl_tasks", "perplexity", "bits_per_byte"
 PROBE_KINDS = ("sum", "product", "unit", "next_day", "first_letter")
 N_PROBES = 48  # probes asked by default; config.eval.n_probes may ask more
 
+
+def probe_count(asked: int | None, subset: int | None) -> int:
+  """How many generated probes the suite asks: `asked` (n_probes) if given, else `subset`, at most N_PROBES."""
+  return asked or min(subset or N_PROBES, N_PROBES)
+
 GENERAL_PROMPTS = (
     "What is the capital of France?",
     "Write a short poem about autumn leaves.",
@@ -380,7 +385,7 @@ class Forgetting(Suite):
     from itjax.evals import text as general_text
     given = sources.inputs
     text = read_text(given.text or general_text.default_path(), given.text_bytes)
-    probes = make_probes(given.n_probes or min(sources.subset or N_PROBES, N_PROBES), sources.seed)
+    probes = make_probes(probe_count(given.n_probes, sources.subset), sources.seed)
     probes += read_probes(given.probes) if given.probes else []
     return Records(eval_tasks.read_records(sources, sources.subset), text, probes, given.n_general or sources.subset)
 
