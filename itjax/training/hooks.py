@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import time
 
-import jax
 from tqdm import tqdm
 
 from itjax.io import distributed
@@ -223,8 +222,3 @@ class Plot(Hook):
 def default_hooks(config) -> list[Hook]:
   return [Log(config.log_every), Suites(config.eval.every), Validation(config.eval_every), Checkpoint(), Plot(),
           Sync()]
-
-
-def fetch(metrics) -> dict[str, float]:
-  """A step's metrics from the device as floats."""
-  return {k: float(v) for k, v in jax.device_get(metrics).items()}

@@ -123,7 +123,7 @@ class _Metrics:
 
   def values(self) -> dict[str, float]:
     if self.fetched is None:
-      self.fetched = hooks_lib.fetch(self.on_device)
+      self.fetched = {k: float(v) for k, v in jax.device_get(self.on_device).items()}
       for k, v in self.fetched.items():
         if not math.isfinite(v):
           raise NonFinite(f"step {self.step}: {k} is {v}; stopping (the last checkpoint is intact)")
