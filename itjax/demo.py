@@ -8,7 +8,6 @@ before and after, and the run's report lands in WORKDIR/eval (results.json, repo
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -37,12 +36,12 @@ def _say(message: str = "") -> None:
 
 def _eval_lines(workdir: str) -> dict[int, dict[str, float]]:
   """{step: {'SUITE/METRIC': value}} of the generation suites' lines in metrics.jsonl (kept across resumes)."""
+  from itjax.training.plots import read_records
   out: dict[int, dict[str, float]] = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for record in map(json.loads, f):
-      metrics = {k[len("eval/"):]: v for k, v in record.items() if k.startswith("eval/")}
-      if metrics:
-        out.setdefault(record["step"], {}).update(metrics)
+  for record in read_records(workdir) or []:
+    metrics = {k[len("eval/"):]: v for k, v in record.items() if k.startswith("eval/")}
+    if metrics:
+      out.setdefault(record["step"], {}).update(metrics)
   return out
 
 
