@@ -367,8 +367,9 @@ def test_a_save_the_filesystem_refuses_stops_naming_the_workdir_and_keeps_the_ch
 
 @pytest.mark.slow
 def test_a_damaged_checkpoint_is_skipped_or_stops_when_strict(tiny_hf_dir, tmp_path, capfd):
-  """The newest checkpoint cannot be restored (files cut short, or bad metadata): the run says which step, moves it
-  aside and resumes from the one before, to the same losses as a run that never broke; resume=strict stops."""
+  """The newest checkpoint cannot be restored (files cut short, or bad metadata): the run says which step in one
+  line (stderr stays short), moves it aside and resumes from the one before, to the same losses as a run that never
+  broke; resume=strict stops."""
   from itjax.interop.checkpoint import DamagedCheckpoint
   workdir = str(tmp_path / "w")
   settings = dict(model=tiny_hf_dir, checkpoint_every=2, eval_every=0, keep_checkpoints=3)
@@ -383,12 +384,14 @@ def test_a_damaged_checkpoint_is_skipped_or_stops_when_strict(tiny_hf_dir, tmp_p
         f.truncate(os.path.getsize(os.path.join(root, name)) // 2)
   with pytest.raises(DamagedCheckpoint, match=r"checkpoints/4: the checkpoint of step 4 cannot be restored .*strict"):
     train(strict, workdir)
-  capfd.readouterr()
-  summary = train(straight, workdir)
-  err = capfd.readouterr().err
-  assert re.search(r"warning: .*checkpoints/4: the checkpoint of step 4 cannot be restored .* moved to "
-                   r".*checkpoints/4\.damaged", err), err[-2000:]
-  assert f"resuming {workdir} at step 2" in err and summary["steps"] == 6
+  ran = itjax(*train_args(steps=6, **settings), "--workdir", workdir)  # a process: orbax's leftovers print at exit
+  assert ran.returncode == 0, ran.stderr[-3000:]
+  bar = re.compile(r"^(\r?train: +\d+%.*)+$")  # the progress bar: one line on a terminal, a line per update in a file
+  lines = [line for line in ran.stderr.split("\n") if line.strip() and not bar.match(line)]
+  assert len(lines) < 10, ran.stderr[-5000:]  # not the hundreds of lines of orbax's failed reads
+  assert re.search(r"^warning: .*checkpoints/4: the checkpoint of step 4 cannot be restored \(.+\); moved to "
+                   r".*checkpoints/4\.damaged, resuming from step 2$", lines[0]), lines
+  assert f"resuming {workdir} at step 2" in lines[1]
   assert losses(workdir) == losses(str(tmp_path / "straight"))
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "4.damaged", "6"]
   with open(os.path.join(workdir, "checkpoints", "6", "state", "_METADATA"), "w") as f:
@@ -412,28 +415,70 @@ def files_of(root):
           for d, _, names in os.walk(root) for f in names}
 
 
+def other_weights(model_dir, out):
+  """A copy of an HF model directory with one weight changed: the same architecture, another base."""
+  import shutil
+
+  from safetensors.numpy import load_file, save_file
+  shutil.copytree(model_dir, out)
+  path = os.path.join(out, "model.safetensors")
+  tensors = load_file(path)
+  name = sorted(tensors)[0]
+  tensors[name] = tensors[name] + 1.0
+  save_file(tensors, path, metadata={"format": "pt"})
+  return str(out)
+
+
 @pytest.mark.slow
 def test_a_changed_config_stops_naming_the_keys_and_restart_keeps_the_old_run(tiny_hf_dir, tmp_path):
-  """Other LoRA settings or another method on a trained workdir are not damage: the run stops before it writes
-  anything, naming each changed key; config.resume=restart moves the old run into previous/1 and starts over."""
+  """Other LoRA settings, another method or another base model on a finished or a half-finished workdir are not
+  damage: the run stops before it writes anything, naming each changed key with its old and new value;
+  config.resume=restart moves the old run into previous/1 and starts over."""
   from itjax.training.resume import RUN_FILES
   workdir = str(tmp_path / "w")
   settings = dict(model=tiny_hf_dir, eval_every=0, checkpoint_every=1)
   train(load_config(steps=2, **settings), workdir)
   before = files_of(workdir)
-  for overrides, said in (({"lora.rank": 2}, r"lora.rank 4 -> 2"),
-                          ({"lora.targets": (".*/q_proj/kernel",), "lora.alpha": 8.0},
-                           r"lora.alpha 16.0 -> 8.0; lora.targets \[.*\] -> \['.\*/q_proj/kernel'\]"),
-                          ({"method": "full"}, r"method 'lora' -> 'full'")):
-    with pytest.raises(UserError, match=r"its checkpoints were trained with other settings \(.*" + said +
-                       r".*--config.resume=restart"):
-      train(load_config(steps=4, **settings, **overrides), workdir)  # half-finished for the new config
-    assert files_of(workdir) == before, overrides  # nothing created, rewritten or touched
+  changes = (({"lora.rank": 2}, r"lora.rank 4 -> 2"),
+             ({"lora.targets": (".*/q_proj/kernel",), "lora.alpha": 8.0},
+              r"lora.alpha 16.0 -> 8.0; lora.targets \[.*\] -> \['.\*/q_proj/kernel'\]"),
+             ({"method": "full"}, r"method 'lora' -> 'full'"),
+             ({"model": other_weights(tiny_hf_dir, tmp_path / "other")},
+              r"model .*tiny-llama.* \(weights sha256 \w{12}\) -> .*other \(weights sha256 \w{12}\)"))
+  for steps in (2, 4):  # the run finished, and half-finished for the new config
+    for overrides, said in changes:
+      with pytest.raises(UserError, match=r"its checkpoints were trained with other settings \(.*" + said +
+                         r".*--config.resume=restart"):
+        train(load_config(steps=steps, **{**settings, **overrides}), workdir)
+      assert files_of(workdir) == before, overrides  # nothing created, rewritten or touched
   summary = train(load_config(steps=2, resume="restart", **settings, **{"lora.rank": 2}), workdir)
   assert summary["resumed_from"] is None and summary["steps"] == 2
   kept = {k: v for k, v in before.items() if k.split(os.sep)[0] in RUN_FILES}
   assert kept and files_of(os.path.join(workdir, "previous", "1")) == kept  # the old run, whole
   assert [s for s, _ in losses(workdir)] == [1, 2]  # the new run's own log
+
+
+@pytest.mark.slow
+def test_other_data_on_resume_stops_naming_what_changed(tiny_hf_dir, tmp_path):
+  """The batches a run resumes must be the ones it was trained on: another data setting, or the same file with other
+  contents, stops the run before it writes, naming the setting (or the contents)."""
+  workdir = str(tmp_path / "w")
+  settings = dict(model=tiny_hf_dir, eval_every=0, checkpoint_every=1)
+  train(load_config(steps=2, **settings), workdir)
+  before = files_of(workdir)
+  with pytest.raises(UserError, match=r"trained on other data \(max_len 512 -> 384\); train into another --workdir"):
+    train(load_config(steps=4, max_len=384, **settings), workdir)
+  train_file = os.path.join(workdir, "tasks", "train.jsonl")
+  with open(train_file) as f:
+    lines = f.readlines()
+  with open(train_file, "w") as f:
+    f.writelines(lines[1:])
+  edited = files_of(workdir)
+  with pytest.raises(UserError, match=r"trained on other data \(the same settings, but the data files' contents "
+                                      r"changed\)"):
+    train(load_config(steps=4, **settings), workdir)
+  assert files_of(workdir) == edited and {k: v for k, v in edited.items() if "tasks" not in k} == {
+      k: v for k, v in before.items() if "tasks" not in k}
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from itjax.io import distributed
 from itjax.io import workdir as workdir_lib
 from itjax.io.atomic import write_json
 from itjax.io.log import get as get_logger
+from itjax.io.log import quiet_failed_reads
 from itjax.errors import CheckpointNotWritten, InputNotFound, UserError, brief
 from itjax.model.config import LoraSpec
 
@@ -93,6 +94,14 @@ def _committed_steps(directory: str) -> list[int]:
   return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit()) if path.is_dir() else []
 
 
+def _problem(error: BaseException) -> str:
+  """Why a checkpoint did not restore, in one short line: TensorStore appends a dump of its spec to its errors."""
+  while error.__cause__ is not None:  # the file and what is wrong with it, rather than orbax's wrapper
+    error = error.__cause__
+  text = re.split(r"\.?\s*See full TensorStore details", f"{type(error).__name__}: {error}")[0]
+  return " ".join(text.split())[:240]
+
+
 def _first_restorable(manager: ocp.CheckpointManager, steps: list[int], restore, damaged):
   """(step, restore(step)) for the first of `steps` that restores, or None. `damaged(step, where, problem)` hears of
   each one that does not (and may raise to stop)."""
@@ -100,7 +109,8 @@ def _first_restorable(manager: ocp.CheckpointManager, steps: list[int], restore,
     try:
       return step, restore(step)
     except Exception as e:  # orbax and tensorstore raise many kinds; each means this step cannot be used
-      damaged(step, os.path.join(manager.directory, str(step)), brief(e))
+      quiet_failed_reads()
+      damaged(step, os.path.join(manager.directory, str(step)), _problem(e))
   return None
 
 

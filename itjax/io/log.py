@@ -40,3 +40,42 @@ def get(name: str) -> logging.Logger:
     root.setLevel(logging.INFO)
     root.propagate = False
   return logging.getLogger(name)
+
+
+_LEFTOVERS = ("Event loop is closed", "TensorStore", "OCDBT", "_read_array_index", "Encountered error while reading")
+
+
+def _leftover(text: str) -> bool:
+  return any(mark in text for mark in _LEFTOVERS)
+
+
+class _DropLeftovers(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    return not _leftover(f"{record.getMessage()} {exc!r}")
+
+
+_quiet = {"done": False}
+
+
+def quiet_failed_reads() -> None:
+  """After a checkpoint failed to restore, orbax leaves read tasks behind whose errors reach stderr later, some at
+  exit: 'exception was never retrieved' records of the asyncio logger, 'Exception ignored' reports of abandoned
+  coroutines, and TensorStore callbacks into orbax's closed event loop. Hundreds of lines that bury the one-line
+  warning and say nothing it does not: from then on this process drops those three kinds (only those: any other
+  error still prints)."""
+  if _quiet["done"]:
+    return
+  _quiet["done"] = True
+  logging.getLogger("asyncio").addFilter(_DropLeftovers())
+  unraisable, excepthook = sys.unraisablehook, sys.excepthook
+
+  def on_unraisable(u) -> None:
+    if not _leftover(f"{u.exc_value!r} {u.object!r}"):
+      unraisable(u)
+
+  def on_exception(kind, value, tb) -> None:
+    if not (kind is RuntimeError and _leftover(str(value))):
+      excepthook(kind, value, tb)
+
+  sys.unraisablehook, sys.excepthook = on_unraisable, on_exception

@@ -23,6 +23,7 @@ from itjax.interop.checkpoint import Checkpointer
 from itjax.io import distributed
 from itjax.io.log import get as get_logger
 from itjax.training import hooks as hooks_lib
+from itjax.training import resume as resume_lib
 from itjax.training.metrics import MetricsWriter
 from itjax.training.setup import Run, setup
 
@@ -88,13 +89,12 @@ class Trainer:
     resumed = None
     if restored:
       resumed, run.state, meta = restored
-      saved = meta["base"].get("weights_sha256")
-      if saved is None:
-        raise UserError(f"{run.workdir}: its checkpoints were written by an earlier itjax without the base's weights "
-                        "hash; train into a new workdir")
+      saved = meta["base"].get("weights_sha256")  # compared before setup, unless the base lies in a bucket
       if saved != run.base["weights_sha256"]:
         raise UserError(f"{run.workdir}: the checkpoint was trained on base weights {meta['base']['path']} "
                         f"(sha256 {saved[:12]}), not those of {run.base['path']}")
+      if meta["data_state"].get("fingerprint") != run.pipeline.fingerprint():
+        raise resume_lib.data_mismatch(run.workdir, meta["config"], self.config)
       run.pipeline.set_state(meta["data_state"])
       self.best_eval = meta.get("best_eval")
       log.info("resuming %s at step %d", run.workdir, resumed)

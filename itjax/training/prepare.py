@@ -113,6 +113,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, model=None, data: l
   if data is not None:
     config.data.train = "{workdir}/data/train.jsonl"
   config_lib.validate(config, model_given=model is not None)
+  source = model.source if model is not None else config.model
+  resume.check(config, workdir, source)  # before anything of the run is written
   files = workdir_lib.prepare(workdir)  # the run's files: the workdir, or a bucket workdir's local mirror
   if data is not None:
     write_records(files, data)
@@ -126,6 +128,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, model=None, data: l
   if config.replay.n > 0 and distributed.primary():
     write_replay(config, files, model)
   workdir_lib.share(workdir, "replay")
-  adapters = import_adapter(config, model.config) if config.init_adapter else None
-  resume.check(config, workdir)  # before anything of the run is written
+  adapters = None
+  if config.init_adapter:
+    adapters = import_adapter(config, model.config)
+    resume.check(config, workdir, model.source)  # the adapter's LoRA settings, against the checkpoints'
   return Prepared(config, files, model, adapters)

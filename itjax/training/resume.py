@@ -1,11 +1,12 @@
 """Whether a workdir's checkpoints fit the config about to resume them, compared before anything is restored.
 
 The settings that shape the trained state (method, LoRA rank, alpha, targets and rsLoRA, the extra trainable
-patterns, the frozen base's dtype, the base model) must be the ones the checkpoints were written with: a difference
-is an error that names each key with its old and new value, never damage. Other settings (steps, learning rate, data,
-evaluation) may change between runs. `config.resume = "restart"` moves the old run aside inside the workdir
-(WORKDIR/previous/N) and starts over; nothing is deleted. The base model's identity (its weights' sha256) is checked
-by the trainer when it restores (itjax/training/loop.py).
+patterns, the frozen base's dtype, the base model's weights) must be the ones the checkpoints were written with: a
+difference is an error that names each key with its old and new value, never damage, and it stops the run before
+anything is written. Other settings (steps, learning rate, evaluation) may change between runs. The data may not
+either, but its fingerprint is known only once it is read: the trainer compares it when it restores, still before it
+writes (itjax/training/loop.py). `config.resume = "restart"` moves the old run aside inside the workdir
+(WORKDIR/previous/N) and starts over; nothing is deleted.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from itjax.io.log import get as get_logger
 log = get_logger(__name__)
 
 SHAPING = ("method", "lora.rank", "lora.alpha", "lora.targets", "lora.rslora", "trainable", "base_dtype")
+DATA = ("data", "tasks", "replay", "max_len", "batch_size", "seed")  # what the batches are made from
 RUN_FILES = ("checkpoints", "best", "metrics.jsonl", "config.json", "tensorboard", "loss.png", "evals.png",
              "before_after.png", "eval")  # what a run writes; its inputs (tasks, replay, data) stay
 
@@ -36,10 +38,11 @@ def _value(config: dict, key: str):
   return list(node) if isinstance(node, (list, tuple)) else node
 
 
-def differences(saved: dict, config: ml_collections.ConfigDict) -> list[tuple[str, object, object]]:
-  """(key, checkpoint's value, config's value) for each shaping setting that differs (LoRA keys only for LoRA)."""
+def differences(saved: dict, config: ml_collections.ConfigDict, lora: bool = True) -> list[tuple[str, object, object]]:
+  """(key, checkpoint's value, config's value) for each shaping setting that differs (LoRA keys only for LoRA, and
+  only when `lora`: an adapter to start from sets them later)."""
   now = config.to_dict()
-  keys = [k for k in SHAPING if not k.startswith("lora.") or now["method"] == "lora" == saved.get("method")]
+  keys = [k for k in SHAPING if not k.startswith("lora.") or lora and now["method"] == "lora" == saved.get("method")]
   return [(k, _value(saved, k), _value(now, k)) for k in keys if _value(saved, k) != _value(now, k)]
 
 
@@ -52,19 +55,65 @@ def _newest_meta(workdir: str) -> dict | None:
     return None
 
 
-def check(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Stops before anything is written when the workdir's checkpoints were trained with other shaping settings;
-  config.resume = 'restart' moves the run there aside instead, whatever its settings."""
+def base_difference(saved: dict, source: str | None) -> tuple[str, object, object] | None:
+  """('model', old, new) when the base model at `source` has other weights than the checkpoints' base."""
+  from itjax.interop.checkpoint import weights_sha256
+  old = saved.get("weights_sha256")
+  if old is None:
+    raise UserError("its checkpoints were written by an earlier itjax without the base's weights hash; train into "
+                    "a new workdir")
+  if source == "demo":
+    from itjax.io import demo_model
+    source = demo_model.fetch()
+  if not source or workdir_lib.is_remote(source) or not os.path.exists(source):
+    return None  # a missing model is the loader's to report; a bucket's is compared when the trainer restores
+  new = weights_sha256(source)
+  if new == old:
+    return None
+  return ("model", f"{saved.get('path')} (weights sha256 {old[:12]})", f"{os.path.abspath(source)} (weights sha256 "
+          f"{new[:12]})")
+
+
+def _flat(node, prefix: str = "") -> dict:
+  if not isinstance(node, dict):
+    return {prefix: list(node) if isinstance(node, (list, tuple)) else node}
+  return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}.{key}" if prefix else key).items()}
+
+
+def data_differences(saved_config: dict, config: ml_collections.ConfigDict) -> str:
+  """What changed in the settings the training batches are made from, for a run whose data fingerprint differs
+  from its checkpoints': 'KEY old -> new; ...', or the files' contents when no setting changed."""
+  old, new = _flat({k: saved_config.get(k) for k in DATA}), _flat({k: config.to_dict().get(k) for k in DATA})
+  changed = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+  return "; ".join(changed) or "the same settings, but the data files' contents changed"
+
+
+def data_mismatch(workdir: str, saved_config: dict, config: ml_collections.ConfigDict) -> UserError:
+  return UserError(f"{workdir}: its checkpoints were trained on other data ({data_differences(saved_config, config)})"
+                   "; train into another --workdir, or set --config.resume=restart to move this run aside (into "
+                   "previous/) and start over")
+
+
+def check(config: ml_collections.ConfigDict, workdir: str, source: str | None = None) -> None:
+  """Stops before anything is written when the workdir's checkpoints were trained with other shaping settings or
+  another base (the weights at `source`); config.resume = 'restart' moves the run there aside instead, whatever its
+  settings."""
   if not workdir_lib.has_checkpoints(workdir):
     return
   if config.resume == "restart":
     move_aside(workdir)
     return
   meta = _newest_meta(workdir)
-  changed = differences(meta["config"], config) if meta else []
+  if not meta:
+    return
+  try:
+    changed = differences(meta["config"], config, lora=not config.init_adapter)
+    changed += [d for d in [base_difference(meta["base"], source)] if d]
+  except UserError as e:
+    raise UserError(f"{workdir}: {e}") from None
   if not changed:
     return
-  said = "; ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changed)
+  said = "; ".join(f"{k} {old!r} -> {new!r}" if k != "model" else f"model {old} -> {new}" for k, old, new in changed)
   raise UserError(f"{workdir}: its checkpoints were trained with other settings ({said}); train into another "
                   "--workdir, or set --config.resume=restart to move this run aside (into previous/) and start over")
 
