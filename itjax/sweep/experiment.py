@@ -6,7 +6,6 @@ The file's names (CONFIG, COMMON, RUNS, EVAL, METRICS, PLOT) are described in sw
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from etils import epath
 
 from itjax.errors import InputNotFound, UserError
+from itjax.io import pyfile
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
 TRAIN_METRICS = ("eval_loss", "loss")  # training's own figures in a summary (see report.py)
@@ -39,11 +39,7 @@ class Experiment:
 def load(path: str) -> Experiment:
   """Reads and checks an experiment file: every run's overrides are applied to the base config here, so an unknown
   key or a value of the wrong type stops the sweep before anything runs."""
-  if not os.path.isfile(path):
-    raise InputNotFound(f"{path}: no such experiment file")
-  spec = importlib.util.spec_from_file_location("itjax_experiment", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = pyfile.run(path, "experiment file", "itjax_experiment")
   name = os.path.splitext(os.path.basename(path))[0]
   config = getattr(module, "CONFIG", None)
   if not isinstance(config, str) or not config:

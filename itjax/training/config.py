@@ -13,6 +13,7 @@ import ml_collections
 
 from itjax.data import chat
 from itjax.errors import UserError
+from itjax.io import pyfile
 from itjax.model.config import LORA_TARGETS_ALL, REMAT_POLICIES, LoraSpec, ModelConfig
 
 METHODS = ("lora", "full")
@@ -102,12 +103,15 @@ def _check(ok: bool, key: str, message: str, value) -> None:
 
 
 def from_file(path: str, arg: str = "") -> ml_collections.ConfigDict:
-  """A config file's get_config(arg), loaded by path (configs/*.py are files, not an importable package)."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("itjax_config_file", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  """A config file's get_config(arg), loaded by path (configs/*.py are files, not an importable package). A file
+  that is missing, does not run, or rejects `arg` is a UserError naming it (and the line)."""
+  return pyfile.call(path, pyfile.run(path, "config file"), "get_config", arg)
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """PATH[:ARG] as --config reads it: get_config(ARG), or get_config() when no ':ARG' is given."""
+  path, sep, arg = spec.partition(":")
+  return pyfile.call(path, pyfile.run(path, "config file"), "get_config", *((arg,) if sep else ()))
 
 
 def data_paths(c: ml_collections.ConfigDict, key: str, workdir: str, replay: bool = True) -> str:
@@ -148,7 +152,7 @@ def validate(c: ml_collections.ConfigDict, model_given: bool = False) -> None:
          c.mesh)
   if c.init_adapter:
     _check(c.method == "lora", "init_adapter", "needs method 'lora'", c.init_adapter)
-    _check(os.path.isdir(c.init_adapter), "init_adapter", "is not a directory", c.init_adapter)
+    _check_path("init_adapter", c.init_adapter, directory=True)
   if c.method == "lora":
     _check(c.lora.rank > 0, "lora.rank", "must be > 0", c.lora.rank)
     _check(c.lora.alpha > 0, "lora.alpha", "must be > 0", c.lora.alpha)
@@ -173,6 +177,8 @@ def validate(c: ml_collections.ConfigDict, model_given: bool = False) -> None:
     _check(c.replay[key] > 0, f"replay.{key}", "must be > 0", c.replay[key])
   _check(c.replay.prompts == "general" or os.path.isfile(c.replay.prompts), "replay.prompts",
          "must be 'general' or a JSONL file of {\"prompt\": ...} lines", c.replay.prompts)
+  if c.replay.n > 0 and c.replay.prompts != "general":
+    _check_path("replay.prompts", c.replay.prompts)
   _check(c.tasks.phrasings in ("one", "all"), "tasks.phrasings", "must be one or all", c.tasks.phrasings)
   from itjax.evals import registry  # the suites that run inside training; no JAX
   live = registry.names(live=True)
@@ -186,8 +192,32 @@ def validate(c: ml_collections.ConfigDict, model_given: bool = False) -> None:
     _check(c.eval[key] >= 0, f"eval.{key}", "must be >= 0", c.eval[key])
   for key in ("max_new_tokens", "batch_size", "text_bytes"):
     _check(c.eval[key] > 0, f"eval.{key}", "must be > 0", c.eval[key])
+  for key in ("data", "text", "probes"):  # read by the suites during training: stop before it starts
+    if c.eval[key] and "://" not in c.eval[key]:
+      _check_path(f"eval.{key}", c.eval[key])
   if c.model != "demo" and not model_given:
     _check(os.path.exists(c.model), "model", "does not exist", c.model)
+    _check(os.path.isdir(c.model) or c.model.endswith(".gguf"), "model", "is a file; expected a Hugging Face model "
+           "directory, a .gguf file or a training workdir", c.model)
+    _check_path("model", c.model, directory=os.path.isdir(c.model))
+
+
+def path_problem(path: str, directory: bool = False) -> str | None:
+  """Why `path` cannot be read as a file (or a directory), or None."""
+  if not os.path.exists(path):
+    return "does not exist" + (" (a name in it is too long)" if any(len(os.fsencode(p)) > 255
+                                                                     for p in path.split(os.sep)) else "")
+  if os.path.isdir(path) != directory:
+    return "is a directory; expected a file" if not directory else "is a file; expected a directory"
+  if not os.access(path, os.R_OK | (os.X_OK if directory else 0)):
+    return "cannot be read (permission denied)"
+  return None
+
+
+def _check_path(key: str, path: str, directory: bool = False) -> None:
+  problem = path_problem(path, directory)
+  if problem:
+    raise UserError(f"config.{key} {path} {problem}")
 
 
 def check_data_files(c: ml_collections.ConfigDict, workdir: str) -> None:
@@ -196,7 +226,10 @@ def check_data_files(c: ml_collections.ConfigDict, workdir: str) -> None:
   for key in ("train", "validation"):
     spec = data_paths(c, key, workdir, replay=False)  # the replay file is written after the model loads
     for path, _ in parse_sources(spec) if spec else []:
-      _check(os.path.isfile(path), f"data.{key}", f"names a file that does not exist ({path})", spec)
+      problem = path_problem(path)
+      if problem and problem.startswith("does not exist"):
+        raise UserError(f"config.data.{key} names a file that does not exist ({path}){problem[14:]}, got {spec!r}")
+      _check_path(f"data.{key}", path)
 
 
 def training_model_config(c: ml_collections.ConfigDict, model_config: ModelConfig) -> ModelConfig:
