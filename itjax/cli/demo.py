@@ -17,11 +17,14 @@ def define_demo(fv: flags.FlagValues) -> None:
 
 def cmd_demo(f: flags.FlagValues, args: list[str]) -> None:
   """LoRA-tunes SmolLM2-135M-Instruct on generated tasks (configs/smollm2_135m_lora.py) and shows before/after."""
+  from itjax.io import workdir as workdir_lib
+  workdir = f.workdir or os.path.join("runs", "demo")
+  workdir_lib.check_writable(workdir)  # before the model is fetched
   from itjax.demo import load_config, run_demo
   config = f.config if f.config is not None else load_config()
   from itjax.training.loop import stop_on_sigterm
   with stop_on_sigterm() as stop:
-    run_demo(f.workdir or os.path.join("runs", "demo"), config, stop=stop)
+    run_demo(workdir, config, stop=stop)
 
 
 def cmd_fetch_demo_model(f: flags.FlagValues, args: list[str]) -> None:

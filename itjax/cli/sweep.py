@@ -27,6 +27,9 @@ def cmd_sweep(f: flags.FlagValues, args: list[str]) -> int:
   from itjax.sweep import sweep
   if len(args) != 1:
     raise UserError("give one experiment file: itjax sweep experiments/NAME.py [--flags]")
+  if not f.dry_run and f.launcher == "local":
+    from itjax.io import workdir as workdir_lib
+    workdir_lib.check_writable(f.runs_dir, "--runs_dir")
   return sweep.main(args[0], dry_run=f.dry_run, only=f.only, launcher=f.launcher, parallel=f.parallel,
                     runs_dir=f.runs_dir, tpu=f.tpu, zone=f.zone, project=f.project,
                     say=lambda line: print(line, flush=True))

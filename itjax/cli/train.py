@@ -4,12 +4,13 @@ Face model or a PEFT adapter)."""
 from __future__ import annotations
 
 import json
+import os
 
 from absl import flags
 
 from itjax.cli import common
 from itjax.cli.common import Command
-from itjax.errors import UserError
+from itjax.errors import InputNotFound, UserError
 
 
 def workdir(fv: flags.FlagValues) -> None:
@@ -30,8 +31,10 @@ def define_train(fv: flags.FlagValues) -> None:
 
 def cmd_train(f: flags.FlagValues, args: list[str]) -> None:
   from itjax.io import distributed
+  from itjax.io import workdir as workdir_lib
   if f.config is None or not f.workdir:
     raise UserError("--config configs/X.py[:ARG] and --workdir DIR are required")
+  workdir_lib.check_writable(f.workdir)  # before any work
   distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
   from itjax.training.loop import stop_on_sigterm, train
   with stop_on_sigterm() as stop:  # SIGTERM (preemption, kill): a checkpoint at the end of the step, then exit
@@ -39,6 +42,17 @@ def cmd_train(f: flags.FlagValues, args: list[str]) -> None:
   summary.pop("evals", None)  # per-example rows; their metrics are in metrics.jsonl
   if distributed.primary():
     print(json.dumps(summary))
+
+
+def check_workdir(path: str) -> None:
+  """A training workdir to read: a local one must be an existing directory (read, never made)."""
+  from itjax.io import workdir as workdir_lib
+  if workdir_lib.is_remote(path):
+    return
+  if not os.path.exists(path):
+    raise InputNotFound(f"--workdir {path}: no such directory (expected a training workdir)")
+  if not os.path.isdir(path):
+    raise UserError(f"--workdir {path} is a file; expected a training workdir (a directory)")
 
 
 def define_export(fv: flags.FlagValues) -> None:
@@ -55,6 +69,7 @@ def cmd_export(f: flags.FlagValues, args: list[str]) -> None:
   from itjax.interop import export
   if not f.workdir or not f.out or f.format not in ("hf", "peft"):
     raise UserError("--workdir DIR, --format hf|peft and --out OUT are required")
+  check_workdir(f.workdir)
   if f.format == "hf":
     out = export.export_hf(f.workdir, f.out, f.step, f.dtype, f.overwrite)
   else:

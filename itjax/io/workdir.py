@@ -16,6 +16,8 @@ import shutil
 
 from etils import epath
 
+from itjax.errors import UserError
+
 CHECKPOINTS = ("checkpoints", "best")  # orbax's own, in the bucket; never mirrored
 
 
@@ -79,6 +81,42 @@ def upload(directory: str, remote: str) -> None:
   """Copies every file below a local directory to the same place below `remote` (a bucket path)."""
   for relative, source in _files(epath.Path(directory)):
     _copy(source, epath.Path(remote) / relative)
+
+
+def unwritable(directory: str) -> str | None:
+  """Why this process cannot create files in an existing directory, or None."""
+  if os.access(directory, os.W_OK | os.X_OK):
+    return None
+  try:
+    read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+  except OSError:
+    read_only = False
+  return "read-only file system" if read_only else "permission denied"
+
+
+def check_writable(path: str, flag: str = "--workdir") -> None:
+  """Stops with one line, before any work, when a local directory that a run writes (made if missing) cannot be:
+  a file is where it or a directory above it should be, a name is too long, or the nearest existing directory above
+  it does not take new files. Bucket paths are the bucket's to judge."""
+  if not path or is_remote(path):
+    return
+  if os.path.isfile(path):
+    raise UserError(f"{flag} {path} is a file; expected a directory")
+  longest = max(len(os.fsencode(part)) for part in path.split(os.sep))
+  here = os.path.abspath(path)
+  while not os.path.isdir(here):
+    if os.path.exists(here):
+      raise UserError(f"{flag} {path}: {here} is a file, not a directory")
+    here = os.path.dirname(here)
+  try:
+    limit = os.pathconf(here, "PC_NAME_MAX")
+  except (OSError, ValueError):
+    limit = 255
+  if longest > limit:
+    raise UserError(f"{flag} {path}: a name in it is too long ({longest} bytes; the file system allows {limit})")
+  reason = unwritable(here)
+  if reason:
+    raise UserError(f"{flag} {path}: cannot write in {here} ({reason})")
 
 
 def prepare(workdir: str) -> str:
