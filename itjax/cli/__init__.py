@@ -9,6 +9,7 @@ takes --debug (or ITJAX_DEBUG=1 in the environment): an error then prints its wh
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import re
 import sys
@@ -184,6 +185,122 @@ def _logging(verbosity: int | None) -> None:
   std_logging.getLogger().setLevel(level)
 
 
+def _config_arg(args: Sequence[str]) -> str | None:
+  """The value of --config (the last one given) among a command's arguments, as absl will parse it."""
+  value = None
+  for i, arg in enumerate(args):
+    if arg == "--":
+      break
+    name, eq, given = arg.lstrip("-").partition("=")
+    if arg.startswith("-") and name == "config":
+      value = given if eq else (args[i + 1] if i + 1 < len(args) else None)
+  return value
+
+
+def _load_config_file(command: Command, args: Sequence[str]) -> None:
+  """A --config file runs here first, so that whatever stops it (missing, a directory, a syntax error, an unknown
+  variant) is one line naming the file; ml_collections would wrap it into a long flag error or hide it."""
+  spec = _config_arg(args) if command.config else None
+  if spec is None:
+    return
+  from itjax.training.config import load
+  load(spec)  # its errors start with the file's name (and line)
+
+
+def _parse(command: Command, args: Sequence[str], debug: bool) -> tuple[flags.FlagValues | None, list[str], int]:
+  """(the parsed flags, the positional arguments, 0), or (None, [], exit status) after a usage error."""
+  name = command.name
+  try:
+    fv = flag_values(command, args)
+    positional = fv([f"itjax {name}", *args])[1:]
+  except flags.Error as e:
+    return None, [], _usage_error(name, f"{' '.join(str(e).split())} (itjax {name} --help lists its flags)", e,
+                                  debug)
+  except (AttributeError, KeyError) as e:  # ml_collections: an unknown --config.KEY
+    detail = " ".join(str(e.args[0] if e.args else e).replace("\\'", "").replace("\\n", " ").strip("'").split())
+    return None, [], _usage_error(name, f"unknown config key {detail}", e, debug)
+  if positional and not command.positional:
+    return None, [], _usage_error(name, f"unexpected argument {positional[0]!r} (every input is a --flag)", None,
+                                  debug)
+  return fv, positional, 0
+
+
+# An OSError with one of these numbers is the user's to fix (a path, its permissions, its disk): one line, exit 1.
+# Any other stays a bug.
+USER_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOENT", "EISDIR", "ENOTDIR", "EACCES", "EPERM", "EROFS",
+                                                    "ENOSPC", "EDQUOT", "ENAMETOOLONG", "EEXIST", "EFBIG", "ELOOP")
+                        if hasattr(errno, n))
+WRITES = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, n))
+
+
+def os_error_line(error: BaseException) -> str | None:
+  """One line for an error of the operating system about a path that the user can fix, else None: an OSError
+  (FILENAME[ -> FILENAME2]: STRERROR), or a library's error that carries one (tensorstore's ValueError with
+  os_error_code='N', orbax's and JAX's wrapping of either), looked for along the causes."""
+  seen: set[int] = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    number, names = None, []
+    if isinstance(error, OSError):
+      number, names = error.errno, [error.filename, error.filename2]
+    elif isinstance(error, Exception):
+      found = re.search(r"os_error_code='?(\d+)", str(error))
+      number = int(found[1]) if found else None
+      names = re.findall(r'"(/[^"]+)"', str(error))[:1]
+    if number in USER_ERRNOS:
+      where = " -> ".join(os.fsdecode(n) for n in names if n not in (None, ""))
+      line = f"{where}: {os.strerror(number)}" if where else os.strerror(number)
+      if number in WRITES:
+        line += " (a write failed: make room, then run the same command again)"
+      return line
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def _user_error(name: str, message: str, error: BaseException, debug: bool) -> int:
+  if debug:
+    _print_traceback(error)
+  sys.stderr.write(f"itjax {name}: error: {message}\n")  # one write: a line no other thread's output splits
+  if isinstance(error, CheckpointNotWritten):  # orbax's writer threads failed with it, and would print tracebacks
+    sys.stderr.flush()                         # while Python shuts down around them: leave at once
+    os._exit(1)
+  return 1
+
+
+def _run(command: Command, args: list[str], debug: bool) -> int | None:
+  """Parses the command's flags, checks what can be checked before any work, and runs it."""
+  name = command.name
+  try:
+    _load_config_file(command, args)
+    fv, positional, code = _parse(command, args, debug)
+    if fv is None:
+      return code
+    debug = debug or fv.debug
+    _logging(fv.verbosity)
+    _apply_aliases(command, fv)
+    _check_config(command, fv)
+    _check_chat_template(command, fv)  # before any model loads
+    return command.run(fv, positional)
+  except UserError as e:
+    return _user_error(name, str(e), e, debug)
+  except KeyboardInterrupt as e:
+    if debug:
+      _print_traceback(e)
+    print(f"itjax {name}: interrupted", file=sys.stderr)
+    return 130
+  except Exception as e:  # not the input's fault, unless the system says a path is: keep what is needed to find it
+    line = os_error_line(e)
+    if line is not None:
+      return _user_error(name, line, e, debug)
+    if debug:
+      _print_traceback(e)
+    else:
+      traceback.print_exc()
+    print(f"itjax {name}: this is a bug in itjax, not a problem with the input; please report it with the "
+          "traceback above", file=sys.stderr)
+    return 70
+
+
 def main(args: Sequence[str]) -> int | None:
   """`itjax ARGS` (the arguments after `itjax`) in this process; returns the exit status. Nothing it parses outlives
   the call."""
@@ -204,47 +321,7 @@ def main(args: Sequence[str]) -> int | None:
   if any(a in HELP for a in rest[:rest.index("--") if "--" in rest else len(rest)]):
     print(help_text(command))
     return 0
-
-  debug = _debug_env() or "--debug" in rest  # before the parse: its own errors
-  try:
-    fv = flag_values(command, rest)
-    positional = fv([f"itjax {name}", *rest])[1:]
-  except flags.Error as e:
-    return _usage_error(name, f"{e} (itjax {name} --help lists its flags)", e, debug)
-  except (AttributeError, KeyError) as e:  # ml_collections: an unknown --config.KEY
-    detail = " ".join(str(e.args[0] if e.args else e).replace("\\'", "").replace("\\n", " ").strip("'").split())
-    return _usage_error(name, f"unknown config key {detail}", e, debug)
-  if positional and not command.positional:
-    return _usage_error(name, f"unexpected argument {positional[0]!r} (every input is a --flag)", None, debug)
-  debug = debug or fv.debug
-  _logging(fv.verbosity)
-
-  try:
-    _apply_aliases(command, fv)
-    _check_config(command, fv)
-    _check_chat_template(command, fv)  # before any model loads
-    return command.run(fv, positional)
-  except UserError as e:
-    if debug:
-      _print_traceback(e)
-    sys.stderr.write(f"itjax {name}: error: {e}\n")  # one write: a line no other thread's output splits
-    if isinstance(e, CheckpointNotWritten):  # orbax's writer threads failed with it, and would print tracebacks
-      sys.stderr.flush()                    # while Python shuts down around them: leave at once
-      os._exit(1)
-    return 1
-  except KeyboardInterrupt as e:
-    if debug:
-      _print_traceback(e)
-    print(f"itjax {name}: interrupted", file=sys.stderr)
-    return 130
-  except Exception as e:  # not the input's fault: keep everything needed to find it
-    if debug:
-      _print_traceback(e)
-    else:
-      traceback.print_exc()
-    print(f"itjax {name}: this is a bug in itjax, not a problem with the input; please report it with the "
-          "traceback above", file=sys.stderr)
-    return 70
+  return _run(command, rest, _debug_env() or "--debug" in rest)  # --debug before the parse: its own errors
 
 
 def run() -> None:
