@@ -224,6 +224,11 @@ def _latest(workdir: str, step: int | None) -> tuple[ocp.CheckpointManager, int]
   return manager, step
 
 
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The steps of a workdir's checkpoints that finished saving."""
+  return _committed_steps(str(_directory(workdir, "checkpoints")))
+
+
 def read_meta(workdir: str, step: int | None = None) -> dict:
   """The JSON metadata of a workdir's checkpoint (the latest by default)."""
   manager, step = _latest(workdir, step)

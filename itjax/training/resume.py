@@ -47,12 +47,14 @@ def differences(saved: dict, config: ml_collections.ConfigDict, lora: bool = Tru
 
 
 def _newest_meta(workdir: str) -> dict | None:
-  """The newest checkpoint's metadata, or None when it does not read (the restore reports that damage)."""
-  from itjax.interop.checkpoint import read_meta
-  try:
-    return read_meta(workdir)
-  except Exception:  # noqa: BLE001 -- orbax raises many kinds; each means the metadata cannot be compared
-    return None
+  """The metadata of the newest checkpoint whose metadata reads, or None (the restore reports that damage)."""
+  from itjax.interop.checkpoint import checkpoint_steps, read_meta
+  for step in sorted(checkpoint_steps(workdir), reverse=True):
+    try:
+      return read_meta(workdir, step)
+    except Exception:  # noqa: BLE001 -- orbax raises many kinds; each means this step's metadata cannot be compared
+      continue
+  return None
 
 
 def base_difference(saved: dict, source: str | None) -> tuple[str, object, object] | None:
