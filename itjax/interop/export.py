@@ -9,18 +9,16 @@ into a temporary directory beside OUT and renamed into place; an existing OUT is
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 
 import numpy as np
 
-from itjax.errors import InputNotFound, OutputExists, UserError
+from itjax.errors import InputNotFound, UserError
+from itjax.io import outputs
 from itjax.interop.hf import LAYER_TENSORS, layer_tensors, top_tensors
 from itjax.model.config import LoraSpec, ModelConfig
 
@@ -32,23 +30,10 @@ MODULES = {"/".join(path[:2]): name[:-len(".weight")] for path, name, _, is_kern
 HF_MODULES = {v: k for k, v in MODULES.items()}
 
 
-@contextlib.contextmanager
-def atomic_dir(out: str, overwrite: bool):
-  """Yields a temporary directory that becomes `out` when the block succeeds (and is removed when it fails)."""
-  out = os.path.abspath(out)
-  if os.path.exists(out) and not overwrite:
-    raise OutputExists(f"{out} exists; pass --overwrite to replace it")
-  parent = os.path.dirname(out)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=os.path.basename(out) + ".tmp-", dir=parent)
-  try:
-    yield tmp
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.replace(tmp, out)
-  finally:
-    if os.path.exists(tmp):
-      shutil.rmtree(tmp)
+def check_out(workdir: str, out: str, overwrite: bool) -> None:
+  """OUT may be written: a directory, replaced only with overwrite, never the workdir nor a directory that holds it
+  (checked before anything is read)."""
+  outputs.check(out, "--out", reads=[("--workdir", workdir)], overwrite=overwrite, directory=True)
 
 
 def hf_config_dict(config: ModelConfig, tokenizer, dtype: str) -> dict:
@@ -179,13 +164,14 @@ def export_hf(workdir: str, out: str, step: int | None = None, dtype: str = "flo
   from itjax.interop.checkpoint import lora_spec
   from itjax.interop.loading import load_trained
   from itjax.data.tokenizer import HFTokenizer
+  check_out(workdir, out, overwrite)
   base, trained, meta = load_trained(workdir, step)
   tok = base.tokenizer
   if not isinstance(tok, HFTokenizer):
     raise UserError(f"{workdir}: the base's tokenizer is not a Hugging Face tokenizer and cannot be exported")
   config = base.config.replace(lora=lora_spec(meta))
   params = lora.join(trained, base.params)
-  with atomic_dir(out, overwrite) as tmp:
+  with outputs.replace_dir(out) as tmp:
     save_safetensors(hf_tensors(config, params), tmp, dtype, shard_bytes)
     with open(os.path.join(tmp, "config.json"), "w") as f:
       json.dump(hf_config_dict(config.replace(lora=None), tok, dtype), f, indent=2)
@@ -202,6 +188,7 @@ def export_peft(workdir: str, out: str, step: int | None = None, overwrite: bool
 
   from itjax.model import lora
   from itjax.interop.checkpoint import lora_spec, read_trained
+  check_out(workdir, out, overwrite)
   trained, meta = read_trained(workdir, step)
   spec = lora_spec(meta)
   if spec is None:
@@ -225,7 +212,7 @@ def export_peft(workdir: str, out: str, step: int | None = None, overwrite: bool
              "use_rslora": spec.rslora, "lora_dropout": spec.dropout, "target_modules": sorted(modules),
              "bias": "none", "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True,
              "base_model_name_or_path": meta["base"]["path"], "modules_to_save": None}
-  with atomic_dir(out, overwrite) as tmp:
+  with outputs.replace_dir(out) as tmp:
     save_file(tensors, os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(tmp, "adapter_config.json"), "w") as f:
       json.dump(adapter, f, indent=2)
