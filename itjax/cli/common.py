@@ -54,6 +54,10 @@ def out(fv: flags.FlagValues, text: str) -> None:
   flags.DEFINE_string("out", None, text, flag_values=fv)
 
 
+def overwrite(fv: flags.FlagValues, what: str = "--out") -> None:
+  flags.DEFINE_bool("overwrite", False, f"Replace an existing {what}; an input is never replaced.", flag_values=fv)
+
+
 def seed(fv: flags.FlagValues, text: str = "Sampling seed.") -> None:
   flags.DEFINE_integer("seed", 0, text, flag_values=fv)
 

@@ -10,6 +10,7 @@ from absl import flags
 from itjax.cli import common
 from itjax.cli.common import Alias, Command
 from itjax.errors import UserError
+from itjax.io import outputs
 
 
 def define_inspect_data(fv: flags.FlagValues) -> None:
@@ -53,6 +54,7 @@ def cmd_inspect_data(f: flags.FlagValues, args: list[str]) -> None:
 
 def define_make_tasks(fv: flags.FlagValues) -> None:
   common.out(fv, "Output directory: train.jsonl, validation.jsonl, heldout.jsonl.")
+  common.overwrite(fv, "--out directory's files (a non-empty directory is refused without it)")
   flags.DEFINE_integer("n", 2000, "Training examples to generate (validation and held-out get n/10 each).",
                        lower_bound=1, flag_values=fv)
   common.seed(fv, "Generation seed.")
@@ -66,6 +68,7 @@ def cmd_make_tasks(f: flags.FlagValues, args: list[str]) -> None:
   from itjax.data import tasks
   if not f.out:
     raise UserError("--out DIR is required")
+  outputs.check(f.out, "--out", directory=True, overwrite=f.overwrite)
   holdout = tasks.DEFAULT_HOLDOUT if f.holdout is None else f.holdout
   paths = tasks.write_splits(f.out, f.n, f.seed, holdout, phrasings=f.phrasings)
   for split, path in paths.items():
@@ -78,6 +81,6 @@ COMMANDS = (
             "[--train_on all|last] [--length_policy truncate|drop] [--data_format F] [--chat_template T]",
             define_inspect_data, cmd_inspect_data, aliases=(Alias("format", "data_format", deprecated=True),)),
     Command("make-tasks", "generated verifiable tasks: train, validation and held-out JSONL",
-            "--out DIR [--n N] [--seed S] [--holdout TYPES] [--phrasings one|all]", define_make_tasks,
+            "--out DIR [--n N] [--seed S] [--holdout TYPES] [--phrasings one|all] [--overwrite]", define_make_tasks,
             cmd_make_tasks),
 )

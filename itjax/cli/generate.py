@@ -12,6 +12,7 @@ from absl import flags
 from itjax.cli import common
 from itjax.cli.common import NO_TEMPLATE, Alias, Command
 from itjax.errors import UserError
+from itjax.io import atomic, outputs
 
 
 def define(fv: flags.FlagValues) -> None:
@@ -21,6 +22,7 @@ def define(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("prompts", None, "JSONL: each line has 'prompt' (a string) or 'messages' (a chat list).",
                       flag_values=fv)
   common.out(fv, "JSONL written with each --prompts line's fields plus 'response'.")
+  common.overwrite(fv)
   common.max_new_tokens(fv, 128)
   flags.DEFINE_float("temperature", 0.0, "0 is greedy.", lower_bound=0.0, flag_values=fv)
   flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).", flag_values=fv)
@@ -45,6 +47,8 @@ def cmd_generate(f: flags.FlagValues, args: list[str]) -> None:
     raise UserError("give exactly one of --prompt TEXT or --prompts IN.jsonl")
   if f.prompts and not f.out:
     raise UserError("--prompts needs --out OUT.jsonl")
+  if f.prompts:
+    outputs.check(f.out, "--out", reads=[("--prompts", f.prompts), ("--model", f.model)], overwrite=f.overwrite)
   sampling = Sampling(f.temperature, f.top_k, f.top_p)
   records = [{"prompt": f.prompt}] if f.prompt is not None else read_prompts(f.prompts)
   source = f.prompts or "--prompt"
@@ -61,11 +65,9 @@ def cmd_generate(f: flags.FlagValues, args: list[str]) -> None:
     print(responses[0])
     return
   os.makedirs(os.path.dirname(os.path.abspath(f.out)), exist_ok=True)
-  tmp = f.out + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as file:
-    for record, response in zip(records, responses):
-      file.write(json.dumps({**record, "response": response}, ensure_ascii=False) + "\n")
-  os.replace(tmp, f.out)
+  atomic.write_text(f.out, lambda file: file.writelines(
+      json.dumps({**record, "response": response}, ensure_ascii=False) + "\n"
+      for record, response in zip(records, responses)))
   if f.echo:
     for record, response in zip(records, responses):
       print(f"\n>>> {record_messages(record)[-1]['content']}\n{response}")
@@ -76,7 +78,7 @@ COMMANDS = (
     Command("generate", "a model's responses to one prompt, or to a JSONL file of prompts",
             "--model SRC (--prompt TEXT | --prompts IN.jsonl --out OUT.jsonl) [--max_new_tokens N]\n"
             "[--temperature T] [--top_p P] [--top_k K] [--batch_size B] [--seed S] [--stop STR ...]\n"
-            "[--chat_template NAME|none] [--dtype float32|bfloat16] [--echo]",
+            "[--chat_template NAME|none] [--dtype float32|bfloat16] [--echo] [--overwrite]",
             define, cmd_generate,
             aliases=(Alias("prompts_file", "prompts"), Alias("output", "out"),
                      Alias("raw", "chat_template", value=NO_TEMPLATE)),

@@ -22,6 +22,7 @@ from itjax.data.phrasings import (PHRASING_MODES, check_phrasings, default_form,
                                   phrase_sentence, phrasings_of)
 from itjax.data.verify import CASES, LAYOUTS, LIST_LAYOUTS, verify
 from itjax.errors import UserError
+from itjax.io import atomic
 
 __all__ = ["TYPES", "DEFAULT_HOLDOUT", "PHRASING_MODES", "make_task", "verify", "expand_holdout", "make_splits",
            "write_splits", "join_prompt", "phrasings_of", "phrase_sentence"]
@@ -348,13 +349,11 @@ def write_splits(out_dir: str, n: int, seed: int, holdout: str | Iterable[str] =
   paths = {}
   for split, records in splits.items():
     paths[split] = os.path.join(out_dir, f"{split}.jsonl")
-    with open(paths[split], "w", encoding="utf-8") as f:
-      f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    atomic.write_text(paths[split], lambda f, records=records: f.writelines(
+        json.dumps(record, ensure_ascii=False) + "\n" for record in records))
   summary = {"seed": seed, "n": n, "holdout": sorted(expand_holdout(holdout)), "phrasings": phrasings,
              "sizes": {split: len(records) for split, records in splits.items()},
              "counts": {split: dict(sorted(Counter(t for r in records for t in r["types"]).items()))
                         for split, records in splits.items()}}
-  with open(os.path.join(out_dir, "tasks.json"), "w", encoding="utf-8") as f:
-    json.dump(summary, f, ensure_ascii=False, indent=2)
-    f.write("\n")
+  atomic.write_json(os.path.join(out_dir, "tasks.json"), summary)
   return paths
