@@ -98,8 +98,9 @@ def train(config, workdir: str, hooks=(), model=None, data: list[dict] | None = 
 def evaluate(model, suites=("tasks",), base=None, out: str | None = None, **options) -> dict:
   """Runs evaluation suites on `model` (a loaded model or a path) and on `base` beside it (None: a workdir's own
   base, 'none': no reference); writes results.json, report.md and per-example rows to `out` (default: a temporary
-  directory) and returns the results. `options`: data, responses, step, limit, max_new_tokens, batch_size, seed,
-  text, text_bytes, probes, perturbations (as for `itjax eval`)."""
+  directory; an existing non-empty one needs overwrite=True) and returns the results. `options`: data, responses,
+  step, limit, max_new_tokens, batch_size, seed, text, text_bytes, probes, perturbations, overwrite (as for
+  `itjax eval`)."""
   from itjax.evals.run import evaluate as evaluate_models
   return evaluate_models(model, list(suites), out, base, **options)
 

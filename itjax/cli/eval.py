@@ -18,6 +18,7 @@ def define(fv: flags.FlagValues) -> None:
   flags.DEFINE_list("suites", ["tasks"], "Suites to run, comma-separated (ifeval, tasks, latency, forgetting, "
                     "rigidity, hallucination).", flag_values=fv)
   common.out(fv, "Output directory: results.json, report.md, per-example JSONL and plots.")
+  common.overwrite(fv, "--out directory (a non-empty one is refused without it)")
   flags.DEFINE_string("base", None, "A reference model evaluated beside --model ('none': no reference; default: a "
                       "workdir's own base).", flag_values=fv)
   flags.DEFINE_integer("step", None, "The checkpoint step of a workdir --model (default: the latest).",
@@ -44,7 +45,7 @@ def define(fv: flags.FlagValues) -> None:
 def cmd_eval(f: flags.FlagValues, args: list[str]) -> None:
   import signal
 
-  from itjax.evals.run import Inputs
+  from itjax.evals.run import Inputs, check_out
   from itjax.evals.run import run as run_eval
   from itjax.evals.subject import Settings
   if not f.out:
@@ -54,6 +55,7 @@ def cmd_eval(f: flags.FlagValues, args: list[str]) -> None:
   settings = Settings(max_new_tokens=f.max_new_tokens, batch_size=f.batch_size, seed=f.seed, limit=f.limit)
   inputs = Inputs(text=f.text, text_bytes=f.text_bytes, probes=f.probes,
                   perturbations=tuple(f.perturbations) if f.perturbations is not None else None)
+  check_out(f.out, f.model, f.base, f.data, f.responses, inputs, f.overwrite)  # before any input is read
   results = run_eval(f.model, f.suites, f.out, f.base, f.step, f.data, f.responses, settings, inputs)
   if f.json:
     print(json.dumps(results, ensure_ascii=False))
@@ -68,6 +70,6 @@ COMMANDS = (
             "--model SRC --suites ifeval,tasks,latency,forgetting,rigidity,hallucination --out DIR\n"
             "[--base BASE|none] [--step N] [--data FILE] [--responses FILE] [--text FILE] [--text_bytes N]\n"
             "[--probes FILE] [--perturbations A,B] [--limit N] [--max_new_tokens N] [--batch_size N] [--seed S]\n"
-            "[--json]",
+            "[--json] [--overwrite]",
             define, cmd_eval),
 )

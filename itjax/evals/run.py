@@ -12,6 +12,7 @@ N). A workdir's base is evaluated too unless --base none; --base SRC2 names a re
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Sequence
 
@@ -20,7 +21,7 @@ from itjax.evals import registry, report
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 from itjax.evals.suite import Inputs, Sources, Suite
 
-__all__ = ["Inputs", "check_suites", "evaluate", "load_subjects", "run"]
+__all__ = ["Inputs", "check_out", "check_suites", "evaluate", "load_subjects", "run"]
 
 
 def _is_workdir(src: str) -> bool:
@@ -113,10 +114,26 @@ def _task_source(model: str | None, files: dict[str, str]) -> str | None:
   return local if os.path.isdir(local) else None
 
 
+def _path(value) -> str | None:
+  return os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+
+
+def check_out(out: str, model=None, base=None, data=None, responses: str | None = None, inputs: Inputs = Inputs(),
+              overwrite: bool = False) -> None:
+  """--out DIR may be written: not an existing non-empty directory unless overwrite, never an input, a directory
+  that holds one, or a place inside one (a training workdir's own files included)."""
+  from itjax.io import outputs
+  reads = [("--model", _path(model)), ("--base", None if base == "none" else _path(base))]
+  reads += [("--data", path) for path in outputs.split(_path(data))]
+  reads += [("--responses", responses), ("--text", inputs.text), ("--probes", inputs.probes)]
+  outputs.check(os.fspath(out), "--out", reads=reads, overwrite=overwrite, directory=True)
+
+
 def run(model: str | None, suites: Sequence[str], out: str, base: str | None = None, step: int | None = None,
         data: str | None = None, responses: str | None = None, settings: Settings = Settings(),
         inputs: Inputs = Inputs()) -> dict:
-  """Runs the suites and writes DIR/results.json, report.md, SUITE.jsonl and SUITE.png; returns the results."""
+  """Runs the suites and writes DIR/results.json, report.md, SUITE.jsonl and SUITE.png; returns the results.
+  DIR is the caller's to check first (`check_out`: `itjax eval` and `evaluate` do)."""
   suites = check_suites(suites)
   chosen = {name: registry.get(name) for name in suites}
   files = _data_for(suites, data)
@@ -179,15 +196,25 @@ def _name(model) -> str | None:
 
 def evaluate(model, suites: Sequence[str], out: str | None = None, base=None, data=None,
              responses: str | None = None, step: int | None = None, limit: int | None = None,
-             max_new_tokens: int = 256, batch_size: int = 16, seed: int = 0, **inputs) -> dict:
+             max_new_tokens: int = 256, batch_size: int = 16, seed: int = 0, overwrite: bool = False,
+             **inputs) -> dict:
   """`run` for Python callers: `model` and `base` may be loaded models (itjax.load) as well as paths, `data` a list
-  of records (dicts) as well as a file, `out` None a new temporary directory; `inputs` are Inputs' fields."""
+  of records (dicts) as well as a file, `out` None a new temporary directory (an existing one is written over only
+  with overwrite); `inputs` are Inputs' fields."""
   import tempfile
 
-  from itjax.io.atomic import write_records
-  out = out or tempfile.mkdtemp(prefix="itjax-eval-")
-  if data is not None and not isinstance(data, (str, os.PathLike)):  # kept beside the results they gave
-    data = write_records(os.path.join(out, "data.jsonl"), data, "records", "another out directory")
+  from itjax.io import atomic
+  out = os.fspath(out) if out else tempfile.mkdtemp(prefix="itjax-eval-")
+  records = data is not None and not isinstance(data, (str, os.PathLike))
+  kept = os.path.join(out, "data.jsonl")
+  if records and not overwrite and os.path.exists(kept):  # the records of an earlier call: others are refused
+    atomic.write_records(kept, data, "records", "another out directory")
+  check_out(out, model, base, None if records else data, responses, Inputs(**inputs), overwrite)
+  if records:  # kept beside the results they gave
+    os.makedirs(out, exist_ok=True)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data)
+    atomic.write_text(kept, lambda f: f.write(text))
+    data = kept
   if model is not None and not isinstance(model, (str, os.PathLike)) and step is not None:
     raise UserError("step picks a checkpoint of a training workdir: give the workdir's path, not a loaded model")
   settings = Settings(max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, limit=limit)
