@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import flags
@@ -16,6 +17,7 @@ from itjax.errors import UserError
 def define_curate(fv: flags.FlagValues) -> None:
   common.data(fv, "Input JSONL files, comma-separated.")
   common.out(fv, "The output JSONL file (the removed records go beside it).")
+  common.overwrite(fv, "--out (and its removed records, and --report's files)")
   common.model(fv, "The model to be tuned (a Hugging Face model directory, a .gguf file or a training workdir): its "
                "chat template for --max_tokens, its scores and embeddings for --by quality|diversity.")
   flags.DEFINE_list("dedup", ["exact", "near"], "Duplicate removal, a subset of exact,near ('' for none).",
@@ -41,9 +43,14 @@ def define_curate(fv: flags.FlagValues) -> None:
 
 
 def cmd_curate(f: flags.FlagValues, args: list[str]) -> None:
-  from itjax.curate.curate import Options, counts_text, curate, removed_path
+  from itjax.curate.curate import Options, check_outputs, counts_text, curate, removed_path
   if not f.data or not f.out:
     raise UserError("--data IN[,IN2...] and --out OUT.jsonl are required")
+  inputs = [p for p in f.data.split(",") if p]
+  options = Options(dedup=tuple(f.dedup), near_threshold=f.near_threshold, decontaminate=tuple(f.decontaminate),
+                    ngram=f.ngram, min_chars=f.min_chars, max_tokens=f.max_tokens, select=f.select, by=f.by,
+                    seed=f.seed, template=f.chat_template)
+  check_outputs(inputs, f.out, options, f.model, f.report, f.overwrite)  # before any model loads
   tokenizer = model = None
   if f.model and f.select is not None and f.by != "random":
     from itjax.interop.loading import load_model
@@ -51,10 +58,6 @@ def cmd_curate(f: flags.FlagValues, args: list[str]) -> None:
   elif f.model:
     from itjax.interop.loading import load_tokenizer
     tokenizer = load_tokenizer(f.model)
-  inputs = [p for p in f.data.split(",") if p]
-  options = Options(dedup=tuple(f.dedup), near_threshold=f.near_threshold, decontaminate=tuple(f.decontaminate),
-                    ngram=f.ngram, min_chars=f.min_chars, max_tokens=f.max_tokens, select=f.select, by=f.by,
-                    seed=f.seed, template=f.chat_template)
   curated = curate(inputs, f.out, options, tokenizer, model)
   for note in curated.notes:
     print(f"itjax curate: {note}", file=sys.stderr)
@@ -74,6 +77,7 @@ def define_distill(fv: flags.FlagValues) -> None:
                "workdir).")
   common.data(fv, "Input JSONL whose responses are rewritten.")
   common.out(fv, "The output JSONL file (a summary goes beside it).")
+  common.overwrite(fv, "--out and start over (one made from the same inputs and settings is continued without it)")
   flags.DEFINE_string("template", "general", "How the model is asked to rewrite a response: general, refer, math, "
                       "or a Jinja file (given instruction, reference and messages). Not a chat template.",
                       flag_values=fv)
@@ -95,7 +99,7 @@ def define_distill(fv: flags.FlagValues) -> None:
 
 def cmd_distill(f: flags.FlagValues, args: list[str]) -> None:
   from itjax.curate.curate import counts_text
-  from itjax.curate.distill import Options, distill, self_replay, summary_path
+  from itjax.curate.distill import Options, check_out, distill, fingerprint, self_replay, summary_path
   from itjax.interop.loading import load_model
   replay = f["self"].value
   if not f.model or not f.out:
@@ -108,11 +112,19 @@ def cmd_distill(f: flags.FlagValues, args: list[str]) -> None:
     from itjax.curate.distill import load_template, read_rewritable
     load_template(options.template)  # bad input stops before the model loads
     read_rewritable(f.data, options)
+  else:
+    from itjax.curate.distill import read_self_prompts
+    read_self_prompts(f.prompts, options)
+  source = f.prompts if replay else f.data
+  recorded = fingerprint(source, f.model, options, replay, f.dtype)
+  reads = [("--prompts" if replay else "--data", None if source == "general" else source), ("--model", f.model),
+           ("--template", None if replay or not os.path.isfile(f.template) else f.template)]
+  check_out(f.out, recorded, reads, f.overwrite)  # before the model loads
   model = load_model(f.model, dtype=f.dtype)
   if replay:
-    summary = self_replay(f.prompts, f.out, model, options)
+    summary = self_replay(f.prompts, f.out, model, options, f.overwrite, recorded)
   else:
-    summary = distill(f.data, f.out, model, options)
+    summary = distill(f.data, f.out, model, options, f.overwrite, recorded)
   if f.json:
     print(json.dumps(summary))
   else:
@@ -126,12 +138,14 @@ COMMANDS = (
             "selection",
             "--data IN[,IN2...] --out OUT.jsonl [--model SRC] [--dedup exact,near] [--near_threshold 0.8]\n"
             "[--decontaminate EVAL[,EVAL2...]] [--ngram 13] [--min_chars N] [--max_tokens N]\n"
-            "[--select N] [--by random|quality|diversity] [--report DIR] [--seed S] [--chat_template T] [--json]",
+            "[--select N] [--by random|quality|diversity] [--report DIR] [--seed S] [--chat_template T] [--json]\n"
+            "[--overwrite]",
             define_curate, cmd_curate),
     Command("distill", "self-distillation: a model rewrites data's responses, or answers prompts (self-replay)",
             "--model SRC --data IN.jsonl --out OUT.jsonl [--template general|refer|math|FILE]\n"
             "[--check none|tasks|last_number] [--batch_size N] [--max_new_tokens N] [--limit N]\n"
-            "[--chat_template T] [--seed S] [--dtype float32|bfloat16] [--json]   (re-run to resume)\n"
+            "[--chat_template T] [--seed S] [--dtype float32|bfloat16] [--json] [--overwrite]\n"
+            "(re-run to resume)\n"
             "itjax distill --model SRC --self --prompts FILE|general --out OUT.jsonl [--limit N] [--seed S]",
             define_distill, cmd_distill),
 )

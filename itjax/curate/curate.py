@@ -338,6 +338,22 @@ def check_options(inputs: list[str], out: str, options: Options, tokenizer, mode
     raise UserError(f"--by {options.by} needs --model SRC (the model to be tuned scores the records)")
 
 
+def check_outputs(inputs: list[str], out: str, options: Options, model: str | None = None, report: str | None = None,
+                  overwrite: bool = False) -> None:
+  """OUT, OUT.removed.jsonl and the --report directory may be written (before anything is read): each replaced only
+  with overwrite, and none of them an input (--data, --model, --decontaminate), in one, or holding one."""
+  from itjax.io import outputs
+  if not out.endswith(".jsonl"):
+    raise UserError(f"--out {out}: expected a path ending in .jsonl")
+  reads = [("--data", path) for path in inputs] + [("--model", model)]
+  reads += [("--decontaminate", path) for path in options.decontaminate]
+  outputs.check(out, "--out", reads=reads + [("--report", report)], overwrite=overwrite)
+  outputs.check(removed_path(out), "--out's removed records", reads=reads + [("--report", report)],
+                overwrite=overwrite)
+  if report:
+    outputs.check(report, "--report", reads=reads, overwrite=overwrite, directory=True)
+
+
 def curate(inputs: list[str], out: str, options: Options = Options(), tokenizer=None, model=None) -> Curated:
   """Reads every input, runs the passes in order, writes OUT and OUT.removed.jsonl; returns what happened.
   `model` (a LoadedModel) is what --by quality and --by diversity score with; its tokenizer serves when

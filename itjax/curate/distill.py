@@ -26,7 +26,7 @@ from itjax.io import atomic, jsonl
 from itjax.curate.curate import Item, response_slots, read_items
 from itjax.data.formats import DataError
 from itjax.data.tasks import verify
-from itjax.errors import UserError
+from itjax.errors import OutputExists, UserError
 
 REASONS = ("empty", "truncated", "mentions_reference", "failed_check")
 CHECKS = ("none", "tasks", "last_number")
@@ -64,16 +64,20 @@ class Options:
   progress: bool = True
 
 
+def template_source(name: str) -> str:
+  """The text of a built-in template by name, or of a Jinja file; errors name --template."""
+  if name in TEMPLATES:
+    return TEMPLATES[name]
+  if os.path.isfile(name):
+    with open(name, encoding="utf-8") as f:
+      return f.read()
+  raise UserError(f"--template: unknown template {name!r}; expected one of {', '.join(TEMPLATES)} or an "
+                  "existing Jinja file")
+
+
 def load_template(name: str) -> jinja2.Template:
   """A built-in template by name, or a Jinja file rendered in a sandbox; errors name --template."""
-  if name in TEMPLATES:
-    source = TEMPLATES[name]
-  elif os.path.isfile(name):
-    with open(name, encoding="utf-8") as f:
-      source = f.read()
-  else:
-    raise UserError(f"--template: unknown template {name!r}; expected one of {', '.join(TEMPLATES)} or an "
-                    "existing Jinja file")
+  source = template_source(name)
   try:
     return ImmutableSandboxedEnvironment(keep_trailing_newline=False).from_string(source)
   except jinja2.TemplateSyntaxError as e:
@@ -147,6 +151,98 @@ def rejected_path(out: str) -> str:
   return (out[:-len(".jsonl")] if out.endswith(".jsonl") else out) + ".rejected.jsonl"
 
 
+def sidecar_path(out: str) -> str:
+  return (out[:-len(".jsonl")] if out.endswith(".jsonl") else out) + ".distill.json"
+
+
+def _file_sha256(path: str) -> str:
+  import hashlib
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def model_identity(src: str | None):
+  """What names a model's weights without loading them: the sha256 of a file's or a HF directory's weights, a
+  training workdir's base (its weights' sha256) and newest checkpoint step; None for a model given in Python."""
+  if not src or not os.path.exists(src):
+    return src or None  # a bucket or a missing path: its name (the load names what is wrong)
+  from itjax.interop.loading import is_workdir
+  if is_workdir(src):
+    from itjax.interop.checkpoint import read_meta
+    steps = [int(d) for d in os.listdir(os.path.join(src, "checkpoints")) if d.isdigit()]
+    base = read_meta(src)["base"]
+    return {"base": base.get("weights_sha256") or base.get("path"), "step": max(steps, default=None)}
+  from itjax.interop.checkpoint import weights_sha256
+  return weights_sha256(src)
+
+
+def model_source(model) -> str | None:
+  """A model's path: the path given, or a LoadedModel's source."""
+  return os.fspath(model) if isinstance(model, (str, os.PathLike)) else getattr(model, "source", None)
+
+
+def fingerprint(source: str, model, options: Options, replay: bool, dtype: str | None = None) -> dict:
+  """What determines OUT's lines: the input file's contents (or the built-in prompts), the model's weights, the
+  template's text and the generation settings; `model` a path or a LoadedModel (its source)."""
+  src = model_source(model)
+  if dtype is None and model is not None and not isinstance(model, (str, os.PathLike)):
+    dtype = model.config.dtype
+  given = "built-in" if replay and source == "general" else f"sha256 {_file_sha256(source)}"
+  return {"--self": replay, "--prompts" if replay else "--data": given, "--model": model_identity(src),
+          "--template": None if replay else template_source(options.template), "--check": options.check,
+          "--max_new_tokens": options.max_new_tokens, "--limit": options.limit, "--seed": options.seed,
+          "--chat_template": options.chat_template, "--dtype": dtype or "float32"}
+
+
+def _shown(value) -> str:
+  text = value if isinstance(value, str) else json.dumps(value)
+  text = re.sub(r"\b([0-9a-f]{12})[0-9a-f]{52}\b", r"\1...", text)  # a sha256, shortened
+  return repr(text[:40] + "...") if len(text) > 43 else text
+
+
+def check_out(out: str, recorded: dict, reads: list[tuple[str, str | None]], overwrite: bool = False) -> bool:
+  """Whether OUT is to be continued (False: started anew). OUT and its side files may not be inputs; an OUT there
+  is continued only when OUT.distill.json records these inputs and settings, else it stops naming each difference
+  (overwrite starts over instead)."""
+  from itjax.io import outputs
+  files = {"--out": out, "--out's rejected answers": rejected_path(out), "--out's summary": summary_path(out),
+           "--out's record of its inputs": sidecar_path(out)}
+  there = {flag: outputs.check(path, flag, reads=reads, resumable=True) for flag, path in files.items()}
+  if overwrite or not (there["--out"] or there["--out's rejected answers"]):
+    return False
+  ways = "choose another --out, or pass --overwrite to start over"
+  if not there["--out's record of its inputs"]:
+    raise OutputExists(f"--out {out} exists without {sidecar_path(out)}, the record of the inputs and settings "
+                       f"that made it (an older itjax or another program wrote it): {ways}")
+  try:
+    with open(sidecar_path(out), encoding="utf-8") as f:
+      saved = json.load(f)["fingerprint"]
+  except (OSError, ValueError, KeyError, TypeError):
+    raise UserError(f"--out {out}: {sidecar_path(out)} does not read as distill's record of its inputs: "
+                    f"{ways}") from None
+  now = json.loads(json.dumps(recorded))
+  changed = [f"{k} {_shown(saved.get(k))} -> {_shown(now.get(k))}" for k in dict.fromkeys([*saved, *now])
+             if saved.get(k) != now.get(k)]
+  if changed:
+    raise OutputExists(f"--out {out} was made from other inputs or settings ({'; '.join(changed)}): {ways}")
+  return True
+
+
+def start(out: str, recorded: dict, reads: list[tuple[str, str | None]], overwrite: bool) -> None:
+  """Before the first line: OUT checked (`check_out`); when started anew, the old output removed and
+  OUT.distill.json written (whole) with what makes the lines."""
+  if check_out(out, recorded, reads, overwrite):
+    return
+  for path in (out, rejected_path(out), summary_path(out)):
+    if os.path.isfile(path):
+      os.remove(path)
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  atomic.write_json(sidecar_path(out), {"fingerprint": recorded})
+
+
 def summarize(reasons: list[str | None]) -> dict:
   """{records, accepted, rejected_by_reason} with every reason present."""
   rejected = dict.fromkeys(REASONS, 0)
@@ -204,13 +300,18 @@ def read_rewritable(path: str, options: Options) -> list[Item]:
   return items
 
 
-def distill(data: str, out: str, model, options: Options = Options()) -> dict:
-  """Rewrites the last assistant turn of every record of `data` into `out` (resuming a partial `out`); returns the
-  summary, also written to OUT.summary.json."""
+def distill(data: str, out: str, model, options: Options = Options(), overwrite: bool = False,
+            recorded: dict | None = None) -> dict:
+  """Rewrites the last assistant turn of every record of `data` into `out` (resuming a partial `out` made from the
+  same inputs and settings, or starting over with overwrite); returns the summary, also written to
+  OUT.summary.json. `recorded`: the fingerprint, when the caller has it (else computed from `model`'s source)."""
   if options.check not in CHECKS:
     raise UserError(f"--check: expected one of {', '.join(CHECKS)}, got {options.check!r}")
   template = load_template(options.template)
   items = read_rewritable(data, options)
+  reads = [("--data", data), ("--model", model_source(model)),
+           ("--template", options.template if os.path.isfile(options.template) else None)]
+  start(out, recorded or fingerprint(data, model, options, False), reads, overwrite)
   done = complete_lines(out)
   if len(done) > len(items):
     raise UserError(f"{out}: has {len(done)} lines but {data} gives {len(items)} records; is --out another run's?")
@@ -258,10 +359,14 @@ def read_self_prompts(source: str, options: Options) -> list[tuple[str, str]]:
   return prompts[:options.limit]
 
 
-def self_replay(prompts: str, out: str, model, options: Options = Options()) -> dict:
+def self_replay(prompts: str, out: str, model, options: Options = Options(), overwrite: bool = False,
+                recorded: dict | None = None) -> dict:
   """The base model answers every prompt; accepted answers go to `out` as user+assistant `messages` records, the
-  rest to OUT.rejected.jsonl (one line per prompt across both, so a re-run resumes); returns the summary."""
+  rest to OUT.rejected.jsonl (one line per prompt across both, so a re-run with the same inputs and settings
+  resumes, and overwrite starts over); returns the summary. `recorded` as for `distill`."""
   pairs = read_self_prompts(prompts, options)
+  reads = [("--prompts", None if prompts == "general" else prompts), ("--model", model_source(model))]
+  start(out, recorded or fingerprint(prompts, model, options, True), reads, overwrite)
   kept, dropped = complete_lines(out), complete_lines(rejected_path(out))
   if len(kept) + len(dropped) > len(pairs):
     raise UserError(f"{out} and {rejected_path(out)}: hold {len(kept) + len(dropped)} answers for "
