@@ -28,6 +28,7 @@ import threading
 import time
 
 from itjax.errors import UserError
+from itjax.io import outputs
 from itjax.io.workdir import is_remote, upload
 from itjax.sweep.experiment import Experiment, flag_value, load, read_marker, run_dir, write_marker
 from itjax.sweep.report import write_summary
@@ -46,7 +47,7 @@ def eval_args(experiment: Experiment, workdir: str, out: str | None = None) -> l
   for key, value in experiment.eval.items():
     value = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else value
     args.append(f"--{key}" if value is True else f"--no{key}" if value is False else f"--{key}={value}")
-  return args
+  return args + ["--overwrite"]  # a run evaluated again (it failed, or was trained on) replaces its evaluation
 
 
 def shown(args: list[str]) -> str:
@@ -198,6 +199,9 @@ def main(path: str, *, dry_run: bool, only: list[str] | None, launcher: str, par
   """Returns the exit status: 0 when every selected run finished, 1 when one failed."""
   experiment = load(path)
   runs = select(experiment, only)
+  if launcher == "local":  # RUNS_DIR/NAME is continued (finished runs are skipped), never a file nor around an input
+    outputs.check(os.path.join(runs_dir, experiment.name), "--runs_dir", reads=[("the experiment file", path)],
+                  directory=True, resumable=True)
   if parallel < 1:
     raise UserError(f"--parallel must be at least 1, got {parallel}")
   if launcher == "tpu":
