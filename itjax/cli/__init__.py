@@ -236,7 +236,8 @@ WRITES = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG") if h
 def os_error_line(error: BaseException) -> str | None:
   """One line for an error of the operating system about a path that the user can fix, else None: an OSError
   (FILENAME[ -> FILENAME2]: STRERROR), or a library's error that carries one (tensorstore's ValueError with
-  os_error_code='N', orbax's and JAX's wrapping of either), looked for along the causes."""
+  os_error_code='N', orbax's and JAX's wrapping of either), looked for along the explicit causes (`raise X from E`)
+  only: an error raised while another was being handled is not caused by it, and stays a bug."""
   seen: set[int] = set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
@@ -253,7 +254,7 @@ def os_error_line(error: BaseException) -> str | None:
       if number in WRITES:
         line += " (a write failed: make room, then run the same command again)"
       return line
-    error = error.__cause__ or error.__context__
+    error = error.__cause__
   return None
 
 
