@@ -68,3 +68,12 @@ def test_mirror_push_and_pull_leave_checkpoints_to_orbax(tmp_path, monkeypatch):
   monkeypatch.undo()
   assert workdir_lib.local("runs/x") == "runs/x" and not workdir_lib.is_remote("runs/x")
   assert workdir_lib.local("gs://b/runs/x").endswith(os.path.join("gs", "b", "runs", "x", "process0"))
+
+
+def test_reading_a_directory_without_checkpoints_creates_nothing(tmp_path):
+  from itjax.interop import checkpoint
+  empty = tmp_path / "not_a_run"
+  empty.mkdir()
+  with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+    checkpoint.read_meta(str(empty))
+  assert list(empty.iterdir()) == []

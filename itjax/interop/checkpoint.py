@@ -216,7 +216,10 @@ class Checkpointer:
 
 
 def _latest(workdir: str, step: int | None) -> tuple[ocp.CheckpointManager, int]:
-  manager = ocp.CheckpointManager(_directory(workdir, "checkpoints"), item_handlers={
+  directory = _directory(workdir, "checkpoints")
+  if not epath.Path(directory).exists():  # reading must not create it
+    raise InputNotFound(f"{workdir}: no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False), item_handlers={
       "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
   step = manager.latest_step() if step is None else step
   if step is None:
