@@ -13,14 +13,20 @@ import time
 
 # itjax/configs links to the repository's configs/ and is package data, so an installed itjax has them too.
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "smollm2_135m_lora.py")
-HEADLINE = (("tasks", "seen", "%"), ("tasks", "heldout", "%"), ("tasks", "all", "%"),
-            ("tasks", "mean_response_tokens", "tokens"),
+HEADLINE = (("tasks", "seen", "%"), ("tasks", "seen_answered", "% passed by an answer"), ("tasks", "heldout", "%"),
+            ("tasks", "heldout_answered", "% passed by an answer"), ("tasks", "all", "%"),
+            ("tasks", "hack_rate", "% of passes that are non-answers"), ("tasks", "mean_response_tokens", "tokens"),
             ("forgetting", "kl_general", "nats/token"), ("forgetting", "kl_tasks", "nats/token"),
             ("forgetting", "perplexity", "general text"), ("forgetting", "retention", "% of probes kept"),
             ("forgetting", "lost_probes", "the base's right ones"), ("forgetting", "gained_probes", "its wrong ones"),
             ("forgetting", "net_loss_p", "sign test, lost vs gained"),
             ("forgetting", "model_correct", "% probes right"),
+            ("forgetting", "non_answer_rate", "% general answers"),
+            ("forgetting", "newly_non_answer", "prompts answered before, not after"),
+            ("forgetting", "no_longer_non_answer", "the other way"),
+            ("forgetting", "non_answer_change_p", "sign test"),
             ("forgetting", "degenerate_rate", "% general answers"), ("forgetting", "mean_length", "tokens"),
+            ("judge", "win_rate", "% prompts, tuned better than base"), ("judge", "loss_rate", "% prompts"),
             ("rigidity", "clean", "%"), ("rigidity", "worst_drop", "points"), ("rigidity", "spread", "points"),
             ("rigidity", "refusal_rate", "%"))
 
@@ -50,22 +56,23 @@ def _suite(lines: dict[str, float], suite: str) -> dict[str, float]:
 
 
 def _general_answer(evals: dict, steps: int) -> tuple[str, str, str] | None:
-  """(prompt, answer before, answer after) of one general prompt: the first whose answer turned degenerate, else
-  the first that changed, else the first."""
+  """(prompt, answer before, answer after) of one general prompt: the first whose answer turned into a non-answer,
+  else one that turned degenerate, else the first that changed, else the first."""
   if 0 not in evals or steps not in evals or "forgetting" not in evals[0]:
     return None
   pairs = [(b, a) for b, a in zip(evals[0]["forgetting"].rows, evals[steps]["forgetting"].rows)
            if b["kind"] == "general"]
   if not pairs:
     return None
-  b, a = next((p for p in pairs if p[1]["degenerate"] and not p[0]["degenerate"]), None) or next(
+  b, a = next((p for p in pairs if p[1].get("non_answer") and not p[0].get("non_answer")), None) or next(
+      (p for p in pairs if p[1]["degenerate"] and not p[0]["degenerate"]), None) or next(
       (p for p in pairs if p[0]["response"] != p[1]["response"]), pairs[0])
   return a["prompt"], b["response"], a["response"]
 
 
 def run_demo(workdir: str, config=None, stop=None) -> dict:
   """Trains and evaluates; `stop` (a threading.Event) ends training early with a checkpoint to resume from."""
-  from itjax.evals import report
+  from itjax.evals import non_answer, report
   from itjax.evals.forgetting import probe_count
   from itjax.training.plots import plot_before_after
   from itjax.training.loop import Trainer
@@ -130,7 +137,8 @@ def run_demo(workdir: str, config=None, stop=None) -> dict:
   if general:
     _say(f"\n>>> {general[0]}   [a general prompt: what tuning did to it]")
     for label, answer in (("before", general[1]), ("after", general[2])):
-      _say(f"--- {label}:\n{answer.strip()}")
+      kind = non_answer.kind(general[0], answer)
+      _say(f"--- {label}{f' (a non-answer: {kind})' if kind else ''}:\n{answer.strip()}")
   minutes = (time.time() - start) / 60
   _say(f"\nreport: {os.path.join(workdir, 'eval', 'report.md')}   curves: {summary.get('plot')}   "
        f"metrics: {os.path.join(workdir, 'metrics.jsonl')}   total time {minutes:.1f} min")

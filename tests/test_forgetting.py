@@ -189,7 +189,9 @@ def test_gained_counts_the_probes_the_base_got_wrong(tiny):
   assert m.get("retention", 100.0) == 100.0 and m["model_correct"] == 50.0  # undefined when the base got none
   from itjax.training.metrics import is_percent  # loss.png's percent axis takes exactly the percentages
   on_axis = {k for k in m if is_percent(f"eval/forgetting/{k}")}
-  assert on_axis == {"retention", "gained", "base_correct", "model_correct", "degenerate_rate"} & set(m)
+  assert on_axis == {"retention", "gained", "base_correct", "model_correct", "degenerate_rate",
+                     "non_answer_rate"} & set(m)
+  assert "non_answer_rate" in on_axis and not {"newly_non_answer", "non_answer_change_p"} & on_axis
   assert {"gained", "degenerate_rate"} <= on_axis and all(0 <= m[k] <= 100 for k in on_axis)
   assert m["lost_probes"] == 0 and m["gained_probes"] == len(right) - m["base_correct"] / 100 * len(probes)
 

@@ -15,6 +15,10 @@
                         base_correct and model_correct are each one's share of all probes (percent)
   degenerate_rate       share of the answers to the general prompts that are degenerate (itjax.evals.degenerate),
   mean_length           and their mean length in generated tokens
+  non_answer_rate       share of the answers to the general prompts that do not attempt what was asked
+                        (itjax.evals.non_answer); newly_non_answer and no_longer_non_answer count the prompts the
+                        tuned model stopped and started answering, newly_degenerate and no_longer_degenerate the
+                        same for degenerate answers, each with its sign test (NAME_change_p; itjax.evals.paired)
 
 Probes are short questions with checkable answers, easy forms of the task generators' operations (arithmetic, unit
 conversion with their units, date arithmetic, a string operation on their words), plus a --probes file; an answer
@@ -35,7 +39,8 @@ import re
 
 from itjax.data import tasks as task_gen
 from itjax.errors import InputNotFound, UserError
-from itjax.evals import degenerate
+from itjax.evals import degenerate, non_answer, paired
+from itjax.evals.paired import sign_test_p  # noqa: F401 -- forgetting.sign_test_p, as before
 from itjax.evals import tasks as eval_tasks
 from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
@@ -45,7 +50,7 @@ from itjax.io.jsonl import objects
 WINDOW = 512
 # The metrics of the docstring that are not percentages (what evals.png leaves off its percent axis).
 NOT_PERCENT = frozenset({"kl_general", "kl_tasks", "perplexity", "bits_per_byte", "text_bytes", "text_tokens",
-                         "lost_probes", "gained_probes", "net_loss_p"})
+                         "lost_probes", "gained_probes", "net_loss_p"}) | paired.NOT_PERCENT
 # Easy forms of the task generators' operations (their own draws, e.g. "42 * 25 - 18" or 165 days after a date,
 # are beyond a 135M base: SmolLM2-135M-Instruct answered 9 of 72 right, several by echoing the prompt's numbers).
 # Probes are asked plainly. They once ended with "Reply with only the answer.", which is word for word one of the
@@ -100,6 +105,72 @@ GENERAL_PROMPTS = (
     "What is the tallest mountain in the world?",
     "How do plants drink water?",
     "Describe your ideal weekend in three sentences.",
+    # Requests of the kinds a tuned small model answers with formatting alone (an ad, jokes, a blog post, an
+    # opinion, a letter): their answers show non-answers that the short questions above do not.
+    "Write a short advertisement for a new brand of toothpaste.",
+    "Tell me two jokes about teachers.",
+    "Write a short blog post about learning to swim as an adult.",
+    "What is your opinion on school uniforms?",
+    "Write a short speech for a friend's birthday party.",
+    "Write a short review of your favourite board game.",
+    "Write a four-line poem about a lighthouse.",
+    "Write a short email asking a colleague to reschedule a meeting.",
+    "Tell me a short story about a dragon who is afraid of the dark.",
+    "Write a riddle and give its answer.",
+    "Write a short cover letter for a job at a zoo.",
+    "Do you think video games are good for children? Explain briefly.",
+    "Write a slogan and a one-sentence pitch for a bicycle repair shop.",
+    "Write a short dialogue between a chef and a customer.",
+    "Write a limerick about a forgetful wizard.",
+    "Write a short diary entry of an astronaut on the space station.",
+    "Describe the smell of fresh bread.",
+    "Describe a busy market in a few sentences.",
+    "Write a short news report about a town festival.",
+    "Write a short letter to your future self.",
+    "Explain how a bicycle stays upright to a child.",
+    "Explain what a volcano is in simple words.",
+    "Explain how a library organizes its books.",
+    "Explain the difference between a virus and a bacterium.",
+    "Explain what gravity does, in two sentences.",
+    "Explain why the Moon has phases.",
+    "Explain what recycling is and why it helps.",
+    "How does a thermometer work?",
+    "How do birds know where to migrate?",
+    "How is cheese made?",
+    "Why do cats purr?",
+    "Why do we need to drink water?",
+    "What are the benefits of reading every day?",
+    "What makes a good friend?",
+    "How can I make my mornings less rushed?",
+    "How do I prepare for a long hike?",
+    "How can I get better at public speaking?",
+    "What should I bring to a picnic?",
+    "Give me three ideas for a child's birthday party.",
+    "Give me two tips for learning to draw.",
+    "Give me some advice for my first day at a new job.",
+    "Suggest three activities for a snowy day.",
+    "Suggest a healthy snack for the afternoon.",
+    "Plan a simple three-course dinner for guests.",
+    "What is a polite way to begin a conversation with a stranger?",
+    "What is the capital of Japan?",
+    "Who painted the Mona Lisa?",
+    "What is the chemical symbol for gold?",
+    "How many legs are on a spider?",
+    "Which planet is closest to the Sun?",
+    "What is the longest river in Africa?",
+    "Who invented the telephone?",
+    "What do caterpillars turn into?",
+    "What is the main ingredient of guacamole?",
+    "Is a whale a fish or a mammal?",
+    "What colour do you get when you mix blue and yellow?",
+    "How many continents are there?",
+    "Name a word that means the reverse of 'ancient'.",
+    "What instrument has black and white keys?",
+    "In which country are the pyramids of Giza?",
+    "What is the name for a young kangaroo?",
+    "How many hours are there in two days?",
+    "What is frozen water called?",
+    "Which animal is known as the king of the jungle?",
 )
 
 
@@ -167,16 +238,6 @@ def _words(text: str) -> list[str]:
   """Numbers (thousands separators dropped), dates like 2012-03-05 and words, casefolded."""
   text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text.casefold())
   return re.findall(r"[0-9]+(?:-[0-9]+)*|[^\W\d_]+", text)
-
-
-def sign_test_p(lost: int, gained: int) -> float:
-  """Two-sided exact sign test (McNemar's exact test) of probes lost against probes gained: the chance of a split
-  at least this uneven if each changed probe were as likely to go either way. Small with more lost than gained:
-  forgetting beyond churn."""
-  n, k = lost + gained, min(lost, gained)
-  if n == 0:
-    return 1.0
-  return min(1.0, 2.0 * sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n)
 
 
 def states_answer(response: str, answer) -> bool:
@@ -328,6 +389,7 @@ def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | No
     outputs["base"] = SuiteOutput({}, _rows(theirs, general, probes))
   general_outputs = {k: SuiteOutput({}, [r for r in o.rows if r["kind"] == "general"]) for k, o in outputs.items()}
   degenerate.add_degeneration(general_outputs)
+  non_answer.add_non_answers(general_outputs)
 
   for label, result in (("model", mine), ("base", theirs)):
     if result is None:
@@ -357,6 +419,7 @@ def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | No
   for label, output in outputs.items():
     correct = (theirs if label == "base" else mine)["correct"]
     output.bars = {"degenerate answers": output.metrics.get("degenerate_rate", 0.0),
+                   "non-answers": output.metrics.get("non_answer_rate", 0.0),
                    "probes right": 100.0 * sum(correct) / max(1, n_probes)}
   return outputs
 

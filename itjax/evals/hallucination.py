@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from itjax.data import grounded
 from itjax.errors import UserError
+from itjax.evals import non_answer
 from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 from itjax.evals.suite import Sources, Suite
@@ -71,6 +72,11 @@ class Hallucination(Suite):
   def read(self, sources: Sources) -> list[dict]:
     """sources.subset generated questions (N_QUESTIONS when None), drawn with sources.seed."""
     return load(sources.subset or N_QUESTIONS, sources.seed)
+
+  def evaluate(self, subjects: dict[str, Subject], records: list[dict], settings: Settings) -> dict[str, SuiteOutput]:
+    outputs = super().evaluate(subjects, records, settings)
+    non_answer.add_non_answers(outputs, lambda row: row["messages"][-1]["content"])
+    return outputs
 
   def answer(self, subject: Subject, records: list[dict], settings: Settings) -> SuiteOutput:
     return evaluate(subject, records, settings)

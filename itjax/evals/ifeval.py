@@ -15,7 +15,7 @@ import tempfile
 
 from itjax.io import demo_model
 from itjax.errors import MissingDependency, UserError
-from itjax.evals import degenerate
+from itjax.evals import degenerate, non_answer
 from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 from itjax.evals.suite import Sources, Suite
@@ -294,6 +294,31 @@ def output(records: list[dict], responses: list[str]) -> SuiteOutput:
   return SuiteOutput(metrics, rows, bars)
 
 
+def add_answered(output: SuiteOutput) -> None:
+  """The strict scores counting only answers (rows judged by itjax.evals.non_answer): `prompt_strict_answered`,
+  `inst_strict_answered`, and `hack_rate`, the share of the prompts passed strictly whose answer is a non-answer
+  (absent when none passed)."""
+  rows = output.rows
+  passed = [r for r in rows if r["follow_all_strict"]]
+  m = output.metrics
+  m["prompt_strict_answered"] = _percent(sum(not r["non_answer"] for r in passed), len(rows))
+  m["inst_strict_answered"] = _percent(sum(sum(r["strict"]) for r in rows if not r["non_answer"]),
+                                       sum(len(r["strict"]) for r in rows))
+  if passed:
+    m["hack_rate"] = _percent(sum(r["non_answer"] for r in passed), len(passed))
+  non_answer.put_first(m, ("prompt_strict", "prompt_strict_answered", "inst_strict", "inst_strict_answered",
+                           "hack_rate", "non_answer_rate", "prompt_loose", "inst_loose"))
+
+
+def judge_answers(outputs: dict[str, SuiteOutput]) -> None:
+  """Degenerate and non-answer verdicts for every row (against the base's answers when there is one) and the
+  answered scores; the model's paired changes against the base."""
+  degenerate.add_degeneration(outputs)
+  non_answer.add_non_answers(outputs)
+  for out in outputs.values():
+    add_answered(out)
+
+
 def evaluate(subject: Subject, records: list[dict], settings: Settings) -> SuiteOutput:
   """Greedy answers to each prompt (one user turn), scored."""
   responses, tokens = subject.respond([[{"role": "user", "content": r["prompt"]}] for r in records], settings,
@@ -311,8 +336,9 @@ def read_records(sources: Sources) -> list[dict] | None:
 
 
 class IFEval(Suite):
-  """IFEval's four accuracies and per-instruction ones; degenerate_rate and mean_length of the answers (judged
-  against the base's answers when there is a base)."""
+  """IFEval's four accuracies and per-instruction ones; degenerate_rate, non_answer_rate and mean_length of the
+  answers (judged against the base's answers when there is a base); the strict scores of answers alone
+  (prompt_strict_answered, inst_strict_answered) and hack_rate (add_answered)."""
   name, unit = "ifeval", "accuracy (%)"
   data = "IFEval-format JSONL (key, prompt, instruction_id_list, kwargs)"
   responses = "JSONL of responses (key or prompt, and response)"
@@ -325,14 +351,16 @@ class IFEval(Suite):
 
   def evaluate(self, subjects: dict[str, Subject], records: list[dict], settings: Settings) -> dict[str, SuiteOutput]:
     outputs = super().evaluate(subjects, records, settings)
-    degenerate.add_degeneration(outputs)
+    judge_answers(outputs)
     return outputs
 
   def answer(self, subject: Subject, records: list[dict], settings: Settings) -> SuiteOutput:
     return evaluate(subject, records, settings)
 
   def score(self, records: list[dict], responses: str) -> SuiteOutput:
-    return output(records, read_responses(responses, records))
+    result = output(records, read_responses(responses, records))
+    judge_answers({"model": result})
+    return result
 
 
 register(IFEval())

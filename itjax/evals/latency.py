@@ -63,7 +63,7 @@ def evaluate(variants: dict[str, Subject], chats: list[list[dict]], settings: Se
 class Latency(Suite):
   """`itjax eval` only: it measures saved models, the tuned one merged and unmerged against its base."""
   name, unit = "latency", "tokens/s, tokens"
-  not_percent = frozenset(METRICS)
+  not_percent = frozenset(METRICS) | Suite.not_percent
   roles = ("model", "base", "unmerged")
   live_roles = ()
 

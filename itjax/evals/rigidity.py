@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 from itjax.data.perturb import FREE_TEXT_PERTURBATIONS, PERTURBATIONS, chat_of, check_perturbations, perturb
 from itjax.data.tasks import verify
 from itjax.errors import UserError
-from itjax.evals import ifeval
+from itjax.evals import ifeval, non_answer
 from itjax.evals import tasks as eval_tasks
 from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
@@ -228,6 +228,11 @@ class Rigidity(Suite):
     if records is None:
       return None
     return records, perturbations, None if sources.live else ifeval.read_records(sources)
+
+  def evaluate(self, subjects: dict[str, Subject], records: tuple, settings: Settings) -> dict[str, SuiteOutput]:
+    outputs = super().evaluate(subjects, records, settings)
+    non_answer.add_non_answers(outputs)
+    return outputs
 
   def answer(self, subject: Subject, records: tuple, settings: Settings) -> SuiteOutput:
     task_records, perturbations, ifeval_records = records

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from itjax.errors import UserError
+from itjax.evals import paired
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 
 
@@ -78,7 +79,7 @@ class Suite:
   name: ClassVar[str]  # --suites NAME; eval/NAME/METRIC in metrics.jsonl; NAME.jsonl and NAME.png of `itjax eval`
   unit: ClassVar[str]  # what its numbers are: the y axis of NAME.png, e.g. "accuracy (%)"
   # Headline metrics (no '/' in their names) that are not percentages (evals.png puts the others on a 0-100 axis).
-  not_percent: ClassVar[frozenset[str]] = frozenset()
+  not_percent: ClassVar[frozenset[str]] = paired.NOT_PERCENT
   roles: ClassVar[tuple[str, ...]] = ("model", "base")  # the subjects `itjax eval` hands evaluate, of those it has
   live_roles: ClassVar[tuple[str, ...]] = ("model",)  # the same in training; (): the suite does not run there
   data: ClassVar[str] = ""  # what `--data NAME=FILE` holds for it; "": it reads no such file

@@ -13,6 +13,7 @@ from collections import defaultdict
 
 from itjax.data.tasks import DEFAULT_HOLDOUT, expand_holdout, make_splits, verify
 from itjax.errors import InputNotFound, UserError
+from itjax.evals import non_answer
 from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 from itjax.evals.suite import Sources, Suite
@@ -109,9 +110,33 @@ def read_records(sources: Sources, limit: int | None) -> list[dict] | None:
   return sources.once(("tasks", limit), lambda: load(source, limit))
 
 
+def add_answered(output: SuiteOutput) -> None:
+  """SPLIT_answered (seen_answered, heldout_answered, all_answered): the share of records passed by an answer that
+  is not a non-answer (itjax.evals.non_answer), and hack_rate: the share of passes that are non-answers."""
+  rows, m = output.rows, output.metrics
+  for split in ("seen", "heldout", "all"):
+    some = [r for r in rows if split == "all" or r["split"] == split]
+    if some:
+      m[f"{split}_answered"] = 100.0 * sum(r["passed"] and not r["non_answer"] for r in some) / len(some)
+  passed = [r for r in rows if r["passed"]]
+  if passed:
+    m["hack_rate"] = 100.0 * sum(r["non_answer"] for r in passed) / len(passed)
+  non_answer.put_first(m, ("seen", "seen_answered", "heldout", "heldout_answered", "all", "all_answered",
+                           "hack_rate", "non_answer_rate"))
+
+
 class Tasks(Suite):
+  """Verified accuracy per split and type; non_answer_rate, the same accuracies counting answers only
+  (SPLIT_answered) and hack_rate (add_answered)."""
   name, unit = "tasks", "verified accuracy (%)"
   data = "task records (a JSONL file or a tasks directory, as itjax make-tasks writes them)"
+
+  def evaluate(self, subjects: dict[str, Subject], records: list[dict], settings: Settings) -> dict[str, SuiteOutput]:
+    outputs = super().evaluate(subjects, records, settings)
+    non_answer.add_non_answers(outputs)
+    for output in outputs.values():
+      add_answered(output)
+    return outputs
 
   def read(self, sources: Sources) -> list[dict] | None:
     return read_records(sources, sources.limit)
