@@ -222,3 +222,23 @@ def test_a_bucket_runs_dir_gets_markers_logs_evaluations_and_the_summary(tmp_pat
     rows = {r["run"]: r for r in csv.DictReader(f)}
   assert rows["a"]["tasks/seen"] == "30" and rows["a"]["eval_loss"] == "1.5" and rows["a"]["step_s"] == "0.5"
   assert rows["(base)"]["tasks/seen"] == "0"
+
+
+def test_runs_that_differ_only_in_seed_get_a_mean_and_a_95_percent_interval():
+  from itjax.sweep import report
+  from itjax.sweep.experiment import Experiment
+  runs = {f"{name}_seed{s}": {**over, "seed": s} for name, over in (("a", {"lora.rank": 4}), ("b", {"lora.rank": 8}))
+          for s in range(3)}
+  runs["lone"] = {"lora.rank": 16}
+  experiment = Experiment("x.py", "x", "configs/tiny_lora.py", {}, runs)
+  values = {"a": [10.0, 12.0, 14.0], "b": [1.0, 1.0, 1.0]}
+  rows = [{"run": run, "status": "done" if run != "b_seed2" else "failed", "overrides": over,
+           "figures": {"m": values[run[0]][over["seed"]]} if "seed" in over else {"m": 99.0}}
+          for run, over in runs.items()]
+  groups = report.seed_groups(experiment, rows)
+  assert sorted(groups) == ["a", "b"] and len(groups["b"]) == 2  # the failed seed is left out
+  mean, half = report.mean_interval([10.0, 12.0, 14.0])
+  assert mean == 12.0 and half == pytest.approx(4.303 * 2.0 / 3 ** 0.5)
+  assert report.mean_interval([5.0]) is None
+  lines = report._seed_table(experiment, rows, {"m": 7.0}, ("m",))
+  assert "| a | 3 | 12 ± 4.97 |" in lines and "| b | 2 | 1 ± 0 |" in lines and "| (base) | | 7 |" in lines

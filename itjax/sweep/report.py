@@ -76,6 +76,56 @@ def collect(experiment: Experiment, runs_dir: str) -> tuple[list[dict], dict]:
   return rows, base
 
 
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (beyond: 1.96).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def mean_interval(values: list[float]) -> tuple[float, float] | None:
+  """(mean, half-width of its 95% t-interval) of two or more values; None for fewer."""
+  if len(values) < 2:
+    return None
+  n = len(values)
+  t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96
+  return statistics.fmean(values), t * statistics.stdev(values) / math.sqrt(n)
+
+
+def seed_groups(experiment: Experiment, rows: list[dict]) -> dict[str, list[dict]]:
+  """The finished runs grouped by their overrides other than `seed`, for groups of two or more seeds; a group is
+  named by its overrides (the runs' common name before `_seed`, when they share one)."""
+  groups: dict[tuple, list[dict]] = {}
+  for r in rows:
+    if r["status"] == "done" and "seed" in experiment.runs[r["run"]]:
+      key = tuple(sorted((k, flag_value(v)) for k, v in experiment.runs[r["run"]].items() if k != "seed"))
+      groups.setdefault(key, []).append(r)
+  named = {}
+  for key, members in groups.items():
+    if len({flag_value(experiment.runs[r["run"]]["seed"]) for r in members}) < 2:
+      continue
+    stems = {r["run"].rsplit("_seed", 1)[0] for r in members}
+    named[stems.pop() if len(stems) == 1 else " ".join(f"{k}={v}" for k, v in key) or "(no overrides)"] = members
+  return named
+
+
+def _seed_table(experiment: Experiment, rows: list[dict], base: dict, metrics: tuple[str, ...]) -> list[str]:
+  """Markdown lines: per group of seeds, each metric's mean and 95% interval (and the base's figure)."""
+  groups = seed_groups(experiment, rows)
+  if not groups:
+    return []
+  lines = ["", "## Over seeds: mean and 95% t-interval", "", "| group | seeds | " + " | ".join(metrics) + " |",
+           "|" + "---|" * (len(metrics) + 2)]
+  for name, members in groups.items():
+    cells = []
+    for m in metrics:
+      values = [r["figures"][m] for r in members if isinstance(r["figures"].get(m), (int, float))]
+      mi = mean_interval(values)
+      cells.append(f"{mi[0]:.4g} ± {mi[1]:.3g}" if mi else "")
+    lines.append(f"| {name} | {len(members)} | " + " | ".join(cells) + " |")
+  if base:
+    lines.append("| (base) | | " + " | ".join(_fmt(base.get(m)) for m in metrics) + " |")
+  return lines
+
+
 def _fmt(value) -> str:
   if value is None:
     return ""
@@ -108,6 +158,7 @@ def write_summary(experiment: Experiment, runs_dir: str) -> list[str]:
         "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   md += ["| " + " | ".join(cells) + " |" for cells in table]
   md += ["", "wall_min: training and evaluation of the run; step_s: median logged step time after the first."]
+  md += _seed_table(experiment, rows, base, metrics)
   (out / "summary.md").write_text("\n".join(md) + "\n")
   paths = [os.fspath(out / "summary.md"), os.fspath(out / "summary.csv")]
   plotted = experiment.plot or tuple(metrics[:4])
