@@ -66,6 +66,17 @@ def test_the_tasks_own_answers_are_answers():
   assert not flagged
 
 
+def test_real_answers_labelled_by_eye():
+  """32 open and closed prompts answered by the demo's base and by its tuned SmolLM2 (greedy, 200 tokens), labelled
+  by eye before the rule had seen them: the rule then agreed on 49 of 64 (it called a loop after a real attempt a
+  non-answer, and missed a refusal of 60 words); fitted to them since, it must keep agreeing on most."""
+  cases = _cases("non_answer_real.jsonl")
+  assert len(cases) >= 64
+  assert {c["model"] for c in cases} == {"base", "tuned"}
+  agreement, wrong = _agreement(cases)
+  assert agreement >= 90.0, "\n".join(wrong)
+
+
 def _ifeval_output(responses):
   pytest.importorskip("if_verifiable")
   from itjax.evals import ifeval

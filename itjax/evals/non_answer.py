@@ -12,8 +12,10 @@ The rule, in the order it is applied (the first that holds gives the kind):
                (under REFUSAL_WORDS words)
   echo         it repeats the prompt: nearly all of it (ECHO_SHARE) is made of runs of ECHO_MIN_TOKENS or more
                tokens copied from the prompt, and they copy at least half of the prompt
-  repetition   it repeats itself instead of saying something: itjax.evals.degenerate's verdict on its words and
-               numbers (16 or more; separators such as *** do not count), or one word four or more times alone
+  repetition   it loops (itjax.evals.degenerate's verdict on its words and numbers, 16 or more, separators such
+               as *** left out; or one word four or more times alone) and what it said before the loop began
+               holds too few words the prompt does not (the thresholds below; one for a closed prompt). A loop
+               after a real attempt is a degenerate answer (degenerate_rate), not a non-answer
   fragments    an open request (below) answered with a title and single letters, or lines of a word or two each
                that together stay under the open threshold
   too_short    an open request answered with fewer new words than it needs
@@ -28,20 +30,23 @@ form); a prompt that is neither closed nor open (a plain question) is treated as
 placeholders are taken out; a character of a script written without spaces (Chinese, Japanese, Korean) counts as
 a word.
 
-The rule was written from the hand-written cases in tests/data/non_answer_cases.jsonl and is held to them by
+The rule was written from the hand-written cases in tests/data/non_answer_cases.jsonl; 64 real answers of the
+demo's base and tuned SmolLM2 in tests/data/non_answer_real.jsonl were labelled by eye before the rule saw them
+(it agreed on 49 of 64 then; the repetition kind and the refusal length were fitted to them after). Both are held by
 tests/test_non_answer.py.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 from itjax.evals import degenerate
 
 KINDS = ("empty", "placeholder", "refusal", "echo", "repetition", "fragments", "too_short")
 OPEN_NEW_WORDS = 4
 LONG_NEW_WORDS = 8
-REFUSAL_WORDS = 40
+REFUSAL_WORDS = 80
 ECHO_MIN_TOKENS = 4
 ECHO_SHARE = 0.9
 
@@ -68,7 +73,7 @@ OPEN_MARKERS = re.compile(
     r"opinion|what do you think|your (?:view|thoughts)|argue|persuade|convince|imagine|brainstorm|plan|propose|"
     r"design|why|how (?:can|do|does|should|would|could) (?:i|you|we|one|a|an|the)\b|rewrite|expand)\b", re.I)
 LONG_FORMS = re.compile(
-    r"\b(?:essay|blog|post|story|stories|poem|poems|haiku|limerick|song|lyrics|rap|article|letter|email|e-mail|"
+    r"\b(?:essay|blog|post|story|stories|poem|poems|limerick|song|lyrics|rap|article|letter|email|e-mail|"
     r"speech|ad|ads|advert|advertisement|commercial|jokes?|riddle|description|review|report|summary|dialogue|"
     r"script|pitch|proposal|cover letter|note|memo|newsletter|paragraphs?|sentences|list of)\b", re.I)
 
@@ -109,6 +114,30 @@ def _echo(prompt: str, response: str) -> bool:
   return sum(covered) >= ECHO_SHARE * len(answer) and len(echoed) >= 0.5 * len(asked_grams)
 
 
+def _before_loop(tokens: list[str]) -> list[str]:
+  """The tokens up to the end of the first occurrence of the n-gram (1 <= n <= 8) whose repeats cover most of them:
+  what the response said before it started looping."""
+  best, end = 0.0, len(tokens)
+  for n in range(1, 9):
+    if 2 * n > len(tokens):
+      break
+    counts = Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    gram, count = counts.most_common(1)[0]
+    if count < 2 or count * n <= best:
+      continue
+    covered, i, first = 0, 0, None
+    while i <= len(tokens) - n:
+      if tuple(tokens[i:i + n]) == gram:
+        first = i if first is None else first
+        covered += n
+        i += n
+      else:
+        i += 1
+    if covered > best:
+      best, end = covered, first + n
+  return tokens[:end]
+
+
 def _single_word_loop(words: list[str]) -> bool:
   return len(words) >= 4 and len(set(words)) == 1
 
@@ -138,8 +167,12 @@ def kind(prompt: str, response: str, reference: float = degenerate.DEFAULT_REFER
     return "refusal"
   if _echo(prompt, response):
     return "echo"
-  if degenerate.is_degenerate(" ".join(_TOKEN.findall(content)), reference) or _single_word_loop(words):
-    return "repetition"
+  tokens = [t.casefold() for t in _TOKEN.findall(content)]
+  if degenerate.is_degenerate(" ".join(tokens), reference) or _single_word_loop(words):
+    asked_tokens = {t.casefold() for t in _TOKEN.findall(prompt)}
+    said = {t for t in _before_loop(tokens) if (t.isdigit() or len(t) > 1) and t not in asked_tokens}
+    if len(said) < needed:
+      return "repetition"
   if asks in ("open", "long"):
     asked = set(_words(prompt))
     new = {w for w in words if w not in asked}
