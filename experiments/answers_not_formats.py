@@ -13,7 +13,7 @@ summary.md adds each recipe's mean and 95% t-interval over its seeds. About 7 mi
 CONFIG = "configs/smollm2_135m_lora.py"
 COMMON = {"eval.suites": ("tasks", "forgetting"), "eval.n_general": 104}
 RECIPES = {"demo": {}, "replay": {"replay.weight": 0.5}, "lr3e-4": {"learning_rate": 3e-4}}
-RUNS = {f"{name}_seed{s}": {**over, "seed": s} for name, over in RECIPES.items() for s in range(3)}
+RUNS = {f"{name}_seed{s}": {**over, "seed": s} for s in range(3) for name, over in RECIPES.items()}  # seed by seed
 METRICS = ("tasks/seen", "tasks/seen_answered", "tasks/heldout_answered", "tasks/hack_rate",
            "forgetting/non_answer_rate", "forgetting/newly_non_answer", "forgetting/no_longer_non_answer",
            "forgetting/degenerate_rate", "forgetting/retention", "forgetting/kl_general", "eval_loss")
