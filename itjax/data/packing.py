@@ -45,8 +45,10 @@ def empty_rows(num_rows: int, max_len: int, pad_id: int) -> dict[str, np.ndarray
   return batch
 
 
-def fill_row(batch: dict[str, np.ndarray], r: int, examples: list[tuple[np.ndarray, np.ndarray]]) -> None:
-  """Writes (ids, mask) examples one after another into row r of `batch`."""
+def fill_row(batch: dict[str, np.ndarray], r: int, examples: list[tuple[np.ndarray, np.ndarray]],
+             anchored: list[bool] | None = None) -> None:
+  """Writes (ids, mask) examples one after another into row r of `batch`; with `anchored` (a flag per example),
+  batch['anchor'] gets the weights of the flagged examples (the tokens a KL-to-base anchor weighs)."""
   start = 0
   for segment, (ids, mask) in enumerate(examples, start=1):
     n = len(ids) - 1
@@ -58,4 +60,6 @@ def fill_row(batch: dict[str, np.ndarray], r: int, examples: list[tuple[np.ndarr
     batch["weights"][r, start:end] = mask[1:]
     batch["segment_ids"][r, start:end] = segment
     batch["positions"][r, start:end] = np.arange(n)
+    if anchored is not None and anchored[segment - 1]:
+      batch["anchor"][r, start:end] = mask[1:]
     start = end

@@ -7,6 +7,10 @@ whole epoch) and the rows shuffled; epochs follow each other in one stream of ro
 [b*B, (b+1)*B), and process h of H takes its contiguous B/H of them, so every host takes the same number of steps
 and their union is the epoch.
 
+A source may be marked `anchor` (config.anchor.on='replay': self-replay or general examples): batches then carry
+one more field, `anchor` [B, T], the weights of the tokens of its examples and zero elsewhere. The mark is not part
+of the fingerprint: it changes what the loss weighs, not which rows come.
+
 Everything is a pure function of (data, config, seed): the iterator state is the index of the next batch plus a
 fingerprint of what produced it, so a restored pipeline yields exactly what the uninterrupted one would have.
 
@@ -36,6 +40,7 @@ class Source:
   name: str
   examples: list[Example]
   weight: float = 1.0
+  anchor: bool = False  # its examples' trained tokens are marked in the batches' `anchor` field
 
 
 def _rng(seed: int, *tags: int) -> np.random.Generator:
@@ -43,7 +48,8 @@ def _rng(seed: int, *tags: int) -> np.random.Generator:
 
 
 class Pipeline:
-  """An iterator of dicts of numpy arrays [batch_size / process_count, max_len] (see packing.FIELDS)."""
+  """An iterator of dicts of numpy arrays [batch_size / process_count, max_len] (see packing.FIELDS; and `anchor`
+  when a source is marked)."""
 
   def __init__(self, sources: list[Source], max_len: int, batch_size: int, seed: int = 0,
                epochs: int | None = None, pack: bool = True, pad_id: int = 0,
@@ -135,12 +141,16 @@ class Pipeline:
     if self._locate(first) is None:
       raise StopIteration
     batch = packing.empty_rows(self.host_rows, self.max_len, self.pad_id)
+    anchored = any(s.anchor for s in self.sources)
+    if anchored:
+      batch["anchor"] = np.zeros_like(batch["weights"])
     start = first + self.process_index * self.host_rows
     for r in range(self.host_rows):
       where = self._locate(start + r)
       if where is not None:  # past the last epoch: a pad row (weights 0)
         row = self.epoch_rows(where[0])[where[1]]
-        packing.fill_row(batch, r, [self.sources[k].examples[i] for k, i in row])
+        packing.fill_row(batch, r, [self.sources[k].examples[i] for k, i in row],
+                         [self.sources[k].anchor for k, _ in row] if anchored else None)
     self.batch += 1
     return batch
 
