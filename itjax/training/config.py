@@ -17,6 +17,7 @@ from itjax.io import pyfile
 from itjax.model.config import LORA_TARGETS_ALL, REMAT_POLICIES, LoraSpec, ModelConfig
 
 METHODS = ("lora", "full")
+ANCHOR_ON = ("targets", "replay")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -40,7 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.adam_eps = 1e-8
   c.clip_norm = 1.0  # 0 disables clipping
   c.compute_dtype = "float32"  # or bfloat16
-  c.base_dtype = "float32"  # dtype of the frozen base params in LoRA mode (bfloat16 halves their memory)
+  c.base_dtype = "float32"  # the frozen base params under LoRA and the anchor's copy: bfloat16 halves their memory
   c.remat = "attention"  # recompute in the backward pass: none, attention (probabilities only), dots or full
   c.loss_chunk = 64  # sequence positions per chunk of the output projection + cross-entropy
   c.mesh = (1, -1, 1)  # devices along (data, fsdp, tensor); one -1 takes the rest
@@ -77,12 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
   # holdout: types or groups kept out of training ('grounded' too, so training on grounded questions is an ablation).
   c.tasks = ml_collections.ConfigDict(dict(n=0, seed=0, holdout="max_number,numbered,uppercase,grounded",
                                            phrasings="one"))
-  # Self-replay against forgetting (itjax distill --self): n > 0 has the base model answer n general prompts
-  # (`prompts`: 'general', the built-in generator, or a JSONL file of {"prompt"}) into WORKDIR/replay/replay.jsonl
-  # before training (resuming if cut short), and mixes its accepted answers into data.train at `weight` (relative
-  # to the other sources' weights, 1 unless given).
-  c.replay = ml_collections.ConfigDict(dict(n=0, prompts="general", weight=0.3, max_new_tokens=256, batch_size=16,
-                                            seed=0))
+  against_forgetting(c)  # config.replay and config.anchor
   # Generation suites on the live params (itjax.evals): before training, every `every` steps (0: only at the end)
   # and at the end; metrics.jsonl gets eval/SUITE/METRIC. 'tasks' runs when WORKDIR/tasks exists; 'ifeval' needs
   # eval.data (IFEval-format JSONL); 'forgetting' compares with the base (the frozen params, adapters off) and
@@ -95,6 +91,27 @@ def base_config() -> ml_collections.ConfigDict:
                                           data="", subset=8, text="", text_bytes=16384, probes="", n_probes=0,
                                           n_general=0, perturbations=(), seed=0))  # seed: generated probes, questions
   return c
+
+
+def against_forgetting(c: ml_collections.ConfigDict) -> None:
+  """The keys of the two ways to hold the tuned model near its base: self-replay and a KL-to-base anchor."""
+  # Self-replay against forgetting (itjax distill --self): n > 0 has the base model answer n general prompts
+  # (`prompts`: 'general', the built-in generator, or a JSONL file of {"prompt"}) into WORKDIR/replay/replay.jsonl
+  # before training (resuming if cut short), and mixes its accepted answers into data.train at `weight` (relative
+  # to the other sources' weights, 1 unless given).
+  c.replay = ml_collections.ConfigDict(dict(n=0, prompts="general", weight=0.3, max_new_tokens=256, batch_size=16,
+                                            seed=0))
+  # A KL-to-base anchor against forgetting: loss = cross-entropy + weight x KL(base || tuned), the KL averaged per
+  # token over `on`'s tokens. The logged loss is that whole objective, with the mean KL beside it as kl_to_base;
+  # validation loss stays cross-entropy. Not compared on resume: it changes the objective, not the trained state.
+  # weight: >= 0; 0 (the default) is the plain step, which never runs the base.
+  # on: 'targets' (every trained token) or 'replay' (the trained tokens of self-replay examples, replay.n > 0, and
+  #   of the data.train files named in `sources`; batches without any log kl_to_base 0).
+  # sources: data.train files (as written there, comma-separated) whose examples count as replay for on='replay'.
+  # The base: under LoRA the frozen params with the adapters off (no copy; a second forward pass without gradient);
+  # under method 'full' (or other base params in config.trainable) a frozen copy of their initial values, in
+  # base_dtype, kept on the devices: 4 bytes a param in float32, 538 MB for SmolLM2-135M (logged at the start).
+  c.anchor = ml_collections.ConfigDict(dict(weight=0.0, on="targets", sources=""))
 
 
 def _check(ok: bool, key: str, message: str, value) -> None:
@@ -180,6 +197,7 @@ def validate(c: ml_collections.ConfigDict, model_given: bool = False) -> None:
   if c.replay.n > 0 and c.replay.prompts != "general":
     _check_path("replay.prompts", c.replay.prompts)
   _check(c.tasks.phrasings in ("one", "all"), "tasks.phrasings", "must be one or all", c.tasks.phrasings)
+  _check_anchor(c)
   from itjax.evals import registry  # the suites that run inside training; no JAX
   live = registry.names(live=True)
   _check(set(c.eval.suites) <= set(live), "eval.suites", f"may hold {', '.join(live)}", c.eval.suites)
@@ -200,6 +218,33 @@ def validate(c: ml_collections.ConfigDict, model_given: bool = False) -> None:
     _check(os.path.isdir(c.model) or c.model.endswith(".gguf"), "model", "is a file; expected a Hugging Face model "
            "directory, a .gguf file or a training workdir", c.model)
     _check_path("model", c.model, directory=os.path.isdir(c.model))
+
+
+def _check_anchor(c: ml_collections.ConfigDict) -> None:
+  from itjax.data.dataset import parse_sources
+  a = c.anchor
+  _check(0 <= a.weight < float("inf"), "anchor.weight", "must be a number >= 0", a.weight)
+  _check(a.on in ANCHOR_ON, "anchor.on", "must be targets or replay", a.on)
+  if a.sources:
+    train = {os.path.normpath(p) for p, _ in parse_sources(c.data.train)}
+    _check(all(os.path.normpath(p) in train for p, _ in parse_sources(a.sources)), "anchor.sources",
+           f"must name files of data.train ({c.data.train})", a.sources)
+  if a.weight > 0 and a.on == "replay":
+    _check(c.replay.n > 0 or bool(a.sources), "anchor.on", "'replay' needs replay data: replay.n > 0, or "
+           "anchor.sources naming data.train files", a.on)
+
+
+def anchor_files(c: ml_collections.ConfigDict, workdir: str) -> set[str]:
+  """The data.train files ({workdir} filled in) whose examples the anchor weighs: with anchor.on 'replay' (and a
+  weight), the self-replay file and anchor.sources; none otherwise."""
+  if not (c.anchor.weight > 0 and c.anchor.on == "replay"):
+    return set()
+  from itjax.data.dataset import parse_sources
+  files = {os.path.normpath(p.replace("{workdir}", workdir)) for p, _ in parse_sources(c.anchor.sources)
+           } if c.anchor.sources else set()
+  if c.replay.n > 0:
+    files.add(os.path.normpath(replay_path(workdir)))
+  return files
 
 
 def path_problem(path: str, directory: bool = False) -> str | None:

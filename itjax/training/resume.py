@@ -3,10 +3,10 @@
 The settings that shape the trained state (method, LoRA rank, alpha, targets and rsLoRA, the extra trainable
 patterns, the frozen base's dtype, the base model's weights) must be the ones the checkpoints were written with: a
 difference is an error that names each key with its old and new value, never damage, and it stops the run before
-anything is written. Other settings (steps, learning rate, evaluation) may change between runs. The data may not
-either, but its fingerprint is known only once it is read: the trainer compares it when it restores, still before it
-writes (itjax/training/loop.py). `config.resume = "restart"` moves the old run aside inside the workdir
-(WORKDIR/previous/N) and starts over; nothing is deleted.
+anything is written. Other settings (steps, learning rate, evaluation, the KL anchor: it changes the objective, not
+the state) may change between runs. The data may not either, but its fingerprint is known only once it is read: the
+trainer compares it when it restores, still before it writes (itjax/training/loop.py). `config.resume = "restart"`
+moves the old run aside inside the workdir (WORKDIR/previous/N) and starts over; nothing is deleted.
 """
 
 from __future__ import annotations

@@ -108,6 +108,9 @@ def load_data(config: ml_collections.ConfigDict, files: str, tokenizer) -> tuple
   drop = tuple(t.strip() for t in config.data.drop_types.split(",") if t.strip())
   sources, report = dataset.load_sources(config_lib.data_paths(config, "train", files), tokenizer,
                                          data_options(config), drop)
+  anchored = config_lib.anchor_files(config, files)
+  for source in sources:
+    source.anchor = os.path.normpath(source.name) in anchored
   if drop:
     log.info("data.drop_types: left out %s of the %s records of data.train (%s)", f"{report.left_out:,}",
              f"{report.records:,}", ", ".join(f"{t} {report.left_out_by_type[t]:,}" for t in drop))
@@ -141,9 +144,41 @@ def place_params(config: ml_collections.ConfigDict, mcfg, model, adapters: dict 
   return place(trainable), place(frozen)
 
 
+def anchor_base(config: ml_collections.ConfigDict, trainable: dict) -> dict | None:
+  """What the anchor's base takes beside the frozen params (None without an anchor): a frozen copy, in base_dtype and
+  with the same shardings, of the trainable params that are not adapters. Under LoRA there are none (the base is the
+  frozen params with the adapters off); under method 'full' it is every param. Its memory is logged."""
+  if not config.anchor.weight > 0:
+    return None
+  dtype = jnp.dtype(config.base_dtype)
+  flat = {k: v for k, v in lora_lib.flatten(trainable).items() if not k.endswith(("/lora_a", "/lora_b"))}
+  base = {k: jnp.copy(v).astype(dtype) for k, v in flat.items()}  # its own buffers: the state's are donated
+  if not base:
+    log.info("anchor: the base is the frozen params with the adapters off (no copy)")
+    return {}
+  total = sum(x.nbytes for x in base.values())
+  per_device = sum(x.addressable_shards[0].data.nbytes for x in base.values())
+  log.info("anchor: the base keeps a frozen copy of the %s params that train, as they start: %.1f MB in %s (%.1f MB "
+           "per device)", f"{lora_lib.count_params(base):,}", total / 1e6, dtype.name, per_device / 1e6)
+  return lora_lib.unflatten(base)
+
+
+class BoundStep:
+  """The jitted anchored step(state, frozen, batch, base) as step(state, frozen, batch), with the base bound."""
+
+  def __init__(self, jitted, base: dict):
+    self.jitted, self.base = jitted, base
+
+  def __call__(self, state, frozen, batch):
+    return self.jitted(state, frozen, batch, self.base)
+
+  def lower(self, state, frozen, batch):
+    return self.jitted.lower(state, frozen, batch, self.base)
+
+
 def compile_steps(config: ml_collections.ConfigDict, mcfg, trainable: dict, frozen: dict, mesh) -> dict:
   """The initial state and the jitted steps, with shardings: optimizer moments follow their params; the state is
-  donated to each step."""
+  donated to each step. With an anchor the train step has the base bound (anchor_base)."""
   lr = optim.schedule(config.learning_rate, config.steps, config.warmup_steps, config.lr_decay,
                       config.final_lr_fraction)
   tx = optim.optimizer(trainable, lr, config.weight_decay, config.adam_b1, config.adam_b2, config.adam_eps,
@@ -156,9 +191,13 @@ def compile_steps(config: ml_collections.ConfigDict, mcfg, trainable: dict, froz
            "rng": jax.random.PRNGKey(config.seed)}
   frozen_sh = jax.tree.map(lambda x: x.sharding, frozen)
   batch_sh, eval_sh = sharding.batch_sharding(mesh, leading=1), sharding.batch_sharding(mesh)
-  train_step = jax.jit(sharding.with_rules(make_train_step(mcfg, tx, lr, config.loss_chunk), mesh),
-                       in_shardings=(state_sh, frozen_sh, batch_sh), out_shardings=(state_sh, replicated),
+  base = anchor_base(config, trainable)
+  in_sh = (state_sh, frozen_sh, batch_sh) + (() if base is None else (jax.tree.map(lambda x: x.sharding, base),))
+  step = make_train_step(mcfg, tx, lr, config.loss_chunk, config.anchor.weight, config.anchor.on)
+  train_step = jax.jit(sharding.with_rules(step, mesh), in_shardings=in_sh, out_shardings=(state_sh, replicated),
                        donate_argnums=(0,), compiler_options=compiler_options())
+  if base is not None:
+    train_step = BoundStep(train_step, base)
   eval_step = jax.jit(sharding.with_rules(make_eval_step(mcfg, config.loss_chunk), mesh),
                       in_shardings=(state_sh["params"], frozen_sh, eval_sh), out_shardings=replicated,
                       compiler_options=compiler_options())
