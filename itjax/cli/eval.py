@@ -16,7 +16,7 @@ from itjax.errors import UserError
 def define(fv: flags.FlagValues) -> None:
   common.model(fv, "A Hugging Face model directory, a .gguf file or a training workdir.")
   flags.DEFINE_list("suites", ["tasks"], "Suites to run, comma-separated (ifeval, tasks, latency, forgetting, "
-                    "rigidity, hallucination).", flag_values=fv)
+                    "rigidity, hallucination, judge).", flag_values=fv)
   common.out(fv, "Output directory: results.json, report.md, per-example JSONL and plots.")
   common.overwrite(fv, "--out directory (a non-empty one is refused without it)")
   flags.DEFINE_string("base", None, "A reference model evaluated beside --model ('none': no reference; default: a "
@@ -35,6 +35,12 @@ def define(fv: flags.FlagValues) -> None:
                       flag_values=fv)
   flags.DEFINE_list("perturbations", None, "rigidity: perturbations to apply (default: all of typos_2, typos_5, case, "
                     "whitespace, reworded, reordered, system, plain_template).", flag_values=fv)
+  flags.DEFINE_string("judge", None, "judge: the judge model (default: the base; pairwise needs one, "
+                      "instruction-tuned).", flag_values=fv)
+  flags.DEFINE_enum("judge_mode", "relevance", ["relevance", "pairwise"], "judge: relevance (how much the prompt "
+                    "explains each answer) or pairwise (the judge picks A or B, in both orders).", flag_values=fv)
+  flags.DEFINE_string("judge_template", None, "judge, pairwise: a template with {question}, {answer_a} and "
+                      "{answer_b} (default: itjax/evals/judge_pairwise.txt).", flag_values=fv)
   common.limit(fv, "Examples per suite (per split for tasks).")
   common.max_new_tokens(fv, 256)
   common.batch_size(fv, 16)
@@ -54,7 +60,8 @@ def cmd_eval(f: flags.FlagValues, args: list[str]) -> None:
   signal.signal(signal.SIGTERM, signal.default_int_handler)
   settings = Settings(max_new_tokens=f.max_new_tokens, batch_size=f.batch_size, seed=f.seed, limit=f.limit)
   inputs = Inputs(text=f.text, text_bytes=f.text_bytes, probes=f.probes,
-                  perturbations=tuple(f.perturbations) if f.perturbations is not None else None)
+                  perturbations=tuple(f.perturbations) if f.perturbations is not None else None, judge=f.judge,
+                  judge_mode=None if f.judge_mode == "relevance" else f.judge_mode, judge_template=f.judge_template)
   check_out(f.out, f.model, f.base, f.data, f.responses, inputs, f.overwrite)  # before any input is read
   results = run_eval(f.model, f.suites, f.out, f.base, f.step, f.data, f.responses, settings, inputs)
   if f.json:
@@ -66,10 +73,12 @@ def cmd_eval(f: flags.FlagValues, args: list[str]) -> None:
 
 
 COMMANDS = (
-    Command("eval", "evaluation suites (ifeval, tasks, latency, forgetting, rigidity, hallucination) into a report",
-            "--model SRC --suites ifeval,tasks,latency,forgetting,rigidity,hallucination --out DIR\n"
+    Command("eval", "evaluation suites (ifeval, tasks, latency, forgetting, rigidity, hallucination, judge) into a "
+            "report",
+            "--model SRC --suites ifeval,tasks,latency,forgetting,rigidity,hallucination,judge --out DIR\n"
             "[--base BASE|none] [--step N] [--data FILE] [--responses FILE] [--text FILE] [--text_bytes N]\n"
-            "[--probes FILE] [--perturbations A,B] [--limit N] [--max_new_tokens N] [--batch_size N] [--seed S]\n"
-            "[--json] [--overwrite]",
+            "[--probes FILE] [--perturbations A,B] [--judge SRC] [--judge_mode relevance|pairwise]\n"
+            "[--judge_template FILE] [--limit N] [--max_new_tokens N] [--batch_size N] [--seed S] [--json]\n"
+            "[--overwrite]",
             define, cmd_eval),
 )

@@ -32,7 +32,8 @@ def live_sources(eval_config, tasks_dir: str | None, progress: bool = True) -> S
     data["tasks"] = tasks_dir
   inputs = Inputs(text=c.text or None, text_bytes=c.text_bytes, probes=c.probes or None,
                   perturbations=tuple(c.perturbations) or None, n_probes=c.n_probes or None,
-                  n_general=c.n_general or None)
+                  n_general=c.n_general or None, judge=c.get("judge") or None,
+                  judge_mode=c.get("judge_mode") or None, judge_template=c.get("judge_template") or None)
   return Sources(settings, subset=c.subset or limit, seed=c.seed, data=data, inputs=inputs, live=True)
 
 

@@ -17,7 +17,7 @@ from itjax.errors import UserError
 if TYPE_CHECKING:
   from itjax.evals.suite import Suite
 
-BUILTIN = ("ifeval", "tasks", "latency", "forgetting", "rigidity", "hallucination")  # modules itjax.evals.NAME
+BUILTIN = ("ifeval", "tasks", "latency", "forgetting", "rigidity", "hallucination", "judge")  # modules itjax.evals.NAME
 _suites: dict[str, Suite] = {}
 
 

@@ -1,9 +1,9 @@
 """`itjax eval`: run suites on a model (and its base, side by side) and write the report.
 
-  itjax eval --model SRC --suites ifeval,tasks,latency,forgetting,rigidity,hallucination --out DIR
+  itjax eval --model SRC --suites ifeval,tasks,latency,forgetting,rigidity,hallucination,judge --out DIR
              [--base BASE|none] [--step N] [--data FILE] [--responses FILE] [--text FILE] [--text_bytes N]
-             [--probes FILE] [--perturbations A,B] [--limit N] [--max_new_tokens N] [--batch_size N] [--seed S]
-             [--json]
+             [--probes FILE] [--perturbations A,B] [--judge SRC] [--judge_mode relevance|pairwise]
+             [--judge_template FILE] [--limit N] [--max_new_tokens N] [--batch_size N] [--seed S] [--json]
 
 SRC is a HF directory, a .gguf file or a training workdir (its base + the LoRA of its latest checkpoint, or --step
 N). A workdir's base is evaluated too unless --base none; --base SRC2 names a reference for any SRC.
@@ -125,7 +125,8 @@ def check_out(out: str, model=None, base=None, data=None, responses: str | None 
   from itjax.io import outputs
   reads = [("--model", _path(model)), ("--base", None if base == "none" else _path(base))]
   reads += [("--data", path) for path in outputs.split(_path(data))]
-  reads += [("--responses", responses), ("--text", inputs.text), ("--probes", inputs.probes)]
+  reads += [("--responses", responses), ("--text", inputs.text), ("--probes", inputs.probes),
+            ("--judge", inputs.judge), ("--judge_template", inputs.judge_template)]
   outputs.check(os.fspath(out), "--out", reads=reads, overwrite=overwrite, directory=True)
 
 

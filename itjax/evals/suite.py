@@ -39,13 +39,16 @@ from itjax.evals.subject import Settings, Subject, SuiteOutput
 @dataclasses.dataclass(frozen=True)
 class Inputs:
   """What the suites read besides --data: the forgetting suite's text, probes and counts, the rigidity suite's
-  perturbations."""
+  perturbations, the judge suite's judge."""
   text: str | None = None  # None: the default general text (itjax.evals.text)
   text_bytes: int | None = None  # evaluate the text's first N bytes (cut at a line break); None: all of it
   probes: str | None = None  # JSONL of extra probes (prompt, answer)
   perturbations: tuple[str, ...] | None = None  # None: all
   n_probes: int | None = None  # generated probes; None: `subset` of them, at most forgetting.N_PROBES
   n_general: int | None = None  # general prompts answered; None: `subset` of them (all when that is None)
+  judge: str | None = None  # the judge suite's judge model; None: the base (itjax.evals.judge)
+  judge_mode: str | None = None  # relevance (None) or pairwise
+  judge_template: str | None = None  # pairwise: a template file; None: the built-in one
 
 
 @dataclasses.dataclass

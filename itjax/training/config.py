@@ -87,9 +87,13 @@ def base_config() -> ml_collections.ConfigDict:
   # fact sheets. These three use `subset` examples per prompt set (0: `limit`): each runs several sets.
   # n_probes: how many generated retention probes the forgetting suite asks (0: `subset`, at most 48);
   # n_general: how many general prompts it answers, for degenerate_rate and KL (0: `subset`; 40 at most).
+  # 'judge' compares the model's answers to those general prompts with the base's (itjax.evals.judge): judge_mode
+  # 'relevance' (judge: a model path, "" for the base) or 'pairwise' (judge: an instruction-tuned model's path;
+  # judge_template: a template file, "" for the built-in one).
   c.eval = ml_collections.ConfigDict(dict(suites=("tasks",), every=0, limit=32, max_new_tokens=96, batch_size=16,
                                           data="", subset=8, text="", text_bytes=16384, probes="", n_probes=0,
-                                          n_general=0, perturbations=(), seed=0))  # seed: generated probes, questions
+                                          n_general=0, perturbations=(), seed=0,  # seed: generated probes, questions
+                                          judge="", judge_mode="relevance", judge_template=""))
   return c
 
 
@@ -210,9 +214,13 @@ def validate(c: ml_collections.ConfigDict, model_given: bool = False) -> None:
     _check(c.eval[key] >= 0, f"eval.{key}", "must be >= 0", c.eval[key])
   for key in ("max_new_tokens", "batch_size", "text_bytes"):
     _check(c.eval[key] > 0, f"eval.{key}", "must be > 0", c.eval[key])
-  for key in ("data", "text", "probes"):  # read by the suites during training: stop before it starts
+  for key in ("data", "text", "probes", "judge_template"):  # read by the suites during training: stop before it starts
     if c.eval[key] and "://" not in c.eval[key]:
       _check_path(f"eval.{key}", c.eval[key])
+  _check(c.eval.judge_mode in ("relevance", "pairwise"), "eval.judge_mode", "must be relevance or pairwise",
+         c.eval.judge_mode)
+  if c.eval.judge:
+    _check_path("eval.judge", c.eval.judge, directory=os.path.isdir(c.eval.judge))
   if c.model != "demo" and not model_given:
     _check(os.path.exists(c.model), "model", "does not exist", c.model)
     _check(os.path.isdir(c.model) or c.model.endswith(".gguf"), "model", "is a file; expected a Hugging Face model "
