@@ -196,7 +196,7 @@ class Scripted:
   def __init__(self, answers: dict[str, str]):
     self.answers, self.cache, self.is_base, self.asked = answers, {}, False, 0
 
-  def respond(self, chats, settings, desc):
+  def respond(self, chats, settings, desc, reuse=False):
     self.asked += 1
     texts = [self.answers[chat[-1]["content"]] for chat in chats]
     return texts, [len(t.split()) for t in texts]
@@ -358,3 +358,23 @@ def test_the_judge_runs_inside_training_against_the_frozen_base(tiny_hf_dir):
   base.respond = lambda *a, **k: pytest.fail("the base answered again")
   second = evaluator(trainable, tiny.params)["judge"]
   assert second.metrics == first.metrics and base.cache["judge"] is kept
+
+
+def test_suites_that_reuse_answers_decode_each_prompt_once():
+  """The forgetting and judge suites ask the same general prompts: with reuse a subject decodes each once per
+  params; without it (the latency suite times its decoding) it decodes every time."""
+  from itjax.evals.subject import Settings, Subject
+  calls = []
+  subject = Subject("model", None, {}, None)
+  subject._generate = lambda prompts, settings, desc, batch_size: calls.append(len(prompts)) or [
+      f"answer to {p}" for p in prompts]
+  settings = Settings(progress=False)
+  first = subject.generate([[1, 2], [3]], settings, "forgetting", reuse=True)
+  again = subject.generate([[3], [4], [1, 2]], settings, "judge", reuse=True)
+  assert calls == [2, 1] and again == [first[1], "answer to [4]", first[0]]
+  subject.generate([[3]], settings, "latency")
+  subject.generate([[3]], Settings(max_new_tokens=8, progress=False), "shorter", reuse=True)
+  assert calls == [2, 1, 1, 1]
+  subject.set_params({})  # new params: nothing is reused
+  subject.generate([[3]], settings, "after a step", reuse=True)
+  assert calls == [2, 1, 1, 1, 1]

@@ -299,7 +299,7 @@ def text_metrics(subject: Subject, text: str, window: int = WINDOW) -> dict[str,
 def _answers(subject: Subject, chats: list[list[dict]], settings: Settings, desc: str):
   """(prompt ids, Generated) per chat, in one generate call."""
   prompts = subject.encode(chats)
-  return prompts, subject.generate(prompts, settings, desc)
+  return prompts, subject.generate(prompts, settings, desc, reuse=True)
 
 
 def _with_eos(subject: Subject, prompt: list[int], out) -> tuple[list[int], int]:

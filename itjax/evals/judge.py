@@ -232,7 +232,7 @@ def _base_answers(base: Subject, chats: list[list[dict]], settings: Settings) ->
   key = (tuple(c[0]["content"] for c in chats), settings.max_new_tokens)
   if kept.get("key") != key:
     kept.clear()
-    kept.update(key=key, answers=base.respond(chats, settings, "judge")[0], relevance={})
+    kept.update(key=key, answers=base.respond(chats, settings, "judge", reuse=True)[0], relevance={})
   return kept
 
 
@@ -311,7 +311,7 @@ class Judge(Suite):
     if kept is not None and model.is_base:  # the adapters are still zero: the model answers what the base does
       answers = list(kept["answers"])
     else:
-      answers = model.respond(chats, settings, "judge")[0]
+      answers = model.respond(chats, settings, "judge", reuse=True)[0]
     if records.mode == "relevance":
       loaded = records.judge_subject()
       judge = loaded or base or model

@@ -64,14 +64,28 @@ class Subject:
     return [self.tokenizer.encode_chat(m, add_generation_prompt=True, template=self.template) for m in chats]
 
   def generate(self, prompts: list[list[int]], settings: Settings, desc: str,
-               batch_size: int | None = None) -> list[Generated]:
-    """Greedy answers (token ids) to encoded prompts, with a progress bar (prompts/s, tokens/s, ETA)."""
+               batch_size: int | None = None, reuse: bool = False) -> list[Generated]:
+    """Greedy answers (token ids) to encoded prompts, with a progress bar (prompts/s, tokens/s, ETA). `reuse`: take
+    the answers this subject already gave with these params and settings to the same prompts (generated with
+    `reuse` too), and generate only the others; suites that ask the same prompts (the forgetting suite's general
+    prompts, which the judge suite answers too) then decode them once. Timed suites never reuse."""
+    if not reuse:
+      return self._generate(prompts, settings, desc, batch_size)
+    kept = self.cache.setdefault("answers", {})
+    keys = [(tuple(p), settings.max_new_tokens, settings.seed) for p in prompts]
+    missing = list(dict.fromkeys(k for k in keys if k not in kept))
+    if missing:
+      kept.update(zip(missing, self._generate([list(k[0]) for k in missing], settings, desc, batch_size)))
+    return [kept[k] for k in keys]
+
+  def _generate(self, prompts, settings: Settings, desc: str, batch_size: int | None) -> list[Generated]:
     from itjax.model.generate import generate_with_progress
     return generate_with_progress(self.generator, prompts, settings.max_new_tokens, batch_size=batch_size or
                                   settings.batch_size, seed=settings.seed, progress=settings.progress,
                                   desc=f"{desc} ({self.label})")
 
-  def respond(self, chats: list[list[dict]], settings: Settings, desc: str) -> tuple[list[str], list[int]]:
-    """(decoded responses, generated token counts) for chats ending with a user turn."""
-    outs = self.generate(self.encode(chats), settings, desc)
+  def respond(self, chats: list[list[dict]], settings: Settings, desc: str,
+              reuse: bool = False) -> tuple[list[str], list[int]]:
+    """(decoded responses, generated token counts) for chats ending with a user turn; `reuse` as in generate."""
+    outs = self.generate(self.encode(chats), settings, desc, reuse=reuse)
     return [self.tokenizer.decode(o.tokens) for o in outs], [len(o.tokens) for o in outs]
