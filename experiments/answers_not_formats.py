@@ -6,9 +6,10 @@ tasks keep answering open prompts, and what does each recipe cost in task accura
 Every run is the demo's config with one change: `demo` as it is; `replay` with its self-replay mixed in at 0.5
 examples per task example instead of 0.15; `lr3e-4` with a third of the learning rate; `anchor` with KL(base ||
 tuned) on the self-replay examples' tokens added to the loss at weight 1. Training evaluates before the first step
-(the base) and after the last: 64 seen-type and 64 held-out-type tasks (verified; `seen_answered` counts passes by answers only), 96 retention probes and all
-104 general prompts of the forgetting suite (non_answer_rate, and the prompts that turned into non-answers or back).
-summary.md adds each recipe's mean and 95% t-interval over its seeds. About 7 minutes a run on a quiet 2-core CPU.
+(the base) and after the last: 64 seen-type and 64 held-out-type tasks (verified; `seen_answered` counts passes
+by answers only), 96 retention probes and all 104 general prompts of the forgetting suite (non_answer_rate, and the
+prompts that turned into non-answers or back). summary.md adds each recipe's mean and 95% t-interval over its
+seeds. About 7 minutes a run on a quiet 2-core CPU.
 """
 
 CONFIG = "configs/smollm2_135m_lora.py"
