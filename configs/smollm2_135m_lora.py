@@ -37,14 +37,16 @@ def get_config(arg: str = ""):
   c.eval_every = 0  # validation loss before the first step and after the last
   c.eval_batches = 16
   c.checkpoint_every = 70
-  # Greedy answers to WORKDIR/tasks checked by their verifiers (the gain), beside forgetting and rigidity (its cost).
-  c.eval.suites = ("tasks", "forgetting", "rigidity")
+  # Greedy answers to WORKDIR/tasks checked by their verifiers (the gain), beside forgetting and rigidity (its cost),
+  # and the base as a judge of whether the tuned model's general answers answer (relevance, prompt by prompt).
+  c.eval.suites = ("tasks", "forgetting", "rigidity", "judge")
   c.eval.every = 0  # before the first step and after the last
   c.eval.limit = 64  # seen-type and held-out-type tasks each: one task moves a split's accuracy 1.6 points
   c.eval.batch_size = 32
   c.eval.subset = 4  # forgetting: task prompts; rigidity: tasks per split (x 6 variants)
   c.eval.n_probes = 96  # short answers: cheap; the base gets 42 right, so one probe moves retention 2.4 points
-  c.eval.n_general = 24  # general prompts for degenerate_rate and KL: one answer moves the rate 4.2 points, not 16.7
+  # All 104 general prompts (non-answers, degenerate answers, KL, the judge): one answer moves a rate 1 point.
+  c.eval.n_general = 104
   c.eval.perturbations = ("typos_5", "case", "reworded", "reordered", "system")
   if arg == "smoke":
     c.tasks.n = 64
