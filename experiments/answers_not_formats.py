@@ -16,7 +16,9 @@ CONFIG = "configs/smollm2_135m_lora.py"
 COMMON = {"eval.suites": ("tasks", "forgetting"), "eval.n_general": 104}
 RECIPES = {"demo": {}, "replay": {"replay.weight": 0.5}, "lr3e-4": {"learning_rate": 3e-4},
            "anchor": {"anchor.weight": 1.0, "anchor.on": "replay"}}
-RUNS = {f"{name}_seed{s}": {**over, "seed": s} for s in range(3) for name, over in RECIPES.items()}  # seed by seed
+# The demo's three seeds first (its figures are the README's), then the other recipes seed by seed.
+ORDER = [("demo", s) for s in range(3)] + [(name, s) for s in range(3) for name in RECIPES if name != "demo"]
+RUNS = {f"{name}_seed{s}": {**RECIPES[name], "seed": s} for name, s in ORDER}
 METRICS = ("tasks/seen", "tasks/seen_answered", "tasks/heldout_answered", "tasks/hack_rate",
            "forgetting/non_answer_rate", "forgetting/newly_non_answer", "forgetting/no_longer_non_answer",
            "forgetting/degenerate_rate", "forgetting/retention", "forgetting/kl_general", "eval_loss")
