@@ -3,6 +3,7 @@
     python benchmarks/train_step.py [--batch 8] [--length 256] [--rank 8] [--steps 4]
     python benchmarks/train_step.py --model smollm2-135m --dtype bfloat16 --batch 32 --length 1024   # on a GPU
     python benchmarks/train_step.py --trained 0.22   # the loss on 22% of the tokens, as the demo's tasks have it
+    python benchmarks/train_step.py --skip_peer --anchor 0.1   # also the step with a KL-to-base anchor, and the ratio
 
 Both sides: the same GGUF weights dequantised to float32 (or, with --model PRESET, random weights of that shape on
 both sides), LoRA rank 8 (alpha 16) on every linear layer of the blocks, AdamW, the same batch of tokens, the loss
@@ -68,9 +69,22 @@ def matmul_flops(dtype: str, n: int) -> tuple[float, float]:
   return 2 * n ** 3 / t_jax, 2 * n ** 3 / t_torch
 
 
-def itjax_step(model_config, base_params, batch: dict, rank: int, steps: int,
-               dtype: str) -> tuple[float, float, float]:
-  """(best seconds per step, compile seconds, FLOPs per token)."""
+def best_times(fns, steps: int) -> list[float]:
+  """The best time of each function over `steps` rounds, each round running every function once in turn, so that a
+  machine's changing load falls on them alike."""
+  times = [[] for _ in fns]
+  for _ in range(steps):
+    for fn, ts in zip(fns, times):
+      t = time.perf_counter()
+      fn()
+      ts.append(time.perf_counter() - t)
+  return [min(ts) for ts in times]
+
+
+def itjax_step(model_config, base_params, batch: dict, rank: int, dtype: str,
+               anchor: float = 0.0) -> tuple[object, float, float]:
+  """(a function running one step, compile seconds, FLOPs per token); `anchor` > 0 adds that weight x KL to the
+  base on the trained tokens (the base: the frozen params with the adapters off, a second forward pass)."""
   config = model_config.replace(lora=LoraSpec(rank, 2.0 * rank), remat="attention", dtype=dtype)
   params = lora_lib.join(lora_lib.init_adapters(config, jax.random.PRNGKey(0)), base_params)
   trainable, frozen = lora_lib.split(params, lora_lib.LORA_ONLY)
@@ -80,23 +94,24 @@ def itjax_step(model_config, base_params, batch: dict, rank: int, steps: int,
   tx = optim.optimizer(trainable, lr, weight_decay=0.0)
   state = {"step": jnp.zeros((), jnp.int32), "params": trainable, "opt_state": tx.init(trainable),
            "rng": jax.random.PRNGKey(0)}
-  step = jax.jit(make_train_step(config, tx, lr, loss_chunk=64), donate_argnums=(0,),
+  step = jax.jit(make_train_step(config, tx, lr, loss_chunk=64, anchor_weight=anchor), donate_argnums=(0,),
                  compiler_options=compiler_options())
+  base = ({},) if anchor > 0 else ()  # LoRA: the anchor's base needs no copy
   batch = {k: jnp.asarray(v)[None] for k, v in batch.items()}
   t = time.perf_counter()
-  state, m = step(state, frozen, batch)
+  state, m = step(state, frozen, batch, *base)
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t
 
   def one():
     nonlocal state
-    state, m = step(state, frozen, batch)
+    state, m = step(state, frozen, batch, *base)
     jax.block_until_ready(m)
 
   one()
   flops = train_flops_per_token(config, param_shapes(config), set(lora_lib.flatten(trainable)),
                                 batch["inputs"].shape[-1])
-  return best_time(one, steps), compile_s, flops
+  return one, compile_s, flops
 
 
 def hf_model(source: str, model_config, dtype: str):
@@ -151,6 +166,8 @@ def main():
   ap.add_argument("--matmul", type=int, default=2048, help="size of the reference matmul")
   ap.add_argument("--skip_peer", action="store_true")
   ap.add_argument("--trained", type=float, default=1.0, help="share of the tokens that carry the loss")
+  ap.add_argument("--anchor", type=float, default=0.0,
+                  help="also time the step with a KL-to-base anchor of this weight, and give the ratio")
   args = ap.parse_args()
   import torch
   torch.set_num_threads(os.cpu_count())
@@ -183,11 +200,20 @@ def main():
     peer_s = peft_step(hf_model(args.model, model_config, args.dtype), batch["inputs"], labels, args.rank,
                        args.steps)
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
-  seconds, compile_s, flops = itjax_step(model_config, base_params, batch, args.rank, args.steps, args.dtype)
+  step, compile_s, flops = itjax_step(model_config, base_params, batch, args.rank, args.dtype)
+  if args.anchor > 0:  # timed in turns with the plain step
+    anchored, anchored_compile_s, _ = itjax_step(model_config, base_params, batch, args.rank, args.dtype,
+                                                 args.anchor)
+    seconds, anchored_s = best_times([step, anchored], args.steps)
+  else:
+    seconds, = best_times([step], args.steps)
   itjax_tps = tokens / seconds
   print(f"itjax  LoRA step: {seconds:.2f} s/step, {itjax_tps:.0f} tokens/s, {flops * itjax_tps / 1e9:.1f} GFLOP/s "
         f"= {100 * flops * itjax_tps / peak:.0f}% of the matmul peak ({100 * flops * itjax_tps / torch_peak:.0f}% "
         f"of torch's) (compile {compile_s:.1f} s; {flops / 1e6:.0f} MFLOP/token, ceiling {peak / flops:.0f} tokens/s)")
+  if args.anchor > 0:
+    print(f"itjax  LoRA step with anchor.weight {args.anchor}: {anchored_s:.2f} s/step, {tokens / anchored_s:.0f} "
+          f"tokens/s, {anchored_s / seconds:.2f}x the plain step's time (compile {anchored_compile_s:.1f} s)")
   if peer_s is not None:
     peer_tps = tokens / peer_s
     print(f"peft   LoRA step: {peer_s:.2f} s/step, {peer_tps:.0f} tokens/s, "
