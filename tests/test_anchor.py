@@ -78,8 +78,10 @@ def test_value_and_gradient_equal_numpy_on_the_two_models_logits(method, on):
   config, trainable, frozen, base = tiny(method)
   rows, scale = batch(), 2.5
   inputs = (rows["inputs"], rows["positions"], rows["segment_ids"])
-  value, (_, kl) = jax.jit(make_anchored_loss(config, loss_chunk=4, on=on))(trainable, (frozen, base), rows, None,
-                                                                            scale)
+  loss_fn = make_anchored_loss(config, loss_chunk=4, on=on)
+  value, (_, kl) = jax.jit(loss_fn)(trainable, (frozen, base), rows, None, scale)
+  program = jax.make_jaxpr(jax.value_and_grad(loss_fn, has_aux=True))(trainable, (frozen, base), rows, None, scale)
+  assert "[2,4,256]" in str(program) and "[2,16,256]" not in str(program)  # logits [B,T,V]: 4 positions at a time
   hidden_of = jax.jit(lambda p: Transformer(config).apply({"params": p}, *inputs, return_hidden=True))
   adapters_off = jax.tree.map(np.zeros_like, trainable)  # B = 0: the adapted projections add exactly nothing
   tuned_params = lora_lib.join(trainable, frozen)
