@@ -22,11 +22,11 @@ HEADLINE = (("tasks", "seen", "%"), ("tasks", "seen_answered", "% passed by an a
             ("forgetting", "net_loss_p", "sign test, lost vs gained"),
             ("forgetting", "model_correct", "% probes right"),
             ("forgetting", "non_answer_rate", "% general answers"),
-            ("forgetting", "newly_non_answer", "prompts answered before, not after"),
-            ("forgetting", "no_longer_non_answer", "the other way"),
+            ("forgetting", "newly_non_answer", "prompts"),
+            ("forgetting", "no_longer_non_answer", "prompts"),
             ("forgetting", "non_answer_change_p", "sign test"),
             ("forgetting", "degenerate_rate", "% general answers"), ("forgetting", "mean_length", "tokens"),
-            ("judge", "win_rate", "% prompts, tuned better than base"), ("judge", "loss_rate", "% prompts"),
+            ("judge", "win_rate", "% tuned answer better"), ("judge", "loss_rate", "% base answer better"),
             ("rigidity", "clean", "%"), ("rigidity", "worst_drop", "points"), ("rigidity", "spread", "points"),
             ("rigidity", "refusal_rate", "%"))
 
