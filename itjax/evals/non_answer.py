@@ -212,4 +212,5 @@ def put_first(metrics: dict, names: tuple[str, ...]) -> None:
   first = {k: metrics[k] for k in names if k in metrics}
   rest = {k: v for k, v in metrics.items() if k not in first}
   metrics.clear()
-  metrics.update(first, **rest)
+  metrics.update(first)
+  metrics.update(rest)
