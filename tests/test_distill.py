@@ -268,7 +268,8 @@ def test_general_prompts_share_no_subject_with_the_forgetting_suite():
   drink water?')."""
   import re
   from itjax.data.general_prompts import general_prompts
-  from itjax.evals.forgetting import GENERAL_PROMPTS, make_probes
+  from itjax.evals.forgetting import make_probes
+  from itjax.evals.general_prompts import GENERAL_PROMPTS
   common = set("a an the of to in on and or is are do does what how why who which give me my i you your for with "
                "about write short two three sentences some things one few tell describe explain be more can should "
                "when where this that it its there day word first".split())

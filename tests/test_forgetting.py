@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from itjax.evals import degenerate, forgetting
+from itjax.evals import degenerate, forgetting, paired
 from itjax.evals.subject import Settings, Subject
 
 FAST = Settings(max_new_tokens=8, batch_size=4, limit=3, progress=False)
@@ -198,9 +198,9 @@ def test_gained_counts_the_probes_the_base_got_wrong(tiny):
 
 def test_sign_test_of_lost_against_gained():
   """McNemar's exact test: as many lost as gained is no evidence; 10 lost and none gained is (2 / 2**10)."""
-  assert forgetting.sign_test_p(0, 0) == 1.0 and forgetting.sign_test_p(6, 7) == 1.0
-  assert forgetting.sign_test_p(10, 0) == pytest.approx(2 / 2 ** 10) == forgetting.sign_test_p(0, 10)
-  assert forgetting.sign_test_p(8, 2) == pytest.approx(2 * (1 + 10 + 45) / 2 ** 10)  # P(X <= 2), X ~ Bin(10, 1/2)
+  assert paired.sign_test_p(0, 0) == 1.0 and paired.sign_test_p(6, 7) == 1.0
+  assert paired.sign_test_p(10, 0) == pytest.approx(2 / 2 ** 10) == paired.sign_test_p(0, 10)
+  assert paired.sign_test_p(8, 2) == pytest.approx(2 * (1 + 10 + 45) / 2 ** 10)  # P(X <= 2), X ~ Bin(10, 1/2)
 
 
 def test_without_a_reference_forgetting_says_what_it_leaves_out(tiny):

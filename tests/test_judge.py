@@ -169,7 +169,7 @@ def test_a_judge_that_prefers_the_longer_answer_gives_the_expected_rates():
   assert metrics["n_judged"] == 9.0 and metrics["position_consistency"] == pytest.approx(800 / 9)
   assert [r["outcome"] for r in rows] == ["win"] * 5 + ["loss"] * 3 + ["tie", "tie"]
   assert "verdicts" not in rows[-1] and rows[0]["response"] == "a long answer" and rows[0]["base_response"] == "short"
-  assert metrics["win_p"] == pytest.approx(judge.forgetting.sign_test_p(3, 5))
+  assert metrics["win_p"] == pytest.approx(judge.paired.sign_test_p(3, 5))
 
 
 def test_the_template_renders_both_orders():
@@ -256,7 +256,7 @@ def test_bad_judge_settings_name_the_flag_or_file(tmp_path, tiny_hf_dir):
   assert _read(limit=2, data={"judge": str(prompts)}).prompts == ["Say hi.", "Say bye."]  # the bad line unread
   with pytest.raises(UserError, match=r"prompts.jsonl:3: 'prompt' must be a non-empty string"):
     judge.read_prompts(str(prompts))
-  assert _read(n_general=2).prompts == list(judge.forgetting.GENERAL_PROMPTS[:2])
+  assert _read(n_general=2).prompts == list(judge.GENERAL_PROMPTS[:2])
   # On the command line: one line each, before any model loads.
   out = str(tmp_path / "o")
   ran = itjax_in_process("eval", "--model", tiny_hf_dir, "--suites", "judge", "--judge", str(tmp_path / "nope"),
@@ -351,7 +351,7 @@ def test_the_judge_runs_inside_training_against_the_frozen_base(tiny_hf_dir):
   assert (m["tie_rate"], m["n_prompts"]) == (100.0, 2.0)
   assert [r["relevance"] for r in first.rows] == [r["base_relevance"] for r in first.rows]
   kept = evaluator.subjects["base"].cache["judge"]
-  assert [r["prompt"] for r in first.rows] == list(judge.forgetting.GENERAL_PROMPTS[:2])
+  assert [r["prompt"] for r in first.rows] == list(judge.GENERAL_PROMPTS[:2])
   assert [r["response"] for r in first.rows] == [r["base_response"] for r in first.rows] == kept["answers"]
   assert [r["base_relevance"] for r in first.rows] == kept["relevance"]["base"]
   base = evaluator.subjects["base"]

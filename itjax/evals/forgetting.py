@@ -40,7 +40,7 @@ import re
 from itjax.data import tasks as task_gen
 from itjax.errors import InputNotFound, UserError
 from itjax.evals import degenerate, non_answer, paired
-from itjax.evals.paired import sign_test_p  # noqa: F401 -- forgetting.sign_test_p, as before
+from itjax.evals.general_prompts import GENERAL_PROMPTS
 from itjax.evals import tasks as eval_tasks
 from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
@@ -63,115 +63,6 @@ N_PROBES = 48  # probes asked by default; config.eval.n_probes may ask more
 def probe_count(asked: int | None, subset: int | None) -> int:
   """How many generated probes the suite asks: `asked` (n_probes) if given, else `subset`, at most N_PROBES."""
   return asked or min(subset or N_PROBES, N_PROBES)
-
-GENERAL_PROMPTS = (
-    "What is the capital of France?",
-    "Write a short poem about autumn leaves.",
-    "Explain why the sky is blue in two sentences.",
-    "Give me three tips for sleeping better.",
-    "What is photosynthesis?",
-    "Who wrote Romeo and Juliet?",
-    "How do I boil an egg?",
-    "Write a haiku about the sea.",
-    "What are the primary colors?",
-    "Summarize the story of Cinderella in a few sentences.",
-    "What is the difference between weather and climate?",
-    "Suggest a name for a friendly robot.",
-    "How many days are there in a leap year?",
-    "Write a short thank-you note to a teacher.",
-    "What does a bee do in a garden?",
-    "Explain what a computer program is to a child.",
-    "Name three animals that live in the ocean.",
-    "Why do we have seasons?",
-    "Write two sentences describing a rainy day.",
-    "What is the boiling point of water at sea level?",
-    "Give a recipe idea for a quick breakfast.",
-    "What is the largest planet in our solar system?",
-    "How can I be more productive when working from home?",
-    "Describe a cat to someone who has never seen one.",
-    "What is the meaning of the word 'generous'?",
-    "Write the opening line of an adventure story.",
-    "Why is exercise good for your health?",
-    "What language is spoken in Brazil?",
-    "List some things to pack for a beach trip.",
-    "How does a rainbow form?",
-    "Tell me a fun fact about elephants.",
-    "What should I do if I feel stressed?",
-    "Explain the rules of tic-tac-toe.",
-    "Write a limerick about a sleepy dog.",
-    "What is the freezing point of water in Fahrenheit?",
-    "Why do leaves change color in the fall?",
-    "Give me a short motivational message.",
-    "What is the tallest mountain in the world?",
-    "How do plants drink water?",
-    "Describe your ideal weekend in three sentences.",
-    # Requests of the kinds a tuned small model answers with formatting alone (an ad, jokes, a blog post, an
-    # opinion, a letter): their answers show non-answers that the short questions above do not.
-    "Write a short advertisement for a new brand of toothpaste.",
-    "Tell me two jokes about teachers.",
-    "Write a short blog post about learning to swim as an adult.",
-    "What is your opinion on school uniforms?",
-    "Write a short speech for a friend's birthday party.",
-    "Write a short review of your favourite board game.",
-    "Write a four-line poem about a lighthouse.",
-    "Write a short email asking a colleague to reschedule a meeting.",
-    "Tell me a short story about a dragon who is afraid of the dark.",
-    "Write a riddle and give its answer.",
-    "Write a short cover letter for a job at a zoo.",
-    "Do you think video games are good for children? Explain briefly.",
-    "Write a slogan and a one-sentence pitch for a bicycle repair shop.",
-    "Write a short dialogue between a chef and a customer.",
-    "Write a limerick about a forgetful wizard.",
-    "Write a short diary entry of an astronaut on the space station.",
-    "Describe the smell of fresh bread.",
-    "Describe a busy market in a few sentences.",
-    "Write a short news report about a town festival.",
-    "Write a short letter to your future self.",
-    "Explain how a bicycle stays upright to a child.",
-    "Explain what a volcano is in simple words.",
-    "Explain how a library organizes its books.",
-    "Explain the difference between a virus and a bacterium.",
-    "Explain what gravity does, in two sentences.",
-    "Explain why the Moon has phases.",
-    "Explain what recycling is and why it helps.",
-    "How does a thermometer work?",
-    "How do birds know where to migrate?",
-    "How is cheese made?",
-    "Why do cats purr?",
-    "Why do we need to drink water?",
-    "What are the benefits of reading every day?",
-    "What makes a good friend?",
-    "How can I make my mornings less rushed?",
-    "How do I prepare for a long hike?",
-    "How can I get better at public speaking?",
-    "What should I bring to a picnic?",
-    "Give me three ideas for a child's birthday party.",
-    "Give me two tips for learning to draw.",
-    "Give me some advice for my first day at a new job.",
-    "Suggest three activities for a snowy day.",
-    "Suggest a healthy snack for the afternoon.",
-    "Plan a simple three-course dinner for guests.",
-    "What is a polite way to begin a conversation with a stranger?",
-    "What is the capital of Japan?",
-    "Who painted the Mona Lisa?",
-    "What is the chemical symbol for gold?",
-    "How many legs are on a spider?",
-    "Which planet is closest to the Sun?",
-    "What is the longest river in Africa?",
-    "Who invented the telephone?",
-    "What do caterpillars turn into?",
-    "What is the main ingredient of guacamole?",
-    "Is a whale a fish or a mammal?",
-    "What colour do you get when you mix blue and yellow?",
-    "How many continents are there?",
-    "Name a word that means the reverse of 'ancient'.",
-    "What instrument has black and white keys?",
-    "In which country are the pyramids of Giza?",
-    "What is the name for a young kangaroo?",
-    "How many hours are there in two days?",
-    "What is frozen water called?",
-    "Which animal is known as the king of the jungle?",
-)
 
 
 # --- probes -----------------------------------------------------------------------------------------------------
@@ -335,7 +226,7 @@ def retention_metrics(model_correct: list[bool], base_correct: list[bool]) -> di
   base_wrong = [i for i, ok in enumerate(base_correct) if not ok]
   lost = sum(not model_correct[i] for i in base_right)
   gained = sum(model_correct[i] for i in base_wrong)
-  m = {"lost_probes": float(lost), "gained_probes": float(gained), "net_loss_p": sign_test_p(lost, gained),
+  m = {"lost_probes": float(lost), "gained_probes": float(gained), "net_loss_p": paired.sign_test_p(lost, gained),
        "base_correct": 100.0 * len(base_right) / max(1, len(base_correct)),
        "model_correct": 100.0 * sum(model_correct) / max(1, len(model_correct))}
   if base_right:

@@ -56,7 +56,8 @@ import re
 from collections.abc import Callable, Sequence
 
 from itjax.errors import InputNotFound, UserError
-from itjax.evals import forgetting
+from itjax.evals import paired
+from itjax.evals.general_prompts import GENERAL_PROMPTS
 from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 from itjax.evals.suite import Sources, Suite
@@ -104,7 +105,7 @@ def rates(outcomes: Sequence[str]) -> dict[str, float]:
   n = max(1, len(outcomes))
   wins, losses = outcomes.count("win"), outcomes.count("loss")
   return {"win_rate": 100.0 * wins / n, "loss_rate": 100.0 * losses / n,
-          "tie_rate": 100.0 * (len(outcomes) - wins - losses) / n, "win_p": forgetting.sign_test_p(losses, wins)}
+          "tie_rate": 100.0 * (len(outcomes) - wins - losses) / n, "win_p": paired.sign_test_p(losses, wins)}
 
 
 # --- pairwise -----------------------------------------------------------------------------------------------------
@@ -301,7 +302,7 @@ class Judge(Suite):
     if path:
       prompts = read_prompts(path, sources.limit)
     else:
-      prompts = list(forgetting.GENERAL_PROMPTS[:given.n_general or sources.subset or None])
+      prompts = list(GENERAL_PROMPTS[:given.n_general or sources.subset or None])
     return Records(prompts, mode, judge, template)
 
   def evaluate(self, subjects: dict[str, Subject], records: Records, settings: Settings) -> dict[str, SuiteOutput]:
