@@ -55,9 +55,9 @@ def _suite(lines: dict[str, float], suite: str) -> dict[str, float]:
   return {k[len(suite) + 1:]: v for k, v in lines.items() if k.startswith(f"{suite}/")}
 
 
-def _general_answer(evals: dict, steps: int) -> tuple[str, str, str] | None:
-  """(prompt, answer before, answer after) of one general prompt: the first whose answer turned into a non-answer,
-  else one that turned degenerate, else the first that changed, else the first."""
+def _general_answer(evals: dict, steps: int) -> tuple[dict, dict] | None:
+  """The forgetting suite's rows before and after of one general prompt: the first whose answer turned into a
+  non-answer, else one that turned degenerate, else the first that changed, else the first."""
   if 0 not in evals or steps not in evals or "forgetting" not in evals[0]:
     return None
   pairs = [(b, a) for b, a in zip(evals[0]["forgetting"].rows, evals[steps]["forgetting"].rows)
@@ -67,12 +67,12 @@ def _general_answer(evals: dict, steps: int) -> tuple[str, str, str] | None:
   b, a = next((p for p in pairs if p[1].get("non_answer") and not p[0].get("non_answer")), None) or next(
       (p for p in pairs if p[1]["degenerate"] and not p[0]["degenerate"]), None) or next(
       (p for p in pairs if p[0]["response"] != p[1]["response"]), pairs[0])
-  return a["prompt"], b["response"], a["response"]
+  return b, a
 
 
 def run_demo(workdir: str, config=None, stop=None) -> dict:
   """Trains and evaluates; `stop` (a threading.Event) ends training early with a checkpoint to resume from."""
-  from itjax.evals import non_answer, report
+  from itjax.evals import report
   from itjax.evals.forgetting import probe_count
   from itjax.training.plots import plot_before_after
   from itjax.training.loop import Trainer
@@ -135,10 +135,10 @@ def run_demo(workdir: str, config=None, stop=None) -> dict:
         _say(f"--- {label} ({'pass' if r['passed'] else 'fail'}):\n{r['response'].strip()}")
   general = _general_answer(evals, summary["steps"])
   if general:
-    _say(f"\n>>> {general[0]}   [a general prompt: what tuning did to it]")
-    for label, answer in (("before", general[1]), ("after", general[2])):
-      kind = non_answer.kind(general[0], answer)
-      _say(f"--- {label}{f' (a non-answer: {kind})' if kind else ''}:\n{answer.strip()}")
+    _say(f"\n>>> {general[1]['prompt']}   [a general prompt: what tuning did to it]")
+    for label, row in zip(("before", "after"), general):
+      kind = row.get("non_answer_kind")
+      _say(f"--- {label}{f' (a non-answer: {kind})' if kind else ''}:\n{row['response'].strip()}")
   minutes = (time.time() - start) / 60
   _say(f"\nreport: {os.path.join(workdir, 'eval', 'report.md')}   curves: {summary.get('plot')}   "
        f"metrics: {os.path.join(workdir, 'metrics.jsonl')}   total time {minutes:.1f} min")
