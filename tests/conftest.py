@@ -72,6 +72,22 @@ def forward(config, params, *inputs) -> np.ndarray:
   return np.asarray(_jitted_forward(config)({"params": params}, *inputs))
 
 
+def live_lora_evaluator(model, **eval_keys):
+  """(LiveEvaluator over a rank-2 LoRA of `model` with config.eval's `eval_keys` set, its zero adapters): the
+  in-training evaluation of the suites named, before the first step."""
+  import jax
+  from itjax.evals.live import LiveEvaluator
+  from itjax.model import lora as lora_lib
+  from itjax.model.config import LoraSpec
+  from itjax.training.config import base_config
+  eval_config = base_config().eval
+  for key, value in eval_keys.items():
+    eval_config[key] = value
+  model_config = model.config.replace(lora=LoraSpec(rank=2, alpha=4.0))
+  trainable = lora_lib.init_adapters(model_config, jax.random.PRNGKey(0))
+  return LiveEvaluator(eval_config, None, model_config, model.tokenizer, model.params, None, False), trainable
+
+
 def pytest_sessionfinish(session):
   if not os.environ.get("PYTEST_XDIST_WORKER") and "itjax-tests-jax-cache-" in JAX_CACHE:
     shutil.rmtree(JAX_CACHE, ignore_errors=True)

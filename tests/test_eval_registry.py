@@ -11,7 +11,7 @@ import pytest
 from itjax.evals import registry
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 from itjax.evals.suite import Sources, Suite
-from conftest import itjax_in_process
+from conftest import itjax_in_process, live_lora_evaluator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = ("Say hello.", "Name a colour.", "Count to three.", "What is 2 + 2?", "Name a fruit.", "Say goodbye.")
@@ -55,26 +55,17 @@ def test_eval_runs_a_registered_suite_into_the_report(tiny_hf_dir, tmp_path):
 
 def test_the_live_evaluator_runs_a_registered_suite(tiny_hf_dir):
   """config.eval.suites = ('toy',) on live LoRA params: the toy output, eval/toy/METRIC lines to write."""
-  import jax
-  from itjax.evals.live import LiveEvaluator, metric_lines
+  from itjax.evals.live import metric_lines
   from itjax.interop.loading import load_model
-  from itjax.model import lora as lora_lib
-  from itjax.model.config import LoraSpec
-  from itjax.training.config import base_config
   loaded = load_model(tiny_hf_dir)
-  eval_config = base_config().eval
-  eval_config.suites, eval_config.limit, eval_config.max_new_tokens = ("toy",), 2, 4
-  model_config = loaded.config.replace(lora=LoraSpec(rank=2, alpha=4.0))
-  trainable = lora_lib.init_adapters(model_config, jax.random.PRNGKey(0))
-  evaluator = LiveEvaluator(eval_config, None, model_config, loaded.tokenizer, loaded.params, None, False)
+  evaluator, trainable = live_lora_evaluator(loaded, suites=("toy",), limit=2, max_new_tokens=4)
   assert evaluator.suites
   outputs = evaluator(trainable, loaded.params)
   assert list(outputs) == ["toy"] and [r["prompt"] for r in outputs["toy"].rows] == list(PROMPTS[:2])
   lines = metric_lines(outputs)
   assert set(lines) == {"eval/toy/non_empty", "eval/toy/n_prompts"} and lines["eval/toy/n_prompts"] == 2.0
-  nothing = base_config().eval
-  nothing.suites = ()
-  assert not LiveEvaluator(nothing, None, model_config, loaded.tokenizer, loaded.params, None, False).suites
+  nothing, _ = live_lora_evaluator(loaded, suites=())
+  assert not nothing.suites
 
 
 @pytest.mark.slow

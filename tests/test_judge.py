@@ -12,7 +12,7 @@ from itjax.errors import UserError
 from itjax.evals import judge
 from itjax.evals.subject import Settings, Subject
 from itjax.evals.suite import Inputs, Sources
-from conftest import itjax_in_process
+from conftest import itjax_in_process, live_lora_evaluator
 
 # Short questions, each with a short answer written for it (in the spirit of itjax.data.general_prompts' kinds:
 # facts, advice, writing, quick questions). Neighbours are often of the same kind, so the answer written for the
@@ -335,17 +335,8 @@ def test_eval_runs_the_judge_suite_in_both_modes(tiny_hf_dir, other_tiny_dir, tm
 def test_the_judge_runs_inside_training_against_the_frozen_base(tiny_hf_dir):
   """config.eval.suites = ('judge',) on live LoRA params: with the adapters at zero the model is its base, whose
   answers it takes (every prompt a tie); the base's answers and their relevance are kept for the next evaluation."""
-  import jax
-  from itjax.evals.live import LiveEvaluator
-  from itjax.model import lora as lora_lib
-  from itjax.model.config import LoraSpec
-  from itjax.training.config import base_config
   tiny = _tiny_subject(tiny_hf_dir)
-  eval_config = base_config().eval
-  eval_config.suites, eval_config.subset, eval_config.max_new_tokens = ("judge",), 2, 4
-  model_config = tiny.config.replace(lora=LoraSpec(rank=2, alpha=4.0))
-  trainable = lora_lib.init_adapters(model_config, jax.random.PRNGKey(0))
-  evaluator = LiveEvaluator(eval_config, None, model_config, tiny.tokenizer, tiny.params, None, False)
+  evaluator, trainable = live_lora_evaluator(tiny, suites=("judge",), subset=2, max_new_tokens=4)
   first = evaluator(trainable, tiny.params)["judge"]
   m = first.metrics
   assert (m["tie_rate"], m["n_prompts"]) == (100.0, 2.0)
