@@ -502,3 +502,28 @@ def test_when_no_checkpoint_restores_the_run_stops_and_changes_nothing(tiny_hf_d
   assert files_of(workdir) == before
   summary = train(load_config(resume="restart", **settings), workdir)
   assert summary["resumed_from"] is None and os.path.isdir(os.path.join(workdir, "previous", "1", "best"))
+
+
+def test_a_workdir_another_process_trains_in_is_refused_and_freed_when_training_ends(tiny_hf_dir, tmp_path):
+  """Two runs never write one workdir: while another process holds it, train stops before writing anything; the
+  lock goes with the run (training again in the same process works, and another process may go on after it)."""
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                             f"fd = os.open({str(workdir)!r}, os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                             "print('held', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    settings = dict(model=tiny_hf_dir, steps=1, eval_every=0, checkpoint_every=1)
+    with pytest.raises(UserError, match=r"w: another process is training in this workdir"):
+      train(load_config(**settings), str(workdir))
+    assert os.listdir(workdir) == []
+  finally:
+    holder.kill()
+    holder.wait()
+  train(load_config(**settings), str(workdir))
+  train(load_config(**dict(settings, steps=2)), str(workdir))  # the same process again: resumes
+  probe = subprocess.run([sys.executable, "-c", "import fcntl, os\n"
+                          f"fd = os.open({str(workdir)!r}, os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX | "
+                          "fcntl.LOCK_NB); print('free')"], capture_output=True, text=True, timeout=60)
+  assert probe.stdout.strip() == "free", probe.stderr[-500:]

@@ -10,6 +10,7 @@ process 0 uploads, and files that every process reads (tasks, replay) are downlo
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -127,6 +128,36 @@ def prepare(workdir: str) -> str:
     pull(workdir)
   os.makedirs(path, exist_ok=True)
   return path
+
+
+_LOCKS: dict[str, int] = {}  # workdir's real path -> the open descriptor holding its lock
+
+
+def lock(workdir: str) -> None:
+  """Takes an exclusive advisory lock on a local workdir (the directory itself; no file is written) for this
+  process, until `unlock` or the process ends (a killed process frees it); UserError when another process holds it,
+  so two runs never write one workdir. Taking it again in the same process is a no-op. A bucket workdir, or a file
+  system without locks, is not locked."""
+  path = os.path.realpath(workdir)
+  if is_remote(workdir) or path in _LOCKS or not os.path.isdir(path):
+    return
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    os.close(fd)
+    raise UserError(f"{workdir}: another process is training in this workdir; wait for it to end (or stop it: it "
+                    "saves a checkpoint to resume from), or train into another --workdir") from None
+  except OSError:  # no locks on this file system
+    os.close(fd)
+    return
+  _LOCKS[path] = fd
+
+
+def unlock(workdir: str) -> None:
+  fd = _LOCKS.pop(os.path.realpath(workdir), None)
+  if fd is not None:
+    os.close(fd)
 
 
 def pull(workdir: str, under: str = "") -> None:

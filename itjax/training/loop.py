@@ -21,6 +21,7 @@ import jax
 from itjax.errors import NonFinite, UserError
 from itjax.interop.checkpoint import Checkpointer
 from itjax.io import distributed
+from itjax.io import workdir as workdir_lib
 from itjax.io.log import get as get_logger
 from itjax.training import hooks as hooks_lib
 from itjax.training import resume as resume_lib
@@ -147,5 +148,7 @@ def train(config, workdir: str, hooks=(), model=None, data: list[dict] | None = 
   """Trains `config` into `workdir` (resuming what is there) and returns the summary. `model`: a LoadedModel
   instead of config.model; `data`: training records (dicts in any supported format) instead of config.data.train;
   `hooks`: more `Hook`s after the default ones; `stop`: an Event that ends the run after the current step."""
-  run = setup(config, workdir, model=model, data=data, devices=devices)
-  return Trainer(run, hooks, stop).fit()
+  try:
+    return Trainer(setup(config, workdir, model=model, data=data, devices=devices), hooks, stop).fit()
+  finally:
+    workdir_lib.unlock(workdir)  # taken by setup: the next run in this workdir may be another process's

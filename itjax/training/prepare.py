@@ -114,8 +114,12 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, model=None, data: l
     config.data.train = "{workdir}/data/train.jsonl"
   config_lib.validate(config, model_given=model is not None)
   source = model.source if model is not None else config.model
+  if distributed.primary():
+    workdir_lib.lock(workdir)  # one run per workdir (an existing one: before the checks below may move a run aside)
   resume.check(config, workdir, source)  # before anything of the run is written
   files = workdir_lib.prepare(workdir)  # the run's files: the workdir, or a bucket workdir's local mirror
+  if distributed.primary():
+    workdir_lib.lock(workdir)  # a new one, now that it exists
   if data is not None:
     write_records(files, data)
     workdir_lib.share(workdir, "data")
