@@ -35,19 +35,20 @@ def get_config(arg: str = ""):
   c.lora.alpha = 16.0
   c.log_every = 10
   c.eval_every = 0  # validation loss before the first step and after the last
-  c.eval_batches = 16
+  c.eval_batches = 8  # 8 rows of 256 tokens: the validation loss (and the demo's held-out loss) before and after
   c.checkpoint_every = 70
-  # Greedy answers to WORKDIR/tasks checked by their verifiers (the gain), beside forgetting and rigidity (its cost),
-  # and the base as a judge of whether the tuned model's general answers answer (relevance, prompt by prompt).
-  c.eval.suites = ("tasks", "forgetting", "rigidity", "judge")
+  # Greedy answers to WORKDIR/tasks checked by their verifiers (the gain), beside forgetting (its cost) and the base
+  # as a judge of whether the tuned model's general answers answer (relevance, prompt by prompt). Rigidity is left
+  # to `itjax eval --suites rigidity` on the workdir: on the 8 tasks a run of this length could afford, one task moved
+  # its figures 12.5 points, and the non-answers and the judge now measure the same over-rigidity on 104 prompts.
+  c.eval.suites = ("tasks", "forgetting", "judge")
   c.eval.every = 0  # before the first step and after the last
   c.eval.limit = 64  # seen-type and held-out-type tasks each: one task moves a split's accuracy 1.6 points
   c.eval.batch_size = 32
-  c.eval.subset = 4  # forgetting: task prompts; rigidity: tasks per split (x 6 variants)
+  c.eval.subset = 4  # forgetting: task prompts per split (KL on the tasks)
   c.eval.n_probes = 96  # short answers: cheap; the base gets 42 right, so one probe moves retention 2.4 points
   # All 104 general prompts (non-answers, degenerate answers, KL, the judge): one answer moves a rate 1 point.
   c.eval.n_general = 104
-  c.eval.perturbations = ("typos_5", "case", "reworded", "reordered", "system")
   if arg == "smoke":
     c.tasks.n = 64
     c.replay.n = 0

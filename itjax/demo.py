@@ -1,9 +1,10 @@
 """`itjax demo`: LoRA-tune SmolLM2-135M-Instruct on generated verifiable tasks and show what changed.
 
 Fetches the model, writes the tasks, trains with configs/smollm2_135m_lora.py, whose in-training evaluation
-(config.eval) runs before the first step and after the last: seen-type and held-out-type tasks (the gain), and
-forgetting and rigidity (what it cost). The table compares the two, a held-out task and a general prompt are shown
-before and after, and the run's report lands in WORKDIR/eval (results.json, report.md).
+(config.eval) runs before the first step and after the last: seen-type and held-out-type tasks (the gain),
+forgetting (what it cost) and the base judging whether the general answers answer. The table compares the two, a
+held-out task and a general prompt are shown before and after, and the run's report lands in WORKDIR/eval
+(results.json, report.md).
 """
 
 from __future__ import annotations
@@ -90,9 +91,13 @@ def run_demo(workdir: str, config=None, stop=None) -> dict:
        f"{100 * run.report.packing_efficiency:.1f}% full")
   subset = config.eval.subset or config.eval.limit
   probes, general = probe_count(config.eval.n_probes, subset), config.eval.n_general or subset
-  _say(f"evaluation before the first step and after the last (greedy): tasks on {config.eval.limit} seen-type and "
-       f"{config.eval.limit} held-out-type tasks, verified; forgetting (KL to the base, perplexity, {probes} probes, "
-       f"{general} general prompts) and rigidity ({subset} + {subset} tasks, perturbed) to show what the gain costs")
+  parts = {"tasks": f"tasks on {config.eval.limit} seen-type and {config.eval.limit} held-out-type tasks, verified",
+           "forgetting": f"forgetting (KL to the base, perplexity, {probes} probes, non-answers among {general} "
+                         "general answers)",
+           "judge": "the base judging the general answers against its own",
+           "rigidity": f"rigidity ({subset} + {subset} tasks, perturbed)"}
+  _say("evaluation before the first step and after the last (greedy): "
+       + "; ".join(parts.get(s, s) for s in config.eval.suites))
   heldout_before = run.validation_loss(heldout_batches)  # the fresh adapters: the base model
 
   summary = Trainer(run, stop=stop, started=start).fit()

@@ -122,4 +122,4 @@ def test_suite_information_reads_without_jax():
           "print(len(units), sorted(c.eval.suites), [m for m in ('jax', 'flax') if m in sys.modules])\n")
   ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
   assert ran.returncode == 0, ran.stderr[-2000:]
-  assert ran.stdout.strip() == "7 ['forgetting', 'judge', 'rigidity', 'tasks'] []"
+  assert ran.stdout.strip() == "7 ['forgetting', 'judge', 'tasks'] []"
