@@ -114,3 +114,15 @@ def test_units_keep_percentages_apart_from_the_rest():
   for key in ("eval/tasks/n_seen", "eval/tasks/type/title", "eval/forgetting/text_bytes", "loss", "eval_loss"):
     assert plots.unit(key) is None, key
   assert metrics.is_percent is plots.is_percent
+
+
+def test_more_non_answers_hacks_or_judged_losses_are_worse_and_p_values_have_no_side():
+  """before_after.png colours a change by the metric's better side: the answer-quality metrics count what went
+  wrong, so their rise is red; a p-value or the judge's ties have no better side, and p-values are not drawn."""
+  for metric in ("non_answer_rate", "hack_rate", "newly_non_answer", "newly_degenerate", "loss_rate"):
+    assert plots._verdict(metric, 1.0) == "worse" and plots._verdict(metric, -1.0) == "better", metric
+  for metric in ("win_rate", "no_longer_non_answer", "no_longer_degenerate", "seen_answered", "relevance"):
+    assert plots._verdict(metric, 1.0) == "better", metric
+  for metric in ("tie_rate", "win_p", "non_answer_change_p", "degenerate_change_p", "net_loss_p"):
+    assert plots._verdict(metric, 1.0) == "same", metric
+    assert metric == "tie_rate" or metric in plots._NOT_BEFORE_AFTER

@@ -31,10 +31,12 @@ _NOT_HEADLINE = ("text_bytes", "text_tokens")  # the forgetting suite's text: it
 # Metrics where less is better (the rest: more is better, except NEUTRAL, which has no better side).
 LOWER_IS_BETTER = frozenset({"degenerate_rate", "kl_general", "kl_tasks", "perplexity", "bits_per_byte",
                              "lost_probes", "worst_drop", "spread", "refusal_rate", "empty_rate", "fabrication_rate",
-                             "false_abstention_rate", "ttft_s", "s_per_prompt"})
-NEUTRAL = frozenset({"mean_length", "mean_response_tokens", "mean_new_tokens", "net_loss_p"})
-# Left out of before_after.png: the base's own score (the same before and after) and a p-value, which a bar misreads.
-_NOT_BEFORE_AFTER = ("base_correct", "net_loss_p")
+                             "false_abstention_rate", "ttft_s", "s_per_prompt", "non_answer_rate", "hack_rate",
+                             "newly_non_answer", "newly_degenerate", "loss_rate"})
+P_VALUES = frozenset({"net_loss_p", "win_p", "non_answer_change_p", "degenerate_change_p"})
+NEUTRAL = frozenset({"mean_length", "mean_response_tokens", "mean_new_tokens", "tie_rate"}) | P_VALUES
+# Left out of before_after.png: the base's own score (the same before and after) and p-values, which a bar misreads.
+_NOT_BEFORE_AFTER = ("base_correct",) + tuple(sorted(P_VALUES))
 # What each suite tells of tuning: its gain, or what the gain cost. Suites are drawn in this order.
 SIDES = {"tasks": "gains", "ifeval": "gains", "forgetting": "costs", "rigidity": "costs", "hallucination": "costs",
          "latency": "costs"}
