@@ -296,7 +296,7 @@ def plot_before_after(workdir: str, out_path: str) -> str | None:
   from matplotlib.patches import Patch
   handles = [Patch(facecolor="0.78", edgecolor="0.45", label="before (step 0)"),
              Patch(color=colors["better"], label="after: better"), Patch(color=colors["worse"], label="after: worse"),
-             Patch(color=colors["same"], label="after: neither (a length)")]
+             Patch(color=colors["same"], label="after: no better side (a length, ties)")]
   fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
   fig.suptitle(f"before tuning (step 0) and after {last} steps: {os.path.basename(os.path.normpath(workdir))}",
                fontsize=11)
