@@ -222,6 +222,18 @@ def test_the_suite_takes_a_stub_judge_in_pairwise_mode():
   assert (base.asked, model.asked) == (1, 1)
 
 
+def test_judge_rows_say_which_answers_are_non_answers():
+  """A win is read beside what won: each row says whether the model's answer and the base's are non-answers."""
+  prompts = ["Write a short blog post about tea.", "Is the sun a star?"]
+  model = Scripted({prompts[0]: "[Title]\n[Introduction]\n[Paragraph 1]\n[Conclusion]", prompts[1]: "Yes."})
+  base = Scripted({prompts[0]: "Tea is brewed from the leaves of a shrub and drunk around the world, hot or iced.",
+                   prompts[1]: "Yes, the sun is a star."})
+  records = judge.Records(prompts, "pairwise", lambda prompt: "A", TEMPLATE)
+  rows = judge.Judge().evaluate({"model": model, "base": base}, records, Settings(progress=False))["model"].rows
+  assert [(r["non_answer"], r["non_answer_kind"], r["base_non_answer"]) for r in rows] == [
+      (True, "placeholder", False), (False, None, False)]
+
+
 @pytest.mark.parametrize("reply, expected", [
     ("A", "A"), ("B.", "B"), ("[[B]]", "B"), ("Answer: A", "A"), ("The better one is B, then A.", "B"),
     ("Answer B is better", "B"), ("Both are fine.", None), ("ABBA", None), ("a", None), ("", None)])

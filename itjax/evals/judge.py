@@ -44,8 +44,8 @@ Metrics, under 'model' (percentages of the prompts unless said otherwise):
   n_prompts, n_judged
 The rates compare with a base (--base SRC, or a training workdir's own): without one, relevance mode reports the
 model's relevance alone (judged by --judge, or by the model itself) and pairwise mode reports nothing; the note says
-so. judge.jsonl holds one row per prompt: the prompt, both answers, their relevance or the two verdicts, and the
-outcome.
+so. judge.jsonl holds one row per prompt: the prompt, both answers, their relevance or the two verdicts, the
+outcome, and whether each answer is a non-answer (non_answer, non_answer_kind, base_non_answer; itjax.evals.non_answer).
 """
 
 from __future__ import annotations
@@ -265,6 +265,19 @@ def _relevance_outputs(model_answers: list[str], kept: dict | None, judge: Subje
   return {"model": SuiteOutput(metrics, rows, bars), "base": SuiteOutput(base_metrics, [], mirrored)}
 
 
+def _mark_non_answers(rows: list[dict]) -> None:
+  """`non_answer` and `non_answer_kind` of each row's answer (itjax.evals.non_answer), and `base_non_answer` of the
+  base's where the row has one: a win over a non-answer, or of one, reads differently."""
+  from itjax.evals import degenerate, non_answer
+  bases = [r["base_response"] for r in rows if "base_response" in r]
+  reference = degenerate.reference_ratio(bases) if bases else degenerate.DEFAULT_REFERENCE_RATIO
+  for row in rows:
+    row["non_answer_kind"] = non_answer.kind(row["prompt"], row["response"], reference)
+    row["non_answer"] = row["non_answer_kind"] is not None
+    if "base_response" in row:
+      row["base_non_answer"] = non_answer.is_non_answer(row["prompt"], row["base_response"], reference)
+
+
 class Judge(Suite):
   """The model's answers against the base's, read by a judge (see the module's docstring). The base's answers,
   and the base's relevance under an unchanging judge, are kept with the base subject, so training computes them
@@ -306,6 +319,11 @@ class Judge(Suite):
     return Records(prompts, mode, judge, template)
 
   def evaluate(self, subjects: dict[str, Subject], records: Records, settings: Settings) -> dict[str, SuiteOutput]:
+    outputs = self._evaluate(subjects, records, settings)
+    _mark_non_answers(outputs["model"].rows)
+    return outputs
+
+  def _evaluate(self, subjects: dict[str, Subject], records: Records, settings: Settings) -> dict[str, SuiteOutput]:
     model, base = subjects["model"], subjects.get("base")
     chats = [[{"role": "user", "content": p}] for p in records.prompts]
     kept = _base_answers(base, chats, settings) if base is not None else None
