@@ -271,9 +271,8 @@ def _mark_non_answers(rows: list[dict]) -> None:
   from itjax.evals import degenerate, non_answer
   bases = [r["base_response"] for r in rows if "base_response" in r]
   reference = degenerate.reference_ratio(bases) if bases else degenerate.DEFAULT_REFERENCE_RATIO
+  non_answer.mark(rows, reference)
   for row in rows:
-    row["non_answer_kind"] = non_answer.kind(row["prompt"], row["response"], reference)
-    row["non_answer"] = row["non_answer_kind"] is not None
     if "base_response" in row:
       row["base_non_answer"] = non_answer.is_non_answer(row["prompt"], row["base_response"], reference)
 

@@ -185,6 +185,14 @@ def is_non_answer(prompt: str, response: str, reference: float = degenerate.DEFA
   return kind(prompt, response, reference) is not None
 
 
+def mark(rows: list[dict], reference: float = degenerate.DEFAULT_REFERENCE_RATIO,
+         prompt_of=lambda row: row["prompt"]) -> None:
+  """Adds `non_answer` (a bool) and `non_answer_kind` (one of KINDS, or None) of its "response" to every row."""
+  for row in rows:
+    row["non_answer_kind"] = kind(prompt_of(row), row["response"], reference)
+    row["non_answer"] = row["non_answer_kind"] is not None
+
+
 def add_non_answers(outputs: dict, prompt_of=lambda row: row["prompt"]) -> None:
   """Adds `non_answer` (a bool) and `non_answer_kind` (one of KINDS, or None) to every row of each output (a
   SuiteOutput by role), `non_answer_rate` (percent) to its metrics, and, where the 'model' and 'base' outputs
@@ -195,9 +203,7 @@ def add_non_answers(outputs: dict, prompt_of=lambda row: row["prompt"]) -> None:
   reference = (degenerate.reference_ratio([r["response"] for r in base.rows]) if base is not None
                else degenerate.DEFAULT_REFERENCE_RATIO)
   for output in outputs.values():
-    for row in output.rows:
-      row["non_answer_kind"] = kind(prompt_of(row), row["response"], reference)
-      row["non_answer"] = row["non_answer_kind"] is not None
+    mark(output.rows, reference, prompt_of)
     if output.rows:
       output.metrics["non_answer_rate"] = 100.0 * sum(r["non_answer"] for r in output.rows) / len(output.rows)
   model = outputs.get("model")
