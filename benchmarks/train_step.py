@@ -36,12 +36,7 @@ from itjax.training.step import compiler_options, make_train_step
 
 
 def best_time(fn, steps: int) -> float:
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return min(times)
+  return best_times([fn], steps)[0]
 
 
 def torch_device():
