@@ -72,7 +72,7 @@ def forward(config, params, *inputs) -> np.ndarray:
   return np.asarray(_jitted_forward(config)({"params": params}, *inputs))
 
 
-def live_lora_evaluator(model, **eval_keys):
+def live_lora_evaluator(model, tasks_dir=None, base_answers=None, **eval_keys):
   """(LiveEvaluator over a rank-2 LoRA of `model` with config.eval's `eval_keys` set, its zero adapters): the
   in-training evaluation of the suites named, before the first step."""
   import jax
@@ -85,7 +85,8 @@ def live_lora_evaluator(model, **eval_keys):
     eval_config[key] = value
   model_config = model.config.replace(lora=LoraSpec(rank=2, alpha=4.0))
   trainable = lora_lib.init_adapters(model_config, jax.random.PRNGKey(0))
-  return LiveEvaluator(eval_config, None, model_config, model.tokenizer, model.params, None, False), trainable
+  return LiveEvaluator(eval_config, tasks_dir, model_config, model.tokenizer, model.params, None, False,
+                       base_answers), trainable
 
 
 def pytest_sessionfinish(session):
@@ -217,3 +218,15 @@ def tiny_hf_dir(tmp_path_factory):
   transformers.LlamaForCausalLM(config).save_pretrained(path)
   tok.save_pretrained(path)
   return str(path)
+
+
+def assert_verdicts_reproduce(suite, output, expected: set[str]) -> None:
+  """The suite's per-example verdicts (Suite.itemize) give back its figures: each metric the rows score is the
+  (weighted) mean of their values, and the rows score at least the `expected` metrics."""
+  from itjax.evals import items
+  suite.itemize(output)
+  assert all(isinstance(r.get("item"), str) and isinstance(r.get("scores"), dict) for r in output.rows)
+  means = items.means(output.rows)
+  assert expected <= set(means), expected - set(means)
+  for metric, value in means.items():
+    assert value == pytest.approx(output.metrics[metric], abs=1e-6), metric

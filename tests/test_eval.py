@@ -229,6 +229,10 @@ def test_forgetting_rigidity_and_hallucination_inside_training(tiny_hf_dir, tmp_
   asked = [r["prompt"] for r in rows if r["kind"] == "probe"]
   assert asked == [p["prompt"] for p in forgetting.make_probes(50, 0)] != [p["prompt"] for p in
                                                                              forgetting.make_probes(50, 7)]
+  for step in (0, 3):  # each evaluation's examples with their verdicts, to compare runs item by item
+    kept = [json.loads(x) for x in open(os.path.join(workdir, "evals", str(step), "forgetting.jsonl"))]
+    assert len(kept) == 55 and all(r["item"].split(":")[0] in ("general", "probe") and r["scores"] for r in kept)
+    assert os.path.exists(os.path.join(workdir, "evals", str(step), "rigidity.jsonl"))
 
 
 def test_bad_forgetting_and_rigidity_input_names_the_file_or_flag(trained, tmp_path):

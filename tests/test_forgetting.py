@@ -2,12 +2,14 @@
 transformers, KL of a model against itself, retention arithmetic, probes and text files."""
 
 import math
+import os
 
 import numpy as np
 import pytest
 
 from itjax.evals import degenerate, forgetting, paired
 from itjax.evals.subject import Settings, Subject
+from conftest import assert_verdicts_reproduce
 
 FAST = Settings(max_new_tokens=8, batch_size=4, limit=3, progress=False)
 PROSE = ("It was a bright cold day in April, and the clocks were striking thirteen. The hallway smelt of boiled "
@@ -168,6 +170,7 @@ def test_a_model_against_itself_has_zero_kl_and_full_retention(tiny):
   assert "gained" not in m  # the base got every probe right: nothing to gain
   assert m["perplexity"] == out["base"].metrics["perplexity"]
   assert out["model"].note is None
+  assert_verdicts_reproduce(forgetting.Forgetting(), out["model"], {"retention", "kl_general", "model_correct"})
 
 
 def test_gained_counts_the_probes_the_base_got_wrong(tiny):
@@ -194,6 +197,10 @@ def test_gained_counts_the_probes_the_base_got_wrong(tiny):
   assert "non_answer_rate" in on_axis and not {"newly_non_answer", "non_answer_change_p"} & on_axis
   assert {"gained", "degenerate_rate"} <= on_axis and all(0 <= m[k] <= 100 for k in on_axis)
   assert m["lost_probes"] == 0 and m["gained_probes"] == len(right) - m["base_correct"] / 100 * len(probes)
+  assert_verdicts_reproduce(forgetting.Forgetting(), out["model"], {
+      "gained", "model_correct", "kl_general", "non_answer_rate", "degenerate_rate"})
+  probe = next(r for r in out["model"].rows if r["kind"] == "probe" and not r["base_correct"] and r["correct"])
+  assert probe["scores"] == {"model_correct": 100.0, "gained": 100.0}  # a probe gained, and said so
 
 
 def test_sign_test_of_lost_against_gained():
@@ -261,3 +268,33 @@ def test_adapters_count_as_zero_only_when_every_lora_b_is_and_nothing_else_train
   assert not _adapters_are_zero({"q": {"lora_a": a, "lora_b": b}, "k": {"lora_a": a, "lora_b": b.at[1, 3].set(1e-9)}})
   assert not _adapters_are_zero({"q": {"lora_a": a, "lora_b": b}, "norm": {"scale": jnp.ones(4)}})
   assert not _adapters_are_zero({})
+
+
+def test_runs_of_one_base_answer_with_it_once(tiny, tmp_path, monkeypatch):
+  """config.eval.base_cache: a second run of the same base evaluates before its first step without generating, to
+  the same figures and verdicts; after training only the model answers (the base's answers are read back)."""
+  import jax
+  from itjax.data.tasks import write_splits
+  from conftest import live_lora_evaluator
+  write_splits(str(tmp_path / "tasks"), 20, 0)
+  (tmp_path / "prose.txt").write_text(PROSE)
+  keys = dict(suites=("tasks", "forgetting"), limit=2, subset=2, n_probes=3, n_general=3,
+              max_new_tokens=4, text=str(tmp_path / "prose.txt"))
+  cache = str(tmp_path / "base" / "answers.jsonl")
+  asked = []
+  real = Subject._generate
+  monkeypatch.setattr(Subject, "_generate", lambda self, prompts, *a, **k: asked.append(
+      (self.label, len(prompts))) or real(self, prompts, *a, **k))
+  first, trainable = live_lora_evaluator(tiny, str(tmp_path / "tasks"), cache, **keys)
+  before = first(trainable, tiny.params, at_start=True)
+  assert asked and os.path.exists(cache)
+  asked.clear()
+  second, _ = live_lora_evaluator(tiny, str(tmp_path / "tasks"), cache, **keys)
+  again = second(trainable, tiny.params, at_start=True)
+  assert asked == []  # the base answered in the first run
+  for suite, output in before.items():
+    assert again[suite].metrics == output.metrics, suite
+    assert [r["scores"] for r in again[suite].rows] == [r["scores"] for r in output.rows]
+  trained = jax.tree.map(lambda x: x + 0.05, trainable)
+  second(trained, tiny.params)
+  assert asked and {label for label, _ in asked} == {"model"}

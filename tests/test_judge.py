@@ -12,7 +12,7 @@ from itjax.errors import UserError
 from itjax.evals import judge
 from itjax.evals.subject import Settings, Subject
 from itjax.evals.suite import Inputs, Sources
-from conftest import itjax_in_process, live_lora_evaluator
+from conftest import assert_verdicts_reproduce, itjax_in_process, live_lora_evaluator
 
 # Short questions, each with a short answer written for it (in the spirit of itjax.data.general_prompts' kinds:
 # facts, advice, writing, quick questions). Neighbours are often of the same kind, so the answer written for the
@@ -216,6 +216,7 @@ def test_the_suite_takes_a_stub_judge_in_pairwise_mode():
   out = judge.Judge().evaluate({"model": model, "base": base}, records, Settings(progress=False))
   assert list(out) == ["model"] and [r["outcome"] for r in out["model"].rows] == ["win", "loss", "win"]
   assert out["model"].metrics["win_rate"] == pytest.approx(200 / 3) and out["model"].bars["wins"] > 0
+  assert_verdicts_reproduce(judge.Judge(), out["model"], {"win_rate", "loss_rate", "tie_rate"})
   model.is_base = True
   again = judge.Judge().evaluate({"model": model, "base": base}, records, Settings(progress=False))
   assert again["model"].metrics["tie_rate"] == 100.0 and again["model"].metrics["n_judged"] == 0.0

@@ -16,6 +16,7 @@ import pytest
 from itjax.data import grounded, perturb, tasks
 from itjax.evals import rigidity
 from itjax.evals.subject import Settings
+from conftest import assert_verdicts_reproduce
 
 TEXT_EDITS = ("typos_2", "typos_5", "case", "whitespace")
 CONTENT = set(tasks.WORDS)
@@ -462,6 +463,8 @@ def test_evaluate_generates_once_and_scores_each_perturbation():
   plain = [r for r in out.rows if r["perturbation"] == "plain_template"]
   assert all(r["refusal"] == "decline" and r["template"] is False and not r["passed"] for r in plain)
   assert {r["perturbation"] for r in out.rows} == {"clean", *names}
+  assert_verdicts_reproduce(rigidity.Rigidity(), out, {"clean", "drop/case", "accuracy/system", "refusal_rate",
+                                                       "empty_rate"})
 
 
 def test_evaluate_with_ifeval_records_adds_prefixed_metrics():

@@ -202,3 +202,44 @@ def test_write_splits(tmp_path):
   assert summary["seed"] == 5 and summary["n"] == 40 and summary["holdout"] == ["title"]
   assert summary["phrasings"] == "one"
   assert summary["counts"]["heldout"]["title"] == 4 and "title" not in summary["counts"]["train"]
+
+
+def test_the_suites_verdicts_give_back_its_figures():
+  """Per-example verdicts of the tasks suite: right and wrong answers, a pass by a non-answer (a hack), both splits."""
+  from conftest import assert_verdicts_reproduce
+  from itjax.evals import non_answer
+  from itjax.evals import tasks as eval_tasks
+  splits = tasks.make_splits(40, 3)
+  records = [{**r, "split": "seen"} for r in splits["validation"][:4]] + [
+      {**r, "split": "heldout"} for r in splits["heldout"][:4]]
+  responses = [r["messages"][1]["content"] if i % 3 else "wrong" for i, r in enumerate(records)]
+  output = eval_tasks.score(records, responses)
+  non_answer.add_non_answers({"model": output})
+  output.rows[1]["non_answer"] = True  # a pass that says nothing
+  eval_tasks.add_answered(output)
+  output.metrics["non_answer_rate"] = 100.0 * sum(r["non_answer"] for r in output.rows) / len(output.rows)
+  assert output.metrics["hack_rate"] > 0 and 0 < output.metrics["seen"] < 100
+  assert_verdicts_reproduce(eval_tasks.Tasks(), output, {"seen", "heldout", "all", "seen_answered",
+                                                         "heldout_answered", "hack_rate", "non_answer_rate"})
+  assert any(k.startswith("type/") for k in output.rows[0]["scores"])
+
+
+def test_task_name_format_and_eval_phrasings_change_only_what_they_say():
+  """train_format='task_name': the same train records, prompts naming the types and giving the input, with no
+  instruction sentence; eval_phrasings: the evaluation splits' wordings, independent of the train split's."""
+  plain = tasks.make_splits(300, 5)
+  named = tasks.make_splits(300, 5, train_format="task_name")
+  assert named["validation"] == plain["validation"] and named["heldout"] == plain["heldout"]
+  for a, b in zip(plain["train"], named["train"]):
+    assert a["types"] == b["types"] and a["messages"][1] == b["messages"][1] and a["verifier"] == b["verifier"]
+    prompt = b["messages"][0]["content"]
+    assert prompt.startswith(f"task: {'+'.join(a['types'])}\n") and a["prompt_parts"]["input"] in prompt
+    assert not any(s["text"] in prompt for s in a["prompt_parts"]["sentences"])
+    assert tasks.verify(b["messages"][1]["content"], b["verifier"])
+  phrase = next(b for b in named["train"] if b["verifier"]["phrase"])
+  assert f"end_phrase: {phrase['verifier']['phrase']}" in phrase["messages"][0]["content"]
+  varied = tasks.make_splits(300, 5, phrasings="one", eval_phrasings="all")
+  assert varied["train"] == plain["train"]
+  assert varied["validation"] == tasks.make_splits(300, 5, phrasings="all")["validation"] != plain["validation"]
+  with pytest.raises(Exception, match="unknown task prompt format 'yaml'"):
+    tasks.make_splits(10, 0, train_format="yaml")

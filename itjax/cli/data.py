@@ -62,6 +62,11 @@ def define_make_tasks(fv: flags.FlagValues) -> None:
                       "(default: the generator's held-out set).", flag_values=fv)
   flags.DEFINE_enum("phrasings", "one", ["one", "all"], "Say every constraint in its first wording ('one') or in "
                     "any of its wordings ('all').", flag_values=fv)
+  flags.DEFINE_enum("eval_phrasings", None, ["one", "all"], "The validation and held-out splits' wordings "
+                    "(default: --phrasings).", flag_values=fv)
+  flags.DEFINE_enum("train_format", "instruction", ["instruction", "task_name"], "The train split's prompts: "
+                    "natural-language instructions, or the task's type names and its input (a multi-task format).",
+                    flag_values=fv)
 
 
 def cmd_make_tasks(f: flags.FlagValues, args: list[str]) -> None:
@@ -70,7 +75,8 @@ def cmd_make_tasks(f: flags.FlagValues, args: list[str]) -> None:
     raise UserError("--out DIR is required")
   outputs.check(f.out, "--out", directory=True, overwrite=f.overwrite)
   holdout = tasks.DEFAULT_HOLDOUT if f.holdout is None else f.holdout
-  paths = tasks.write_splits(f.out, f.n, f.seed, holdout, phrasings=f.phrasings)
+  paths = tasks.write_splits(f.out, f.n, f.seed, holdout, phrasings=f.phrasings, eval_phrasings=f.eval_phrasings,
+                             train_format=f.train_format)
   for split, path in paths.items():
     print(f"{split}: {path}")
 

@@ -45,13 +45,14 @@ _MAX_TRIES = 10_000
 
 @dataclasses.dataclass(frozen=True)
 class Op:
-  """A content operation: its group, answer kind ('list', 'int' or 'str') and how to draw a prompt and answer."""
+  """A content operation: its group, answer kind ('list', 'int' or 'str') and how to draw a prompt, its answer and
+  its input (the data the prompt asks about, without the instruction: what a task-name prompt shows)."""
   group: str
   kind: str
   letters: bool  # the answer has letters, so a case modifier changes it
   title: str
   noun: str  # what a bare scalar answer is called in the instruction
-  make: Callable[[random.Random], tuple[str, list | int | str]]
+  make: Callable[[random.Random], tuple[str, list | int | str, str]]
 
 
 OPS: dict[str, Op] = {}
@@ -73,7 +74,8 @@ def _sort_words(rng):
   words = rng.sample(WORDS, rng.randint(4, 7))
   text = rng.choice(("Sort these words alphabetically: {}.", "Put the following words in alphabetical order: {}.",
                      "Arrange these words from A to Z: {}."))
-  return text.format(_listing(rng, words)), sorted(words)
+  listing = _listing(rng, words)
+  return text.format(listing), sorted(words), listing
 
 
 @_op("reverse_words", "order", "list", "Reversed Words", letters=True)
@@ -81,7 +83,8 @@ def _reverse_words(rng):
   words = rng.sample(WORDS, rng.randint(3, 7))
   text = rng.choice(("Reverse the order of these words: {}.", "List these words from last to first: {}.",
                      "Write the following words in reverse order: {}."))
-  return text.format(_listing(rng, words)), words[::-1]
+  listing = _listing(rng, words)
+  return text.format(listing), words[::-1], listing
 
 
 @_op("sort_numbers", "order", "list", "Sorted Numbers")
@@ -91,7 +94,9 @@ def _sort_numbers(rng):
   order = rng.choice(("in descending order", "from largest to smallest") if descending else
                      ("in ascending order", "from smallest to largest"))
   text = rng.choice(("Sort these numbers {}: {}.", "Order the following numbers {}: {}."))
-  return text.format(order, _listing(rng, numbers)), sorted(numbers, reverse=descending)
+  listing = _listing(rng, numbers)
+  return (text.format(order, listing), sorted(numbers, reverse=descending),
+          f"{'descending' if descending else 'ascending'}: {listing}")
 
 
 @_op("dedupe", "text", "list", "Unique Words", letters=True)
@@ -101,7 +106,8 @@ def _dedupe(rng):
   rng.shuffle(words)
   text = rng.choice(("Remove the duplicates from this list, keeping the first occurrence of each word: {}.",
                      "Write each word of this list once, in the order it first appears: {}."))
-  return text.format(_listing(rng, words)), list(dict.fromkeys(words))
+  listing = _listing(rng, words)
+  return text.format(listing), list(dict.fromkeys(words)), listing
 
 
 @_op("extract_numbers", "text", "list", "Numbers Found")
@@ -111,7 +117,7 @@ def _extract_numbers(rng):
   sentence = f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {', '.join(counted[:-1])} and {counted[-1]}."
   text = rng.choice(('List the numbers that appear in this sentence, in order: "{}"',
                      'Extract every number from the following sentence in the order they appear: "{}"'))
-  return text.format(sentence), numbers
+  return text.format(sentence), numbers, sentence
 
 
 @_op("acronym", "text", "str", "Acronym", letters=True, noun="acronym")
@@ -119,7 +125,7 @@ def _acronym(rng):
   words = rng.sample(WORDS, rng.randint(3, 5))
   text = rng.choice(('Form an acronym from the first letters of the words in "{}".',
                      'What is the acronym (the initial letters) of the phrase "{}"?'))
-  return text.format(" ".join(words)), "".join(w[0] for w in words).upper()
+  return text.format(" ".join(words)), "".join(w[0] for w in words).upper(), " ".join(words)
 
 
 @_op("count_letter", "count", "int", "Letter Count")
@@ -128,21 +134,23 @@ def _count_letter(rng):
   letter = rng.choice("".join(words))
   text = rng.choice(("How many times does the letter '{}' appear in these words: {}?",
                      "Count the occurrences of the letter '{}' in: {}."))
-  return text.format(letter, _listing(rng, words)), "".join(words).count(letter)
+  listing = _listing(rng, words)
+  return text.format(letter, listing), "".join(words).count(letter), f"{letter}: {listing}"
 
 
 @_op("word_count", "count", "int", "Word Count")
 def _word_count(rng):
   words = [rng.choice(WORDS) for _ in range(rng.randint(4, 12))]
   text = rng.choice(('How many words are in the following text: "{}"?', 'Count the words in "{}".'))
-  return text.format(" ".join(words)), len(words)
+  return text.format(" ".join(words)), len(words), " ".join(words)
 
 
 @_op("max_number", "count", "int", "Largest Number")
 def _max_number(rng):
   numbers = rng.sample(range(1, 1000), rng.randint(4, 8))
   text = rng.choice(("What is the largest of these numbers: {}?", "Which of the following numbers is the biggest: {}?"))
-  return text.format(_listing(rng, numbers)), max(numbers)
+  listing = _listing(rng, numbers)
+  return text.format(listing), max(numbers), listing
 
 
 @_op("arithmetic", "math", "int", "Result")
@@ -150,11 +158,14 @@ def _arithmetic(rng):
   a, b, c = (rng.randint(2, 50) for _ in range(3))
   form = rng.randrange(3)
   if form == 0:
-    return rng.choice(("Compute {} + {} * {}.", "What is {} + {} * {}?")).format(a, b, c), a + b * c
+    return rng.choice(("Compute {} + {} * {}.", "What is {} + {} * {}?")).format(a, b, c), a + b * c, \
+        f"{a} + {b} * {c}"
   if form == 1:
-    return rng.choice(("Compute {} * {} - {}.", "What is {} * {} - {}?")).format(a, b, c), a * b - c
+    return rng.choice(("Compute {} * {} - {}.", "What is {} * {} - {}?")).format(a, b, c), a * b - c, \
+        f"{a} * {b} - {c}"
   numbers = [rng.randint(1, 200) for _ in range(rng.randint(3, 6))]
-  return f"What is the sum of {_listing(rng, numbers)}?", sum(numbers)
+  listing = _listing(rng, numbers)
+  return f"What is the sum of {listing}?", sum(numbers), f"sum: {listing}"
 
 
 @_op("unit_convert", "math", "int", "Converted Value")
@@ -162,7 +173,7 @@ def _unit_convert(rng):
   big, small, factor = rng.choice(UNITS)
   value = rng.randint(2, 250)
   text = rng.choice(("Convert {} {} to {}.", "How many {2} are there in {0} {1}?"))
-  return text.format(value, big, small), value * factor
+  return text.format(value, big, small), value * factor, f"{value} {big} -> {small}"
 
 
 @_op("date_add", "math", "str", "New Date", noun="date")
@@ -171,7 +182,8 @@ def _date_add(rng):
   days = rng.randint(1, 500)
   text = rng.choice(("What date is {} days after {}? Use the YYYY-MM-DD format.",
                      "Add {} days to the date {} and give the result as YYYY-MM-DD."))
-  return text.format(days, start.isoformat()), (start + datetime.timedelta(days=days)).isoformat()
+  return (text.format(days, start.isoformat()), (start + datetime.timedelta(days=days)).isoformat(),
+          f"{start.isoformat()} + {days} days")
 
 
 @_op("grounded_qa", "grounded", "str", "Answer", letters=True, noun="answer")
@@ -179,7 +191,7 @@ def _grounded_qa(rng):
   """A question about an invented fact sheet; half the time the sheet does not hold the answer, and the reply
   is then grounded.ABSTENTION (verify judges these bodies with grounded.judge)."""
   question = grounded.make_question(rng, rng.random() < 0.5)
-  return question["prompt"], question["answer"]
+  return question["prompt"], question["answer"], question["prompt"]  # the sheet and the question are its input
 
 
 MODIFIERS = ("lowercase", "uppercase", "title", "end_phrase", "no_commas", "quotes")
@@ -262,7 +274,7 @@ def make_task(rng: random.Random, allowed: Callable[[list[str]], bool] | None = 
   op = OPS[op_id]
   layout = next((c for c in constraints if c in LAYOUTS), None)
   mods = [c for c in constraints if c not in LAYOUTS]
-  prompt, answer = op.make(rng)
+  prompt, answer, task_input = op.make(rng)
   n = len(answer) if isinstance(answer, list) else None
   phrase = rng.choice(END_PHRASES) if "end_phrase" in mods else None
   if phrase and "lowercase" in mods:
@@ -277,7 +289,7 @@ def make_task(rng: random.Random, allowed: Callable[[list[str]], bool] | None = 
   if layout is None:
     default = {"id": "default", "form": default_form(n, mods)}
     sentences.insert(0, drawn_sentence(rng, default, fill, phrasings))
-  parts = {"task": prompt, "sentences": sentences, "fill": fill}
+  parts = {"task": prompt, "sentences": sentences, "fill": fill, "input": task_input}
   response = render(answer, layout, mods, op.title, phrase or "")
   verifier = {"op": op_id, "answer": answer, "layout": layout, "modifiers": mods, "n": n, "phrase": phrase,
               "keys": keys}
@@ -285,6 +297,29 @@ def make_task(rng: random.Random, allowed: Callable[[list[str]], bool] | None = 
     verifier["question"] = prompt
   return {"messages": [{"role": "user", "content": join_prompt(parts)}, {"role": "assistant", "content": response}],
           "types": types, "verifier": verifier, "prompt_parts": parts}
+
+
+FORMATS = ("instruction", "task_name")
+
+
+def task_name_prompt(record: dict) -> str:
+  """The record's prompt as a multi-task format without natural-language instructions: the task's types by name and
+  its input, e.g. 'task: extract_numbers+numbered+title' then 'input: ...' (and the end phrase to write, the one
+  value a type's name does not give)."""
+  parts, verifier = record["prompt_parts"], record["verifier"]
+  lines = [f"task: {'+'.join(record['types'])}"]
+  if verifier.get("phrase"):
+    lines.append(f"end_phrase: {verifier['phrase']}")
+  return "\n".join(lines + [f"input: {parts['input']}"])
+
+
+def _as_format(record: dict, fmt: str) -> dict:
+  if fmt == "instruction":
+    return record
+  if fmt not in FORMATS:
+    raise UserError(f"unknown task prompt format {fmt!r}; known: {', '.join(FORMATS)}")
+  messages = [{"role": "user", "content": task_name_prompt(record)}, *record["messages"][1:]]
+  return {**record, "messages": messages, "format": fmt}
 
 
 def expand_holdout(spec: str | Iterable[str]) -> set[str]:
@@ -308,13 +343,21 @@ def expand_holdout(spec: str | Iterable[str]) -> set[str]:
 
 
 def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOUT,
-                validation_fraction: float = 0.1, phrasings: str = "one") -> dict[str, list[dict]]:
+                validation_fraction: float = 0.1, phrasings: str = "one", eval_phrasings: str | None = None,
+                train_format: str = "instruction") -> dict[str, list[dict]]:
   """Train and validation records without held-out types; heldout records combine held-out with seen types.
 
   Each split draws from its own seeded stream, and no instruction appears twice across the splits. With nothing
-  held out the heldout split is empty. `phrasings` is make_task's: "one" or "all" wordings of the constraints.
+  held out the heldout split is empty. `phrasings` is make_task's: "one" or "all" wordings of the constraints;
+  `eval_phrasings` those of the validation and heldout splits (None: `phrasings`). `train_format` 'task_name' writes
+  the train split's prompts as task names and inputs (task_name_prompt), the same records otherwise; evaluation
+  splits keep natural-language instructions.
   """
   check_phrasings(phrasings)
+  eval_phrasings = eval_phrasings or phrasings
+  check_phrasings(eval_phrasings)
+  if train_format not in FORMATS:
+    raise UserError(f"unknown task prompt format {train_format!r}; known: {', '.join(FORMATS)}")
   held = expand_holdout(holdout)
   extra = max(1, round(n * validation_fraction))
   prompts: set[str] = set()
@@ -325,7 +368,7 @@ def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOU
     for _ in range(100 * count + _MAX_TRIES):
       if len(records) == count:
         return records
-      record = make_task(rng, allowed, phrasings)
+      record = make_task(rng, allowed, phrasings if split == "train" else eval_phrasings)
       if record["messages"][0]["content"] not in prompts:
         prompts.add(record["messages"][0]["content"])
         records.append(record)
@@ -337,14 +380,17 @@ def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOU
   def mixed(types: list[str]) -> bool:
     return not seen(types) and not held.issuperset(types)
 
-  return {"train": draw("train", n, seen), "validation": draw("validation", extra, seen),
+  train = [_as_format(r, train_format) for r in draw("train", n, seen)]
+  return {"train": train, "validation": draw("validation", extra, seen),
           "heldout": draw("heldout", extra, mixed) if held else []}
 
 
 def write_splits(out_dir: str, n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOUT,
-                 phrasings: str = "one") -> dict[str, str]:
+                 phrasings: str = "one", eval_phrasings: str | None = None,
+                 train_format: str = "instruction") -> dict[str, str]:
   """Writes train/validation/heldout JSONL files and a tasks.json summary into `out_dir`; returns {split: path}."""
-  splits = make_splits(n, seed, holdout, phrasings=phrasings)
+  splits = make_splits(n, seed, holdout, phrasings=phrasings, eval_phrasings=eval_phrasings,
+                       train_format=train_format)
   os.makedirs(out_dir, exist_ok=True)
   paths = {}
   for split, records in splits.items():
@@ -352,6 +398,7 @@ def write_splits(out_dir: str, n: int, seed: int, holdout: str | Iterable[str] =
     atomic.write_text(paths[split], lambda f, records=records: f.writelines(
         json.dumps(record, ensure_ascii=False) + "\n" for record in records))
   summary = {"seed": seed, "n": n, "holdout": sorted(expand_holdout(holdout)), "phrasings": phrasings,
+             "eval_phrasings": eval_phrasings or phrasings, "train_format": train_format,
              "sizes": {split: len(records) for split, records in splits.items()},
              "counts": {split: dict(sorted(Counter(t for r in records for t in r["types"]).items()))
                         for split, records in splits.items()}}

@@ -41,6 +41,7 @@ from itjax.data import tasks as task_gen
 from itjax.errors import InputNotFound, UserError
 from itjax.evals import degenerate, non_answer, paired
 from itjax.evals.general_prompts import GENERAL_PROMPTS
+from itjax.evals.items import pct
 from itjax.evals import tasks as eval_tasks
 from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
@@ -200,13 +201,15 @@ def _with_eos(subject: Subject, prompt: list[int], out) -> tuple[list[int], int]
   return list(prompt) + answer, len(prompt)
 
 
-def _mean_kl(model: Subject, base: Subject, pairs: list[tuple[list[int], int]]) -> tuple[float, list[float]]:
-  """Mean KL(base || model) per answer token over all the pairs, and per pair (0 for an empty answer)."""
+def _mean_kl(model: Subject, base: Subject, pairs: list[tuple[list[int], int]]
+             ) -> tuple[float, list[tuple[float, int]]]:
+  """Mean KL(base || model) per answer token over all the pairs, and per pair (its mean, 0 for an empty answer, and
+  its answer tokens)."""
   from itjax.evals import scoring
   sums = scoring.kl(base.config, base.params, model.config, model.params, [s for s, _ in pairs],
                     [st for _, st in pairs], base.tokenizer.pad_id)
   total, count = sum(s for s, _ in sums), sum(c for _, c in sums)
-  return total / max(count, 1), [s / c if c else 0.0 for s, c in sums]
+  return total / max(count, 1), [(s / c if c else 0.0, c) for s, c in sums]
 
 
 def _rows(result: dict, general: list[list[dict]], probes: list[dict]) -> list[dict]:
@@ -295,15 +298,17 @@ def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | No
   else:
     pairs = [_with_eos(base, p, o) for p, o in zip(theirs["prompts"], theirs["outs"])]
 
-    def kl(some: list) -> tuple[float, list[float]]:  # a model that computes what the base does: exactly 0, not run
-      return (0.0, [0.0] * len(some)) if model_is_base else _mean_kl(model, base, some)
+    def kl(some: list) -> tuple[float, list]:  # a model that computes what the base does: exactly 0, not run
+      return (0.0, [(0.0, len(seq) - start) for seq, start in some]) if model_is_base else _mean_kl(model, base, some)
 
     m["kl_general"], kl_rows = kl(pairs[:n_general])
-    for row, value in zip(outputs["model"].rows, kl_rows):
-      row["kl"] = value
+    for row, (value, count) in zip(outputs["model"].rows, kl_rows):
+      row["kl"], row["kl_tokens"] = value, count
     if task_chats:
       m["kl_tasks"], _ = kl(pairs[n_general + n_probes:])
     m.update(retention_metrics(mine["correct"], theirs["correct"]))
+    for row, right in zip(outputs["model"].rows[n_general:], theirs["correct"]):
+      row["base_correct"] = right  # with `correct`: the probe lost, gained or kept
     if "retention" not in m:
       outputs["model"].note = "retention is undefined: the base answered no probe right"
   m["n_general"], m["n_probes"] = float(n_general), float(n_probes)
@@ -313,6 +318,24 @@ def evaluate(model: Subject, base: Subject | None, task_records: list[dict] | No
                    "non-answers": output.metrics.get("non_answer_rate", 0.0),
                    "probes right": 100.0 * sum(correct) / max(1, n_probes)}
   return outputs
+
+
+def itemize(rows: list[dict]) -> None:
+  """Each row's verdicts (itjax.evals.items): a general prompt's non-answer, degenerate answer and KL (weighted by
+  its answer tokens, as kl_general is); a probe's answer right (model_correct) and, by the base's verdict, kept
+  (retention) or gained."""
+  for r in rows:
+    if r["kind"] == "general":
+      scores = {k: pct(r[f]) for k, f in (("non_answer_rate", "non_answer"), ("degenerate_rate", "degenerate"))
+                if f in r}
+      if "kl" in r:
+        scores["kl_general"] = r["kl"]
+        r["weights"] = {"kl_general": r["kl_tokens"]}
+    else:
+      scores = {"model_correct": pct(r["correct"])}
+      if "base_correct" in r:
+        scores["retention" if r["base_correct"] else "gained"] = pct(r["correct"])
+    r["item"], r["scores"] = f"{r['kind']}:{r['prompt']}", scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,6 +365,9 @@ class Forgetting(Suite):
     probes = make_probes(probe_count(given.n_probes, sources.subset), sources.seed)
     probes += read_probes(given.probes) if given.probes else []
     return Records(eval_tasks.read_records(sources, sources.subset), text, probes, given.n_general or sources.subset)
+
+  def itemize(self, output: SuiteOutput) -> None:
+    itemize(output.rows)
 
   def evaluate(self, subjects: dict[str, Subject], records: Records, settings: Settings) -> dict[str, SuiteOutput]:
     model, base = subjects["model"], subjects.get("base")

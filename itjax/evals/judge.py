@@ -58,6 +58,7 @@ from collections.abc import Callable, Sequence
 from itjax.errors import InputNotFound, UserError
 from itjax.evals import paired
 from itjax.evals.general_prompts import GENERAL_PROMPTS
+from itjax.evals.items import pct
 from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 from itjax.evals.suite import Sources, Suite
@@ -316,6 +317,16 @@ class Judge(Suite):
     else:
       prompts = list(GENERAL_PROMPTS[:given.n_general or sources.subset or None])
     return Records(prompts, mode, judge, template)
+
+  def itemize(self, output: SuiteOutput) -> None:
+    """A prompt's outcome against the base (win_rate, loss_rate, tie_rate) and its relevance."""
+    for r in output.rows:
+      scores = {}
+      if "outcome" in r:
+        scores = {f"{o}_rate": pct(r["outcome"] == o) for o in ("win", "loss", "tie")}
+      if "relevance" in r:
+        scores["relevance"] = r["relevance"]
+      r["item"], r["scores"] = f"general:{r['prompt']}", scores
 
   def evaluate(self, subjects: dict[str, Subject], records: Records, settings: Settings) -> dict[str, SuiteOutput]:
     outputs = self._evaluate(subjects, records, settings)

@@ -48,7 +48,7 @@ class LiveEvaluator:
   tasks without a tasks directory say, does not run): empty when nothing will."""
 
   def __init__(self, eval_config, tasks_dir: str | None, model_config, tokenizer, frozen: dict,
-               template: str | None, progress: bool):
+               template: str | None, progress: bool, base_answers: str | None = None):
     sources = live_sources(eval_config, tasks_dir, progress)
     self.settings = sources.settings
     self.suites: dict[str, tuple[Suite, object]] = {}
@@ -64,17 +64,64 @@ class LiveEvaluator:
     if model_config.lora and any("base" in suite.live_roles for suite, _ in self.suites.values()):
       self.subjects["base"] = Subject("base", model_config.replace(lora=None), frozen, tokenizer, template,
                                       unroll=unroll)
+    # The base's answers, by prompt and settings: shared by the base subject and by the model while it computes
+    # what the base does; kept in `base_answers` (a file) when given, so the runs of an experiment answer once.
+    self.base_answers_path = base_answers
+    self.base_answers = read_answers(base_answers) if base_answers else {}
+    self._saved = len(self.base_answers)
+    if "base" in self.subjects:
+      self.subjects["base"].cache["answers"] = self.base_answers
 
-  def __call__(self, trainable: dict, frozen: dict) -> dict[str, SuiteOutput]:
-    """{suite: the model's SuiteOutput} for the params as they are now (trainable joined with frozen)."""
+  def __call__(self, trainable: dict, frozen: dict, at_start: bool = False) -> dict[str, SuiteOutput]:
+    """{suite: the model's SuiteOutput} for the params as they are now (trainable joined with frozen), its rows
+    with their per-example verdicts (Suite.itemize). `at_start`: the params are the base's (before the first
+    step), so the model's answers are the base's."""
     model = self.subjects["model"]
     model.set_params(lora_lib.join(trainable, frozen))
-    model.is_base = "base" in self.subjects and _adapters_are_zero(trainable)
+    same = at_start or _adapters_are_zero(trainable)
+    model.is_base = "base" in self.subjects and same
+    if same:
+      model.cache["answers"] = self.base_answers
     outputs = {}
     for name, (suite, records) in self.suites.items():
       given = {role: s for role, s in self.subjects.items() if role in suite.live_roles}
       outputs[name] = suite.evaluate(given, records, self.settings)["model"]
+      suite.itemize(outputs[name])
+    if self.base_answers_path and len(self.base_answers) > self._saved:
+      write_answers(self.base_answers_path, self.base_answers)
+      self._saved = len(self.base_answers)
     return outputs
+
+
+def read_answers(path: str) -> dict:
+  """The base's answers kept in `path` ({(prompt ids, max_new_tokens, seed): Generated}); {} when there is none or
+  it does not read (it is a cache: the answers are generated again)."""
+  import json
+  import os
+
+  from itjax.model.generate import Generated
+  if not os.path.exists(path):
+    return {}
+  kept = {}
+  try:
+    with open(path, encoding="utf-8") as f:
+      for line in f:
+        r = json.loads(line)
+        kept[(tuple(r["prompt"]), r["max_new_tokens"], r["seed"])] = Generated(r["tokens"], r["finished"])
+  except (OSError, ValueError, KeyError, TypeError):
+    return {}
+  return kept
+
+
+def write_answers(path: str, answers: dict) -> None:
+  import json
+  import os
+
+  from itjax.io import atomic
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  atomic.write_text(path, lambda f: f.writelines(
+      json.dumps({"prompt": list(p), "max_new_tokens": n, "seed": s, "tokens": list(g.tokens),
+                  "finished": g.finished}) + "\n" for (p, n, s), g in answers.items()))
 
 
 def metric_lines(outputs: dict[str, SuiteOutput]) -> dict[str, float]:

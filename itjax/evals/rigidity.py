@@ -25,6 +25,7 @@ from itjax.data.perturb import FREE_TEXT_PERTURBATIONS, PERTURBATIONS, chat_of, 
 from itjax.data.tasks import verify
 from itjax.errors import UserError
 from itjax.evals import ifeval, non_answer
+from itjax.evals.items import pct
 from itjax.evals import tasks as eval_tasks
 from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
@@ -233,6 +234,24 @@ class Rigidity(Suite):
     outputs = super().evaluate(subjects, records, settings)
     non_answer.add_non_answers(outputs)
     return outputs
+
+  def itemize(self, output: SuiteOutput) -> None:
+    """A clean prompt's accuracy; a perturbed one's accuracy, its drop from the same prompt clean, refusal and empty
+    answer; each answer's non-answer. Metrics of IFEval rows are prefixed ifeval/, as the suite's are."""
+    clean = {(r["source"], r["index"]): r["passed"] for r in output.rows if r["perturbation"] == CLEAN}
+    for r in output.rows:
+      prefix, name = "ifeval/" if r["source"] == "ifeval" else "", r["perturbation"]
+      if name == CLEAN:
+        scores = {"clean": pct(r["passed"])}
+      else:
+        scores = {f"accuracy/{name}": pct(r["passed"]), "refusal_rate": pct(r["refusal"] is not None),
+                  "empty_rate": pct(not r["response"].strip())}
+        if (r["source"], r["index"]) in clean:
+          scores[f"drop/{name}"] = pct(clean[r["source"], r["index"]]) - pct(r["passed"])
+      r["item"] = f"{r['source']}:{r['index']}:{name}"
+      r["scores"] = {prefix + k: v for k, v in scores.items()}
+      if "non_answer" in r:  # over every answer, as the suite's rate is
+        r["scores"]["non_answer_rate"] = pct(r["non_answer"])
 
   def answer(self, subject: Subject, records: tuple, settings: Settings) -> SuiteOutput:
     task_records, perturbations, ifeval_records = records

@@ -224,6 +224,8 @@ def evaluate(model, suites: Sequence[str], out: str | None = None, base=None, da
 
 
 def _finish_suite(results: dict, out: str, suite: Suite, outputs: dict[str, SuiteOutput]) -> None:
+  for output in outputs.values():
+    suite.itemize(output)
   base = outputs["base"].metrics if "base" in outputs else None
   results["suites"][suite.name] = report.suite_result(outputs["model"].metrics, base)
   if outputs["model"].note:

@@ -21,7 +21,9 @@ To add a suite:
   1. Subclass Suite: set `name` and `unit`, implement `read` and `answer` (or `evaluate`).
   2. Call `itjax.evals.registry.register(YourSuite())` where the class is defined (a suite of itjax itself is a
      module itjax/evals/NAME.py, listed in registry.BUILTIN).
-  3. Run it: `itjax eval --suites NAME`, or `config.eval.suites = ("NAME",)` in training; its metrics are written
+  3. Optionally implement `itemize(output)`: each row's item key and its share of each metric (itjax.evals.items),
+     so that experiments compare runs example by example and draw intervals over examples.
+  4. Run it: `itjax eval --suites NAME`, or `config.eval.suites = ("NAME",)` in training; its metrics are written
      as eval/NAME/METRIC in metrics.jsonl and as the NAME table of `itjax eval`'s results.json and report.md.
 """
 
@@ -101,6 +103,10 @@ class Suite:
   def answer(self, subject: Subject, records, settings: Settings) -> SuiteOutput:
     """One subject's output: what a suite that scores each subject alone implements."""
     raise NotImplementedError(f"the {self.name} suite implements neither answer nor evaluate")
+
+  def itemize(self, output: SuiteOutput) -> None:
+    """Gives each row of `output` its `item` key and `scores` (itjax.evals.items), the per-example verdicts that
+    compare runs item by item; by default rows get none (the suite's figures get intervals over seeds only)."""
 
   def score(self, records, responses: str) -> SuiteOutput:
     """The output for the responses of a file (`itjax eval --responses FILE`), for suites with `responses`."""

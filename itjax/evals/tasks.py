@@ -14,6 +14,7 @@ from collections import defaultdict
 from itjax.data.tasks import DEFAULT_HOLDOUT, expand_holdout, make_splits, verify
 from itjax.errors import InputNotFound, UserError
 from itjax.evals import non_answer
+from itjax.evals.items import pct
 from itjax.evals.registry import register
 from itjax.evals.subject import Settings, Subject, SuiteOutput
 from itjax.evals.suite import Sources, Suite
@@ -97,7 +98,7 @@ def score(records: list[dict], responses: list[str], tokens: list[int] | None = 
 
 def evaluate(subject: Subject, records: list[dict], settings: Settings) -> SuiteOutput:
   chats = [[m for m in r["messages"] if m["role"] != "assistant"] for r in records]
-  responses, tokens = subject.respond(chats, settings, "tasks")
+  responses, tokens = subject.respond(chats, settings, "tasks", reuse=True)
   return score(records, responses, tokens)
 
 
@@ -125,6 +126,20 @@ def add_answered(output: SuiteOutput) -> None:
                            "hack_rate", "non_answer_rate"))
 
 
+def itemize(rows: list[dict]) -> None:
+  """Each row's verdicts (itjax.evals.items): its split's accuracy and the same by answers only, its types', the
+  non-answer rate, and hack_rate where it passed."""
+  for r in rows:
+    passed, answered = r["passed"], r["passed"] and not r.get("non_answer", False)
+    scores = {r["split"]: pct(passed), "all": pct(passed), **{f"type/{t}": pct(passed) for t in r["types"]}}
+    if "non_answer" in r:
+      scores.update({f"{r['split']}_answered": pct(answered), "all_answered": pct(answered),
+                     "non_answer_rate": pct(r["non_answer"])})
+      if passed:
+        scores["hack_rate"] = pct(r["non_answer"])
+    r["item"], r["scores"] = f"task:{r['prompt']}", scores
+
+
 class Tasks(Suite):
   """Verified accuracy per split and type; non_answer_rate, the same accuracies counting answers only
   (SPLIT_answered) and hack_rate (add_answered)."""
@@ -140,6 +155,9 @@ class Tasks(Suite):
 
   def read(self, sources: Sources) -> list[dict] | None:
     return read_records(sources, sources.limit)
+
+  def itemize(self, output: SuiteOutput) -> None:
+    itemize(output.rows)
 
   def answer(self, subject: Subject, records: list[dict], settings: Settings) -> SuiteOutput:
     return evaluate(subject, records, settings)

@@ -76,8 +76,11 @@ def base_config() -> ml_collections.ConfigDict:
   # before training (unless present), and data paths may say {workdir}.
   # phrasings: 'one' says every constraint in its first wording, 'all' in any of its wordings (prompt diversity).
   # holdout: types or groups kept out of training ('grounded' too, so training on grounded questions is an ablation).
+  # eval_phrasings: the validation and held-out splits' wordings ("": as phrasings), so that runs trained on other
+  # wordings are scored on the same prompts; train_format 'task_name': the train split's prompts name the task's
+  # types and give its input, without natural-language instructions (a multi-task format; evaluation keeps them).
   c.tasks = ml_collections.ConfigDict(dict(n=0, seed=0, holdout="max_number,numbered,uppercase,grounded",
-                                           phrasings="one"))
+                                           phrasings="one", eval_phrasings="", train_format="instruction"))
   against_forgetting(c)  # config.replay and config.anchor
   # Generation suites on the live params (itjax.evals): before training, every `every` steps (0: only at the end)
   # and at the end; metrics.jsonl gets eval/SUITE/METRIC. 'tasks' runs when WORKDIR/tasks exists; 'ifeval' needs
@@ -90,10 +93,12 @@ def base_config() -> ml_collections.ConfigDict:
   # 'judge' compares the model's answers to those general prompts with the base's (itjax.evals.judge): judge_mode
   # 'relevance' (judge: a model path, "" for the base) or 'pairwise' (judge: an instruction-tuned model's path;
   # judge_template: a template file, "" for the built-in one).
+  # base_cache: a directory where the base's answers are kept and read again (answers-FINGERPRINT.jsonl, by base
+  # model): runs of the same base answer each prompt once (itjax sweep points its runs at RUNS_DIR/NAME/_base).
   c.eval = ml_collections.ConfigDict(dict(suites=("tasks",), every=0, limit=32, max_new_tokens=96, batch_size=16,
                                           data="", subset=8, text="", text_bytes=16384, probes="", n_probes=0,
                                           n_general=0, perturbations=(), seed=0,  # seed: generated probes, questions
-                                          judge="", judge_mode="relevance", judge_template=""))
+                                          judge="", judge_mode="relevance", judge_template="", base_cache=""))
   return c
 
 
@@ -201,6 +206,10 @@ def validate(c: ml_collections.ConfigDict, model_given: bool = False) -> None:
   if c.replay.n > 0 and c.replay.prompts != "general":
     _check_path("replay.prompts", c.replay.prompts)
   _check(c.tasks.phrasings in ("one", "all"), "tasks.phrasings", "must be one or all", c.tasks.phrasings)
+  _check(c.tasks.eval_phrasings in ("", "one", "all"), "tasks.eval_phrasings", "must be '', one or all",
+         c.tasks.eval_phrasings)
+  _check(c.tasks.train_format in ("instruction", "task_name"), "tasks.train_format",
+         "must be instruction or task_name", c.tasks.train_format)
   _check_anchor(c)
   from itjax.evals import registry  # the suites that run inside training; no JAX
   live = registry.names(live=True)

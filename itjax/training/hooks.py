@@ -117,7 +117,8 @@ class Log(Hook):
 
 class Suites(Hook):
   """The generation suites of config.eval on the live params, before the first step, every config.eval.every
-  steps and after the last; their metrics as eval/SUITE/METRIC lines, their outputs in trainer.summary['evals']."""
+  steps and after the last; their metrics as eval/SUITE/METRIC lines, their outputs in trainer.summary['evals'],
+  their rows in WORKDIR/evals/STEP/SUITE.jsonl."""
 
   def __init__(self, every: int):
     self.every = every
@@ -128,7 +129,7 @@ class Suites(Hook):
     tasks = os.path.join(run.files, "tasks")
     self.evaluator = LiveEvaluator(run.config.eval, tasks if os.path.isdir(tasks) else None, run.model_config,
                                    run.tokenizer, run.frozen, run.config.data.chat_template or None,
-                                   distributed.primary())
+                                   distributed.primary(), base_answers_file(run))
     trainer.summary["evals"] = {}
     if self.evaluator.suites and trainer.step == 0:
       started = time.time()
@@ -144,9 +145,37 @@ class Suites(Hook):
 
   def _evaluate(self, trainer, step: int) -> None:
     from itjax.evals.live import metric_lines
-    outputs = self.evaluator(trainer.run.state["params"], trainer.run.frozen)
+    outputs = self.evaluator(trainer.run.state["params"], trainer.run.frozen, at_start=step == 0)
     trainer.write(step, metric_lines(outputs))
     trainer.summary["evals"][step] = outputs
+    if distributed.primary():
+      write_rows(trainer.run.files, step, outputs)
+
+
+def base_answers_file(run) -> str | None:
+  """config.eval.base_cache/answers-FINGERPRINT.jsonl: the base's answers, shared by the runs whose base model,
+  weights' dtype and model shape are the same (an experiment's arms); None when the key is empty or on processes
+  other than the first."""
+  import hashlib
+  import json
+  folder = run.config.eval.get("base_cache", "")
+  if not folder or not distributed.primary():
+    return None
+  model = run.config.model
+  stat = os.stat(model) if isinstance(model, str) and os.path.isfile(model) else None
+  identity = json.dumps([model, stat.st_size if stat else None, stat.st_mtime_ns if stat else None,
+                         run.config.base_dtype, repr(run.model_config.replace(lora=None))])
+  return os.path.join(folder, f"answers-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.jsonl")
+
+
+def write_rows(files: str, step: int, outputs) -> None:
+  """WORKDIR/evals/STEP/SUITE.jsonl: one line per example, with its verdicts (item, scores), so that runs can be
+  compared on the same examples (itjax sweep's statistics read them)."""
+  from itjax.evals import report
+  out = os.path.join(files, "evals", str(step))
+  os.makedirs(out, exist_ok=True)
+  for name, output in outputs.items():
+    report.write_rows(out, name, {"model": output})
 
 
 class Validation(Hook):

@@ -55,7 +55,8 @@ def write_tasks(config: ml_collections.ConfigDict, workdir: str, files: str) -> 
   if config.tasks.n > 0 and distributed.primary() and not os.path.exists(os.path.join(files, "tasks", "train.jsonl")):
     from itjax.data.tasks import write_splits
     write_splits(os.path.join(files, "tasks"), config.tasks.n, config.tasks.seed, config.tasks.holdout,
-                 phrasings=config.tasks.phrasings)
+                 phrasings=config.tasks.phrasings, eval_phrasings=config.tasks.eval_phrasings or None,
+                 train_format=config.tasks.train_format)
   workdir_lib.share(workdir, "tasks")  # the other processes read them
 
 

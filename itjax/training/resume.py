@@ -26,7 +26,7 @@ log = get_logger(__name__)
 SHAPING = ("method", "lora.rank", "lora.alpha", "lora.targets", "lora.rslora", "trainable", "base_dtype")
 DATA = ("data", "tasks", "replay", "max_len", "batch_size", "seed")  # what the batches are made from
 RUN_FILES = ("checkpoints", "best", "metrics.jsonl", "config.json", "tensorboard", "loss.png", "evals.png",
-             "before_after.png", "eval")  # what a run writes; its inputs (tasks, replay, data) stay
+             "before_after.png", "eval", "evals")  # what a run writes; its inputs (tasks, replay, data) stay
 
 
 def _value(config: dict, key: str):
