@@ -81,6 +81,48 @@ def test_sweep_runs_skips_finished_reports_failed_and_summarizes(tmp_path, tiny_
     assert os.path.getmtime(tmp_path / "out/exp" / run / "metrics.jsonl") == stamp
 
 
+@pytest.mark.slow
+def test_arms_over_seeds_get_intervals_and_paired_tests_against_the_control(tmp_path, tiny_hf_dir):
+  """2 arms x 2 seeds of the tiny config: runs ARM/seedN, per-example verdicts kept by training, summary.csv with
+  each metric's interval and the paired difference to the control; the arm changing two keys is named."""
+  path = _tiny(tmp_path, tiny_hf_dir, '{"r2": {"lora.rank": 2}, "r4": {"lora.rank": 4, "learning_rate": 1e-2}}',
+               'SEEDS = (0, 1); CONTROL = "r2"; METRICS = ("tasks/all", "tasks/seen", "eval_loss"); '
+               'COMMON.update({"eval.suites": ("tasks",), "eval.limit": 6, "eval.max_new_tokens": 4})')
+  done = _sweep(tmp_path, path, "--runs_dir", "out")
+  assert done.returncode == 0, done.stdout + done.stderr
+  root = tmp_path / "out" / "exp"
+  for arm in ("r2", "r4"):
+    for seed in (0, 1):
+      assert json.loads((root / arm / f"seed{seed}" / "config.json").read_text())["seed"] == seed
+      final = [json.loads(x) for x in (root / arm / f"seed{seed}" / "evals" / "2" / "tasks.jsonl").read_text()
+               .splitlines()]
+      assert len(final) == 4 and all(r["item"].startswith("task:") and "all" in r["scores"] for r in final)
+  with open(root / "summary.csv") as f:
+    rows = {r["arm"]: r for r in csv.DictReader(f)}
+  assert set(rows) == {"r2", "r4", "(base)"} and rows["r4"]["seeds"] == "0 1"
+  for column in ("tasks/all", "tasks/all_lo", "tasks/all_hi", "tasks/all_diff", "tasks/all_diff_lo",
+                 "tasks/all_diff_hi", "tasks/all_p", "eval_loss_p"):
+    assert rows["r4"][column] != "", column
+  r4 = rows["r4"]
+  assert float(r4["tasks/all_lo"]) <= float(r4["tasks/all"]) <= float(r4["tasks/all_hi"])
+  assert float(r4["eval_loss_diff_lo"]) <= float(r4["eval_loss_diff"]) <= float(r4["eval_loss_diff_hi"])
+  assert 0 < float(r4["tasks/all_p"]) <= 1 and rows["r2"]["tasks/all_diff"] == ""
+  assert rows["r2"]["learning_rate"] == "0.005" and rows["r4"]["learning_rate"] == "0.01"
+  with open(root / "runs.csv") as f:
+    runs = list(csv.DictReader(f))
+  assert [(r["arm"], r["seed"]) for r in runs] == [("r2", "0"), ("r2", "1"), ("r4", "0"), ("r4", "1")]
+  mean = sum(float(r["eval_loss"]) for r in runs[2:]) / 2
+  assert float(r4["eval_loss"]) == pytest.approx(mean, rel=1e-3)
+  md = (root / "summary.md").read_text()
+  assert "r4: learning_rate, lora.rank" in md  # changes two keys: said
+  assert "- eval_loss: seeds; intervals over seeds only" in md and "- tasks/all: seeds and examples" in md
+  assert (root / "summary.png").read_bytes()[:4] == b"\x89PNG"
+  marker = json.loads((root / "r4" / "seed1" / "sweep.json").read_text())
+  assert 0 < marker["cpu_s"] and (tmp_path / "out" / "exp" / "_base").is_dir()  # CPU time; the base's answers kept
+  again = _sweep(tmp_path, path, "--runs_dir", "out", "--only", "r4")
+  assert "r4/seed0: finished before, skipped" in again.stdout and "r2/seed0" not in again.stdout
+
+
 def test_dry_run_prints_runs_overrides_and_commands_and_runs_nothing(tmp_path):
   path = _tiny(tmp_path, "some/model", '{"r2": {"lora.rank": 2}, "r16": {"lora.rank": 16, "eval.suites": ["tasks"]}}',
                'EVAL = {"suites": "tasks", "limit": 8}')
@@ -134,6 +176,10 @@ def _main(path, **kw):
     (f"CONFIG = {TINY!r}\nRUNS = {{'a/b': {{}}}}\n", "run name 'a/b'"),
     ("CONFIG = 'configs/nope.py'\nRUNS = {'a': {}}\n", "CONFIG 'configs/nope.py': no such config file"),
     ("RUNS = {'a': {}}\n", "CONFIG must name the base config"),
+    (f"CONFIG = {TINY!r}\nRUNS = {{'a': {{}}, 'b': {{}}}}\nSEEDS = (0, 1)\nCONTROL = 'c'\n",
+     "CONTROL 'c' is not an arm of RUNS; its arms: a, b"),
+    (f"CONFIG = {TINY!r}\nRUNS = {{'a': {{'seed': 3}}}}\nSEEDS = (0, 1)\n", "run 'a' sets 'seed'"),
+    (f"CONFIG = {TINY!r}\nRUNS = {{'a': {{}}}}\nSEEDS = (0, 0)\n", "SEEDS of 'a' must be distinct integers"),
 ])
 def test_bad_experiment_files_name_the_file_and_what_is_wrong(tmp_path, body, message):
   path = _experiment(tmp_path, body)
@@ -187,7 +233,7 @@ def test_a_bucket_runs_dir_gets_markers_logs_evaluations_and_the_summary(tmp_pat
   redirect = lambda fn, path, *a, **k: fn(local(path), *a, **k)
   calls = []
 
-  def fake_call(command, stdout, **kwargs):
+  def fake_call(command, stdout):
     args = command[3:]
     calls.append(args[0])
     value = lambda flag: args[args.index(flag) + 1]
@@ -202,9 +248,9 @@ def test_a_bucket_runs_dir_gets_markers_logs_evaluations_and_the_summary(tmp_pat
       with open(os.path.join(value("--out"), "results.json"), "w") as f:
         json.dump({"suites": {"tasks": {"model": {"seen": 30.0}, "base": {"seen": 0.0}}}}, f)
     stdout.write(f"{args[0]} ran\n")
-    return 0
+    return 0, 1.5
 
-  monkeypatch.setattr(sweep.subprocess, "call", fake_call)
+  monkeypatch.setattr(sweep, "_call", fake_call)
   path = _tiny(tmp_path, "m", '{"a": {"lora.rank": 2}}', 'EVAL = {"suites": "tasks"}')
   names = ("exists", "glob", "isdir", "listdir", "makedirs", "mkdir", "open", "remove", "rename", "replace",
            "rmtree", "stat", "walk")
@@ -216,6 +262,7 @@ def test_a_bucket_runs_dir_gets_markers_logs_evaluations_and_the_summary(tmp_pat
   assert calls == ["train", "eval"]
   run = bucket / "b" / "runs" / "exp" / "a"
   assert json.loads((run / "sweep.json").read_text())["status"] == "done"
+  assert json.loads((run / "sweep.json").read_text())["cpu_s"] == 3.0  # training's and evaluation's
   assert "$ itjax train" in (run / "sweep.log").read_text() and "eval ran" in (run / "sweep.log").read_text()
   assert (run / "eval" / "results.json").exists()
   with open(bucket / "b" / "runs" / "exp" / "summary.csv") as f:

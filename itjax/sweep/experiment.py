@@ -1,7 +1,7 @@
 """An experiment file (experiments/NAME.py) as `itjax sweep` reads it, and where its runs live: each run's
 directory runs/NAME/RUN/ and its marker RUN/sweep.json. Read by the sweep (sweep.py) and its summary (report.py).
 
-The file's names (CONFIG, COMMON, RUNS, EVAL, METRICS, PLOT) are described in sweep.py.
+The file's names (CONFIG, COMMON, RUNS, SEEDS, CONTROL, EVAL, METRICS, PLOT) are described in sweep.py.
 """
 
 from __future__ import annotations
@@ -31,9 +31,18 @@ class Experiment:
   eval: dict = field(default_factory=dict)
   metrics: tuple[str, ...] = ()
   plot: tuple[str, ...] = ()
+  # With SEEDS (or CONTROL): each entry of the file's RUNS is an arm, run once per seed as ARM/seedN.
+  arms: dict[str, dict] = field(default_factory=dict)  # {arm: its overrides}; empty without SEEDS
+  seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)  # {arm: its seeds}
+  control: str | None = None
 
   def overrides(self, run: str) -> dict:
     return {**self.common, **self.runs[run]}
+
+  def arm_of(self, run: str) -> str | None:
+    """The arm a run belongs to (None without SEEDS)."""
+    arm = run.rsplit("/seed", 1)[0]
+    return arm if self.arms and arm in self.arms else None
 
 
 def load(path: str) -> Experiment:
@@ -63,11 +72,45 @@ def load(path: str) -> Experiment:
   unknown = [m for m in plot if metrics and m not in metrics]
   if unknown:
     raise UserError(f"{path}: PLOT names {', '.join(unknown)}, which METRICS does not hold")
-  experiment = Experiment(path, name, _config_path(config, path), dict(common), dict(runs), evals, metrics, plot)
-  base = _base_config(experiment)
+  arms, seeds, control = _arms(module, path, runs)
+  if arms:
+    runs = {f"{arm}/seed{seed}": {**arms[arm], "seed": seed} for arm in arms for seed in seeds[arm]}
+  experiment = Experiment(path, name, _config_path(config, path), dict(common), dict(runs), evals, metrics, plot,
+                          arms, seeds, control)
+  base = base_config(experiment)
   for run in runs:
     apply_overrides(base, experiment.overrides(run), f"{path}: run {run!r}")
   return experiment
+
+
+def _arms(module, path: str, runs: dict) -> tuple[dict, dict, str | None]:
+  """({arm: overrides}, {arm: seeds}, control) of a file with SEEDS or CONTROL; ({}, {}, None) without either.
+  SEEDS is a tuple of seeds for every arm, or {arm: seeds}; CONTROL names an arm (default: the first)."""
+  given, control = getattr(module, "SEEDS", None), getattr(module, "CONTROL", None)
+  if given is None and control is None:
+    return {}, {}, None
+  if given is None:
+    given = (0,)
+  per_arm = given if isinstance(given, dict) else {arm: given for arm in runs}
+  unknown = [a for a in per_arm if a not in runs]
+  if unknown or set(per_arm) != set(runs):
+    missing = [a for a in runs if a not in per_arm]
+    raise UserError(f"{path}: SEEDS names {', '.join(map(repr, unknown)) or 'no unknown arm'} and leaves out "
+                    f"{', '.join(map(repr, missing)) or 'none'}: a dict SEEDS gives the seeds of every arm of RUNS")
+  seeds = {}
+  for arm, values in per_arm.items():
+    values = (values,) if isinstance(values, int) else tuple(values)
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values) or len(
+        set(values)) != len(values):
+      raise UserError(f"{path}: SEEDS of {arm!r} must be distinct integers, e.g. (0, 1, 2); got {values!r}")
+    if "seed" in runs[arm]:
+      raise UserError(f"{path}: run {arm!r} sets 'seed', which SEEDS sets for each arm: drop it from RUNS")
+    seeds[arm] = values
+  if control is None:
+    control = next(iter(runs))
+  elif control not in runs:
+    raise UserError(f"{path}: CONTROL {control!r} is not an arm of RUNS; its arms: {', '.join(runs)}")
+  return {arm: dict(o) for arm, o in runs.items()}, seeds, control
 
 
 def _config_path(config: str, experiment: str) -> str:
@@ -82,7 +125,7 @@ def _config_path(config: str, experiment: str) -> str:
   return path + sep + arg
 
 
-def _base_config(experiment: Experiment):
+def base_config(experiment: Experiment):
   from itjax.training.config import from_file
   path, _, arg = experiment.config.partition(":")
   try:

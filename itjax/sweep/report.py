@@ -1,5 +1,6 @@
 """The summary of a sweep: each run's figures (metrics.jsonl, its evaluation's results.json) side by side with the
-base's, as runs/NAME/summary.md, summary.csv and summary.png."""
+base's, as runs/NAME/summary.md, summary.csv and summary.png; an experiment with SEEDS is summarised by arm, with
+intervals and paired tests (itjax.sweep.compare)."""
 
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def collect(experiment: Experiment, runs_dir: str) -> tuple[list[dict], dict]:
     model, evaluated_base = _eval_figures(workdir)
     base = base or {**trained_base, **evaluated_base}
     rows.append({"run": run, "status": marker.get("status", "not run"), "overrides": experiment.overrides(run),
-                 "wall_s": marker.get("wall_s"), "figures": {**trained, **model}})
+                 "wall_s": marker.get("wall_s"), "cpu_s": marker.get("cpu_s"), "figures": {**trained, **model}})
   return rows, base
 
 
@@ -138,6 +139,9 @@ def write_summary(experiment: Experiment, runs_dir: str) -> list[str]:
   """runs/NAME/summary.md, summary.csv and summary.png; returns their paths."""
   rows, base = collect(experiment, runs_dir)
   metrics = experiment.metrics or default_metrics(rows)
+  if experiment.arms:
+    from itjax.sweep import compare
+    return compare.write(experiment, runs_dir, rows, base, metrics)
   keys = sorted({k for r in rows for k in experiment.runs[r["run"]]})  # the keys the runs differ in
   header = ["run", "status", *keys, *metrics, "wall_min", "step_s"]
   table = []

@@ -4,6 +4,10 @@ An experiment file is a Python file with these names (see experiments/; experime
   CONFIG   the base config, 'configs/X.py[:ARG]' (relative to the current directory or the repository root)
   COMMON   overrides for every run, {'KEY': value} with KEY as in --config.KEY (optional)
   RUNS     {run name: {'KEY': value, ...}}: one run per entry, each its own overrides
+  SEEDS    (optional) training seeds, e.g. (0, 1, 2), or {arm: seeds}: each entry of RUNS is then an arm, run once
+           per seed as ARM/seedN (config.seed = N); the summary gives each arm's mean over its seeds with a 95%
+           interval and its paired difference to CONTROL with an interval and p-value (itjax.sweep.stats)
+  CONTROL  (optional) the arm the others are compared with (default: the first of RUNS)
   EVAL     flags of `itjax eval` run on each trained run, e.g. {'suites': 'tasks,forgetting', 'limit': 100}
            (optional; the evaluations that training itself runs, config.eval, are read from metrics.jsonl,
            their step-0 figures as the base's; without either, the summary has the final validation loss)
@@ -35,8 +39,14 @@ from itjax.sweep.report import write_summary
 
 
 def train_args(experiment: Experiment, run: str, workdir: str) -> list[str]:
+  """`itjax train` of a run; its evaluations keep the base's answers in RUNS_DIR/NAME/_base (config.eval.base_cache),
+  so the runs of the experiment answer with their base once (a bucket's runs do not share them)."""
+  overrides = experiment.overrides(run)
+  shared = {} if is_remote(workdir) or "eval.base_cache" in overrides else {
+      "eval.base_cache": os.path.join(os.path.dirname(os.path.dirname(workdir)) if experiment.arms else
+                                      os.path.dirname(workdir), "_base")}
   return ["train", "--config", experiment.config, "--workdir", workdir] + [
-      f"--config.{k}={flag_value(v)}" for k, v in experiment.overrides(run).items()]
+      f"--config.{k}={flag_value(v)}" for k, v in {**overrides, **shared}.items()]
 
 
 def eval_args(experiment: Experiment, workdir: str, out: str | None = None) -> list[str]:
@@ -58,13 +68,15 @@ def shown(args: list[str]) -> str:
 
 
 def select(experiment: Experiment, only: list[str] | None) -> list[str]:
+  """The runs --only names (an arm names all its seeds), in the file's order."""
   if not only:
     return list(experiment.runs)
-  unknown = [r for r in only if r not in experiment.runs]
+  unknown = [r for r in only if r not in experiment.runs and r not in experiment.arms]
   if unknown:
-    raise UserError(f"--only: {experiment.path} has no run {', '.join(map(repr, unknown))}; its runs: "
-                    f"{', '.join(experiment.runs)}")
-  return [r for r in experiment.runs if r in only]
+    known = list(experiment.arms) + list(experiment.runs) if experiment.arms else list(experiment.runs)
+    raise UserError(f"--only: {experiment.path} has no run {', '.join(map(repr, unknown))}; its "
+                    f"{'arms and runs' if experiment.arms else 'runs'}: {', '.join(known)}")
+  return [r for r in experiment.runs if r in only or experiment.arm_of(r) in only]
 
 
 def finished(experiment: Experiment, run: str, workdir: str) -> bool:
@@ -109,14 +121,15 @@ def _run_one(experiment: Experiment, run: str, workdir: str) -> dict:
     log_path = os.path.join(workdir, "sweep.log")
     os.makedirs(workdir, exist_ok=True)
   started = time.time()
-  status, rc, command = "done", 0, None
+  status, rc, command, cpu_s = "done", 0, None, 0.0
   with open(log_path, "a") as log:
     for args in (train_args(experiment, run, workdir), eval_args(experiment, workdir, eval_out)):
       if not args:
         continue
       log.write(f"$ {shown(args)}\n")
       log.flush()
-      rc = subprocess.call(_itjax(args), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+      rc, used = _call(_itjax(args), log)
+      cpu_s += used
       if rc != 0:
         status, command = "failed", args[0]
         break
@@ -124,11 +137,25 @@ def _run_one(experiment: Experiment, run: str, workdir: str) -> dict:
     upload(local, workdir)
     shutil.rmtree(local, ignore_errors=True)
   marker = {"status": status, "run": run, "overrides": experiment.overrides(run),
-            "wall_s": round(time.time() - started, 1)}
+            "wall_s": round(time.time() - started, 1), "cpu_s": round(cpu_s, 1)}
   if status == "failed":
     marker.update(failed=command, exit_code=rc, error=_last_error(log_path))
   write_marker(workdir, marker)
   return marker
+
+
+def _call(command: list[str], log) -> tuple[int, float]:
+  """(exit status, CPU seconds, user + system) of a command run to its end with its output in `log`: the CPU time is
+  that process's own (and its children's), also when other runs go on beside it."""
+  process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+  try:
+    _, status, usage = os.wait4(process.pid, 0)
+  except BaseException:
+    process.kill()
+    process.wait()
+    raise
+  process.returncode = os.waitstatus_to_exitcode(status)
+  return process.returncode, usage.ru_utime + usage.ru_stime
 
 
 def _last_error(log_path: str) -> str:

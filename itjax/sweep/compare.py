@@ -1,0 +1,263 @@
+"""The summary of an experiment with SEEDS: per arm, the mean over its seeds with a 95% interval, and its paired
+difference to the control arm with an interval and a p-value (itjax.sweep.stats), from each run's figures and the
+per-example verdicts its evaluations kept (WORKDIR/evals/STEP/SUITE.jsonl in training, WORKDIR/eval/SUITE.jsonl of
+the sweep's `itjax eval`).
+
+  summary.csv  one row per arm (and the base): METRIC, METRIC_lo, METRIC_hi, METRIC_diff, METRIC_diff_lo,
+               METRIC_diff_hi, METRIC_p for each metric
+  runs.csv     one row per run (seed): its figures
+  summary.md   the same as tables, what each interval is over, the keys each arm changes
+  summary.png  per metric, each arm's mean with its interval (the control's highlighted, the base dashed)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+
+from etils import epath
+
+from itjax.evals import items as items_lib
+from itjax.sweep import stats
+from itjax.sweep.experiment import Experiment, flag_value, run_dir
+
+COLUMNS = ("", "_lo", "_hi", "_diff", "_diff_lo", "_diff_hi", "_p")
+BASE = "(base)"
+
+
+def _rows_of(path: epath.Path, subject: str | None = None) -> list[dict]:
+  if not path.exists():
+    return []
+  rows = []
+  for line in path.read_text().splitlines():
+    try:
+      row = json.loads(line)
+    except ValueError:
+      continue
+    if subject is None or row.get("subject", subject) == subject:
+      rows.append(row)
+  return rows
+
+
+def _steps(workdir: str) -> list[int]:
+  root = epath.Path(workdir) / "evals"
+  return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
+
+
+def verdicts(workdir: str, step: int | None = None) -> dict[str, dict]:
+  """{'SUITE/METRIC': {item: (value, weight)}} of a run: its training's evaluation at `step` (default: the last),
+  then (step None) its `itjax eval` (WORKDIR/eval), which wins where both hold a metric, as in the run's figures."""
+  out: dict[str, dict] = {}
+  steps = _steps(workdir)
+  folders = [epath.Path(workdir) / "evals" / str(steps[-1] if step is None else step)] if steps else []
+  for folder in folders:
+    for path in sorted(folder.glob("*.jsonl")) if folder.exists() else []:
+      out.update({f"{path.stem}/{m}": t for m, t in items_lib.table(_rows_of(path)).items()})
+  evaluated = epath.Path(workdir) / "eval"
+  if step is None and evaluated.exists():
+    for path in sorted(evaluated.glob("*.jsonl")):
+      out.update({f"{path.stem}/{m}": t for m, t in items_lib.table(_rows_of(path, "model")).items()})
+  return out
+
+
+def base_verdicts(experiment: Experiment, runs_dir: str) -> dict[str, dict]:
+  """The base's verdicts: the evaluation before the first step of the first run that kept one."""
+  for run in experiment.runs:
+    workdir = run_dir(runs_dir, experiment, run)
+    if 0 in _steps(workdir):
+      return verdicts(workdir, 0)
+  return {}
+
+
+def intervals(experiment: Experiment, rows: list[dict], base: dict, base_items: dict, metrics: tuple[str, ...],
+              runs_dir: str) -> dict[str, dict[str, stats.Interval | None]]:
+  """{arm: {METRIC: Interval, METRIC + '_diff': Interval}} over the finished runs of each arm."""
+  tables = {r["run"]: verdicts(run_dir(runs_dir, experiment, r["run"])) for r in rows if r["status"] == "done"}
+  by_arm: dict[str, list[dict]] = {arm: [] for arm in experiment.arms}
+  for r in rows:
+    if r["status"] == "done":
+      by_arm[experiment.arm_of(r["run"])].append(r)
+
+  def runs_of(arm: str, metric: str) -> list[stats.Run]:
+    out = []
+    for r in by_arm[arm]:
+      figure = r["figures"].get(metric)
+      if isinstance(figure, (int, float)) and not isinstance(figure, bool):
+        out.append(stats.Run(r["overrides"]["seed"], float(figure), tables[r["run"]].get(metric) or None))
+    return out
+
+  result: dict[str, dict] = {}
+  for arm in experiment.arms:
+    cells: dict[str, stats.Interval | None] = {}
+    for metric in metrics:
+      mine = runs_of(arm, metric)
+      cells[metric] = stats.arm(mine, key=f"{arm}/{metric}") if mine else None
+      theirs = runs_of(experiment.control, metric)
+      if arm != experiment.control and mine and theirs:
+        cells[metric + "_diff"] = stats.difference(mine, theirs, key=f"{arm}/{metric}")
+    result[arm] = cells
+  if base:
+    result[BASE] = {m: stats.arm([stats.Run(0, float(base[m]), base_items.get(m) or None)], key=f"base/{m}")
+                    for m in metrics if isinstance(base.get(m), (int, float)) and not isinstance(base.get(m), bool)}
+  return result
+
+
+def _num(value) -> str:
+  if value is None:
+    return ""
+  return f"{value:.4g}"
+
+
+def _p(value) -> str:
+  if value is None:
+    return ""
+  return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def changed_keys(experiment: Experiment) -> dict[str, list[str]]:
+  """{arm: the keys whose value differs from the control's} (seed aside)."""
+  control = experiment.arms[experiment.control]
+  out = {}
+  for arm, overrides in experiment.arms.items():
+    keys = sorted(set(overrides) | set(control))
+    out[arm] = [k for k in keys if flag_value(overrides.get(k)) != flag_value(control.get(k))]
+  return out
+
+
+def write(experiment: Experiment, runs_dir: str, rows: list[dict], base: dict, metrics: tuple[str, ...]
+          ) -> list[str]:
+  """summary.csv, runs.csv, summary.md and summary.png of an experiment with SEEDS; returns their paths."""
+  out = epath.Path(runs_dir) / experiment.name
+  out.mkdir(parents=True, exist_ok=True)
+  cells = intervals(experiment, rows, base, base_verdicts(experiment, runs_dir), metrics, runs_dir)
+  changed = changed_keys(experiment)
+  keys = sorted({k for arm in experiment.arms for k in changed[arm]})
+  done = {arm: [r for r in rows if r["status"] == "done" and experiment.arm_of(r["run"]) == arm]
+          for arm in experiment.arms}
+
+  header = ["arm", "seeds", *keys] + [m + c for m in metrics for c in COLUMNS]
+  table = []
+  for arm in [*experiment.arms, *([BASE] if BASE in cells else [])]:
+    seeds = " ".join(str(r["overrides"]["seed"]) for r in done.get(arm, []))
+    line = [arm, seeds, *[flag_value(_value(experiment, arm, k)) if arm != BASE else "" for k in keys]]
+    for m in metrics:
+      a, d = cells[arm].get(m), cells[arm].get(m + "_diff")
+      line += [_num(a.value) if a else "", _num(a.lo) if a else "", _num(a.hi) if a else "",
+               _num(d.value) if d else "", _num(d.lo) if d else "", _num(d.hi) if d else "", _num(d.p) if d else ""]
+    table.append(line)
+  _write_csv(out / "summary.csv", [header, *table])
+  run_header = ["run", "arm", "seed", "status", *metrics, "wall_min", "cpu_min", "step_s"]
+  _write_csv(out / "runs.csv", [run_header] + [
+      [r["run"], experiment.arm_of(r["run"]), r["overrides"].get("seed"), r["status"],
+       *[_num(r["figures"].get(m)) if isinstance(r["figures"].get(m), (int, float)) else "" for m in metrics],
+       _num(r["wall_s"] / 60) if r.get("wall_s") else "", _num(r["cpu_s"] / 60) if r.get("cpu_s") else "",
+       _num(r["figures"].get("step_s"))] for r in rows])
+  md = _markdown(experiment, cells, done, changed, metrics)
+  cpu = sum(r.get("cpu_s") or 0.0 for r in rows)
+  wall = sum(r.get("wall_s") or 0.0 for r in rows)
+  md += f"\nTime: {wall / 3600:.2f} h of runs, {cpu / 3600:.2f} CPU hours (training and evaluation, all runs).\n"
+  (out / "summary.md").write_text(md)
+  paths = [os.fspath(out / n) for n in ("summary.md", "summary.csv", "runs.csv")]
+  plotted = experiment.plot or tuple(metrics[:4])
+  if _plot(out / "summary.png", experiment, cells, plotted):
+    paths.append(os.fspath(out / "summary.png"))
+  return paths
+
+
+def _value(experiment: Experiment, arm: str, key: str):
+  """The value of config KEY in an arm's runs: its override, else the base config's."""
+  from itjax.sweep.experiment import base_config
+  overrides = experiment.overrides(f"{arm}/seed{experiment.seeds[arm][0]}")
+  if key in overrides:
+    return overrides[key]
+  node = base_config(experiment)
+  for part in key.split("."):
+    node = node[part]
+  return node
+
+
+def _write_csv(path: epath.Path, rows: list[list]) -> None:
+  buffer = io.StringIO()
+  csv.writer(buffer, lineterminator="\n").writerows(rows)
+  path.write_text(buffer.getvalue())
+
+
+def _cell(i: stats.Interval | None) -> str:
+  if i is None:
+    return ""
+  if i.lo is None:
+    return _num(i.value)
+  return f"{_num(i.value)} [{_num(i.lo)}, {_num(i.hi)}]"
+
+
+def _markdown(experiment: Experiment, cells: dict, done: dict, changed: dict, metrics: tuple[str, ...]) -> str:
+  common = " ".join(f"{k}={flag_value(v)}" for k, v in experiment.common.items())
+  control = experiment.control
+  md = [f"# {experiment.name}", "",
+        f"`{experiment.path}`: {experiment.config}" + (f" with {common}" if common else ""), "",
+        f"Control arm: **{control}**. Each cell: the mean over the arm's seeds [95% interval]; the difference to the "
+        "control pairs seeds by number and examples by item (itjax/sweep/stats.py: examples bootstrapped, seeds "
+        "by Student's t; p: two-sided, from the same bootstrap).", "",
+        "## Arms", "", "| arm | seeds | changes | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 3)]
+  arms = [*experiment.arms, *([BASE] if BASE in cells else [])]
+  for arm in arms:
+    seeds = len(done.get(arm, [])) if arm != BASE else ""
+    what = ("(control)" if arm == control else ", ".join(
+        f"{k}={flag_value(experiment.arms[arm].get(k))}" for k in changed.get(arm, []))) if arm != BASE else ""
+    md.append(f"| {arm} | {seeds} | {what} | " + " | ".join(_cell(cells[arm].get(m)) for m in metrics) + " |")
+  md += ["", f"## Difference to {control}", "", "| arm | " + " | ".join(metrics) + " |",
+         "|" + "---|" * (len(metrics) + 1)]
+  for arm in experiment.arms:
+    if arm == control:
+      continue
+    row = []
+    for m in metrics:
+      d = cells[arm].get(m + "_diff")
+      row.append(f"{_cell(d)} p={_p(d.p)}" if d is not None and d.p is not None else _cell(d))
+    md.append(f"| {arm} | " + " | ".join(row) + " |")
+  md += ["", "## What each interval is over", ""]
+  for m in metrics:
+    overs = sorted({c.over for arm in experiment.arms if (c := cells[arm].get(m)) is not None})
+    md.append(f"- {m}: {', '.join(o or 'nothing (one seed, no per-example verdicts)' for o in overs) or 'no runs'}"
+              + ("; intervals over seeds only: no per-example verdicts" if overs == ["seeds"] else ""))
+  several = {arm: keys for arm, keys in changed.items() if arm != control and len(keys) > 1}
+  if several:
+    md += ["", "Arms that change more than one key from the control (their difference is not one key's effect): "
+           + "; ".join(f"{arm}: {', '.join(keys)}" for arm, keys in several.items()) + "."]
+  md += ["", "Per-seed figures: runs.csv."]
+  return "\n".join(md) + "\n"
+
+
+def _plot(path, experiment: Experiment, cells: dict, metrics: tuple[str, ...]) -> bool:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  arms = list(experiment.arms)
+  metrics = tuple(m for m in metrics if any(cells[a].get(m) is not None for a in arms))
+  if not metrics:
+    return False
+  fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 1, 3.6), squeeze=False)
+  for ax, metric in zip(axes[0], metrics):
+    for x, arm in enumerate(arms):
+      c = cells[arm].get(metric)
+      if c is None:
+        continue
+      color = "tab:orange" if arm == experiment.control else "tab:blue"
+      err = [[c.value - c.lo], [c.hi - c.value]] if c.lo is not None else None
+      ax.errorbar([x], [c.value], yerr=err, fmt="o", color=color, capsize=4)
+    b = cells.get(BASE, {}).get(metric)
+    if b is not None:
+      ax.axhline(b.value, color="black", linestyle="--", linewidth=1, label="base")
+      ax.legend(fontsize=7)
+    ax.set_xticks(range(len(arms)), arms, rotation=45, ha="right", fontsize=7)
+    ax.set_xlim(-0.5, len(arms) - 0.5)
+    ax.set_title(metric, fontsize=9)
+  fig.suptitle(f"{experiment.name}: mean over seeds, 95% interval (control: {experiment.control})", fontsize=9)
+  fig.tight_layout()
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=110)
+  plt.close(fig)
+  epath.Path(path).write_bytes(buffer.getvalue())
+  return True
