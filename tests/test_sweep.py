@@ -110,8 +110,8 @@ def test_arms_over_seeds_get_intervals_and_paired_tests_against_the_control(tmp_
   assert rows["r2"]["learning_rate"] == "0.005" and rows["r4"]["learning_rate"] == "0.01"
   with open(root / "runs.csv") as f:
     runs = list(csv.DictReader(f))
-  assert [(r["arm"], r["seed"]) for r in runs] == [("r2", "0"), ("r2", "1"), ("r4", "0"), ("r4", "1")]
-  mean = sum(float(r["eval_loss"]) for r in runs[2:]) / 2
+  assert [(r["arm"], r["seed"]) for r in runs] == [("r2", "0"), ("r4", "0"), ("r2", "1"), ("r4", "1")]
+  mean = sum(float(r["eval_loss"]) for r in runs[1::2]) / 2
   assert float(r4["eval_loss"]) == pytest.approx(mean, rel=1e-3)
   md = (root / "summary.md").read_text()
   assert "r4: learning_rate, lora.rank" in md  # changes two keys: said
@@ -140,6 +140,22 @@ def test_dry_run_prints_runs_overrides_and_commands_and_runs_nothing(tmp_path):
   sweep.main(path, dry_run=True, only=["r16"], launcher="local", parallel=1, runs_dir="runs", tpu=None, zone=None,
              project=None, say=lines.append)
   assert "r16: " in "\n".join(lines) and "r2: " not in "\n".join(lines)
+
+
+def test_a_variant_takes_its_names_in_place_of_the_files(tmp_path, capfd, monkeypatch):
+  """FILE.py:VARIANT: VARIANTS[VARIANT]'s names replace the file's; its runs go to NAME_VARIANT; the TPU launcher
+  passes the variant on to the slice; an unknown variant names the known ones."""
+  monkeypatch.chdir(tmp_path)
+  path = _tiny(tmp_path, "m", '{"a": {}, "b": {"lora.rank": 2}}',
+               'SEEDS = (0, 1); VARIANTS = {"big": {"COMMON": {"steps": 7}, "SEEDS": (0,)}}')
+  lines = []
+  _main(path + ":big", say=lines.append)
+  assert lines[0].startswith("sweep exp_big: 2 run(s)") and "a/seed0: seed=0" in lines
+  assert "--config.steps=7" in lines[2] and not any("seed1" in line for line in lines)
+  assert _main(path + ":big", launcher="tpu", tpu="s", zone="z", runs_dir="gs://b/runs") == 0
+  assert "sweep exp.py:big --launcher local --runs_dir gs://b/runs" in capfd.readouterr().out
+  with pytest.raises(UserError, match=r"no variant 'small'; its variants: big"):
+    _main(path + ":small")
 
 
 def test_overrides_parse_back_as_the_config_types():
@@ -289,3 +305,18 @@ def test_runs_that_differ_only_in_seed_get_a_mean_and_a_95_percent_interval():
   assert report.mean_interval([5.0]) is None
   lines = report._seed_table(experiment, rows, {"m": 7.0}, ("m",))
   assert "| a | 3 | 12 ± 4.97 |" in lines and "| b | 2 | 1 ± 0 |" in lines and "| (base) | | 7 |" in lines
+
+
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(os.path.join(ROOT, "experiments"))
+                                        if n.endswith(".py") and "\nVARIANTS = {" in open(
+                                            os.path.join(ROOT, "experiments", n)).read()))
+def test_pod_variants_of_the_experiments_print_their_slice_commands(name, capfd, monkeypatch):
+  """Each experiment's pod-scale variant is read, checked against its config and submitted (dry run) to a slice."""
+  monkeypatch.chdir(ROOT)
+  path = os.path.join("experiments", name)
+  lines = []
+  assert _main(f"{path}:pod", launcher="tpu", tpu="s", zone="z", runs_dir="gs://b/runs", say=lines.append) == 0
+  stem = name[:-3]
+  assert lines[0].startswith(f"sweep {stem}_pod: ") and "llama31_8b_lora.py:tpu" in lines[0]
+  assert all(f"--workdir gs://b/runs/{stem}_pod/" in line for line in lines if line.strip().startswith("itjax train"))
+  assert f"sweep {path}:pod --launcher local --runs_dir gs://b/runs" in capfd.readouterr().out

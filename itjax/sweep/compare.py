@@ -196,7 +196,7 @@ def _markdown(experiment: Experiment, cells: dict, done: dict, changed: dict, me
   common = " ".join(f"{k}={flag_value(v)}" for k, v in experiment.common.items())
   control = experiment.control
   md = [f"# {experiment.name}", "",
-        f"`{experiment.path}`: {experiment.config}" + (f" with {common}" if common else ""), "",
+        f"`{experiment.spec}`: {experiment.config}" + (f" with {common}" if common else ""), "",
         f"Control arm: **{control}**. Each cell: the mean over the arm's seeds [95% interval]; the difference to the "
         "control pairs seeds by number and examples by item (itjax/sweep/stats.py: examples bootstrapped, seeds "
         "by Student's t; p: two-sided, from the same bootstrap).", "",

@@ -35,6 +35,12 @@ class Experiment:
   arms: dict[str, dict] = field(default_factory=dict)  # {arm: its overrides}; empty without SEEDS
   seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)  # {arm: its seeds}
   control: str | None = None
+  variant: str = ""  # FILE.py:VARIANT
+
+  @property
+  def spec(self) -> str:
+    """The experiment as given on the command line: FILE.py[:VARIANT]."""
+    return self.path + (f":{self.variant}" if self.variant else "")
 
   def overrides(self, run: str) -> dict:
     return {**self.common, **self.runs[run]}
@@ -45,11 +51,27 @@ class Experiment:
     return arm if self.arms and arm in self.arms else None
 
 
+def _variant(module, path: str, arg: str):
+  """The file's names with VARIANTS[arg] ({NAME: value}) in place of theirs."""
+  variants = getattr(module, "VARIANTS", {}) or {}
+  if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+    raise UserError(f"{path}: VARIANTS must be a dict {{variant: {{NAME: value}}}}")
+  if arg not in variants:
+    raise UserError(f"{path}: no variant {arg!r}; its variants: {', '.join(variants) or 'none (no VARIANTS)'}")
+  import types
+  names = {k: getattr(module, k) for k in dir(module) if k.isupper()}
+  return types.SimpleNamespace(**{**names, **variants[arg]})
+
+
 def load(path: str) -> Experiment:
-  """Reads and checks an experiment file: every run's overrides are applied to the base config here, so an unknown
-  key or a value of the wrong type stops the sweep before anything runs."""
+  """Reads and checks an experiment file, `FILE.py[:VARIANT]`: every run's overrides are applied to the base config
+  here, so an unknown key or a value of the wrong type stops the sweep before anything runs. A VARIANT takes the
+  names that the file's VARIANTS[VARIANT] gives in place of the file's own, and its runs go to NAME_VARIANT."""
+  path, arg = path.rsplit(":", 1) if ":" in path and not path.endswith(".py") else (path, "")
   module = pyfile.run(path, "experiment file", "itjax_experiment")
   name = os.path.splitext(os.path.basename(path))[0]
+  if arg:
+    module, name = _variant(module, path, arg), f"{name}_{arg}"
   config = getattr(module, "CONFIG", None)
   if not isinstance(config, str) or not config:
     raise UserError(f"{path}: CONFIG must name the base config, e.g. CONFIG = 'configs/tiny_lora.py'")
@@ -73,10 +95,11 @@ def load(path: str) -> Experiment:
   if unknown:
     raise UserError(f"{path}: PLOT names {', '.join(unknown)}, which METRICS does not hold")
   arms, seeds, control = _arms(module, path, runs)
-  if arms:
-    runs = {f"{arm}/seed{seed}": {**arms[arm], "seed": seed} for arm in arms for seed in seeds[arm]}
+  if arms:  # seed by seed, so that a sweep stopped halfway has every arm of the seeds it finished
+    order = sorted({s for values in seeds.values() for s in values})
+    runs = {f"{arm}/seed{seed}": {**arms[arm], "seed": seed} for seed in order for arm in arms if seed in seeds[arm]}
   experiment = Experiment(path, name, _config_path(config, path), dict(common), dict(runs), evals, metrics, plot,
-                          arms, seeds, control)
+                          arms, seeds, control, arg)
   base = base_config(experiment)
   for run in runs:
     apply_overrides(base, experiment.overrides(run), f"{path}: run {run!r}")

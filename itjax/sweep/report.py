@@ -158,7 +158,7 @@ def write_summary(experiment: Experiment, runs_dir: str) -> list[str]:
   csv.writer(buffer, lineterminator="\n").writerows([header, *table])
   (out / "summary.csv").write_text(buffer.getvalue())
   common = " ".join(f"{k}={flag_value(v)}" for k, v in experiment.common.items())
-  md = [f"# {experiment.name}", "", f"`{experiment.path}`: {experiment.config}" + (f" with {common}" if common else ""),
+  md = [f"# {experiment.name}", "", f"`{experiment.spec}`: {experiment.config}" + (f" with {common}" if common else ""),
         "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   md += ["| " + " | ".join(cells) + " |" for cells in table]
   md += ["", "wall_min: training and evaluation of the run; step_s: median logged step time after the first."]

@@ -13,6 +13,8 @@ An experiment file is a Python file with these names (see experiments/; experime
            their step-0 figures as the base's; without either, the summary has the final validation loss)
   METRICS  the summary's columns (optional): 'eval_loss', 'loss', 'SUITE/METRIC' of the evaluation
   PLOT     the metrics drawn in summary.png, one panel each (optional: the first four of METRICS)
+  VARIANTS (optional) {VARIANT: {NAME: value}}: `itjax sweep FILE.py:VARIANT` takes these names in place of the
+           file's (a pod-scale CONFIG and COMMON, say); its runs go to RUNS_DIR/NAME_VARIANT
 
 A run that finished (RUN/sweep.json says so) is skipped when the sweep runs again; a run that failed is reported,
 does not stop the others and is tried again next time (training resumes from its last checkpoint).
@@ -94,7 +96,7 @@ def plan_lines(experiment: Experiment, runs: list[str], runs_dir: str, here: boo
   """The planned runs with their overrides and commands; `here`: the runs directory is read to mark finished runs
   (not for a slice's, which the sweep on the slice reads)."""
   lines = [f"sweep {experiment.name}: {len(runs)} run(s) of {experiment.config} "
-           f"({len(experiment.runs)} in {experiment.path}), into {os.path.join(runs_dir, experiment.name)}"]
+           f"({len(experiment.runs)} in {experiment.spec}), into {os.path.join(runs_dir, experiment.name)}"]
   for run in runs:
     workdir = run_dir(runs_dir, experiment, run)
     state = " (finished: skipped)" if here and finished(experiment, run, workdir) else ""
@@ -208,7 +210,7 @@ def tpu_command(experiment: Experiment, runs: list[str], runs_dir: str, tpu: str
   script = os.path.join(root, "launch", "tpu.py")
   if not os.path.isfile(script):
     raise UserError("--launcher tpu needs a source checkout of itjax (it runs launch/tpu.py)")
-  path = os.path.relpath(experiment.path)
+  path = os.path.relpath(experiment.path) + (f":{experiment.variant}" if experiment.variant else "")
   if path.startswith(".."):
     raise UserError(f"--launcher tpu: {experiment.path} must lie inside the repository the slice was set up from "
                     "(launch/tpu.py setup copies it); run the sweep from the repository root")
@@ -227,7 +229,8 @@ def main(path: str, *, dry_run: bool, only: list[str] | None, launcher: str, par
   experiment = load(path)
   runs = select(experiment, only)
   if launcher == "local":  # RUNS_DIR/NAME is continued (finished runs are skipped), never a file nor around an input
-    outputs.check(os.path.join(runs_dir, experiment.name), "--runs_dir", reads=[("the experiment file", path)],
+    outputs.check(os.path.join(runs_dir, experiment.name), "--runs_dir",
+                  reads=[("the experiment file", experiment.path)],
                   directory=True, resumable=True)
   if parallel < 1:
     raise UserError(f"--parallel must be at least 1, got {parallel}")
