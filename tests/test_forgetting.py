@@ -298,3 +298,26 @@ def test_runs_of_one_base_answer_with_it_once(tiny, tmp_path, monkeypatch):
   trained = jax.tree.map(lambda x: x + 0.05, trainable)
   second(trained, tiny.params)
   assert asked and {label for label, _ in asked} == {"model"}
+
+
+def test_full_fine_tuning_compares_with_the_base_as_loaded(tiny, tmp_path):
+  """Without adapters the base is the params as loaded (`reference`): before the first step the model is its
+  base (KL 0, nothing generated twice); with other params it has drifted from it."""
+  import jax
+  from itjax.evals.live import LiveEvaluator
+  from itjax.training.config import base_config
+  (tmp_path / "prose.txt").write_text(PROSE)
+  eval_config = base_config().eval
+  for key, value in dict(suites=("forgetting",), limit=2, subset=2, n_probes=3, n_general=3, max_new_tokens=4,
+                         text=str(tmp_path / "prose.txt")).items():
+    eval_config[key] = value
+  evaluator = LiveEvaluator(eval_config, None, tiny.config, tiny.tokenizer, {}, None, False,
+                            reference=tiny.params)
+  assert set(evaluator.subjects) == {"model", "base"}
+  start = evaluator(tiny.params, {}, at_start=True)["forgetting"].metrics
+  assert start["kl_general"] == 0.0 and start.get("retention", 100.0) == 100.0
+  moved = jax.tree.map(lambda x: x + 0.3 * np.random.default_rng(2).standard_normal(x.shape).astype(x.dtype),
+                       tiny.params)
+  assert evaluator(moved, {})["forgetting"].metrics["kl_general"] > 0
+  no_base = LiveEvaluator(eval_config, None, tiny.config, tiny.tokenizer, {}, None, False)
+  assert set(no_base.subjects) == {"model"}  # full fine-tuning without a reference: nothing to compare with

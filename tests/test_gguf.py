@@ -1,5 +1,8 @@
 """SmolLM2-135M-Instruct from its GGUF: logits and tokenizer against transformers loading the same file."""
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 
@@ -84,3 +87,33 @@ def test_greedy_generation_matches_transformers(hf_smollm2, itjax_smollm2):
     assert gap < 1e-3, f"diverged at step {step} for {tok.decode(prompt)!r} with top-2 gap {gap}"
     near_ties += 1
   assert near_ties <= 2
+
+
+@pytest.mark.slow
+def test_a_gguf_loads_again_from_its_kept_conversion(smollm2_gguf, tmp_path, monkeypatch):
+  """The first load of a GGUF keeps its conversion (itjax.interop.gguf_cache); the next load reads it: the same
+  config, the same params bit for bit, a tokenizer that encodes a chat and stops alike. A kept folder that does not
+  read is ignored, and ITJAX_GGUF_CACHE=0 keeps nothing."""
+  from itjax.interop import gguf_cache
+  from itjax.interop.gguf import load_gguf
+  from itjax.model import lora as lora_lib
+  monkeypatch.setenv("ITJAX_CACHE", str(tmp_path))
+  where = gguf_cache.folder(smollm2_gguf)
+  converted = load_gguf(smollm2_gguf)
+  assert os.path.isdir(where) and not [n for n in os.listdir(os.path.dirname(where)) if n.startswith(".partial")]
+  kept = gguf_cache.read(where, "float32", "float32")
+  assert kept is not None and kept[0] == converted[0]
+  a, b = lora_lib.flatten(converted[1]), lora_lib.flatten(kept[1])
+  assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+  chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name two rivers, é ü."}]
+  for attr in ("bos_id", "eos_ids", "pad_id", "add_bos", "chat_template", "special_tokens", "vocab_size"):
+    assert getattr(kept[2], attr) == getattr(converted[2], attr), attr
+  assert kept[2].encode_chat(chat, add_generation_prompt=True) == converted[2].encode_chat(
+      chat, add_generation_prompt=True)
+  assert load_gguf(smollm2_gguf, param_dtype="bfloat16")[1]["embedding"].dtype == "bfloat16"
+  broken = tmp_path / "broken"
+  shutil.copytree(where, broken)
+  (broken / "params.safetensors").write_bytes(b"not safetensors")
+  assert gguf_cache.read(str(broken), "float32", "float32") is None
+  monkeypatch.setenv("ITJAX_GGUF_CACHE", "0")
+  assert gguf_cache.folder(smollm2_gguf) is None

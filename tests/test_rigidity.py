@@ -416,7 +416,7 @@ class _FakeTokenizer:
 def _fake_subject(script):
   calls = []
 
-  def generate(prompts, settings, desc, batch_size=None):
+  def generate(prompts, settings, desc, batch_size=None, reuse=False):
     calls.append((len(prompts), desc))
     return [types.SimpleNamespace(tokens=list(p)) for p in prompts]
   subject = types.SimpleNamespace(tokenizer=_FakeTokenizer(script), template="chatml", generate=generate)
@@ -525,3 +525,27 @@ def test_config_checks_tasks_phrasings():
   c.tasks.phrasings = "many"
   with pytest.raises(ValueError, match=r"config\.tasks\.phrasings must be one or all, got 'many'"):
     config.validate(c)
+
+
+def test_augmentation_perturbs_the_share_it_says_with_the_suites_perturbations(records):
+  """data.augment: about `rate` of the task records get one of the named perturbations (the rigidity suite's code),
+  the same on every call, their answers kept and still verified; other records pass unchanged."""
+  from itjax.data import augment
+  from itjax.data.tasks import make_splits, verify
+  train = make_splits(1000, 9, phrasings="all")["train"]
+  augmenter = augment.Augmenter(("typos_5", "case", "reordered"), 0.5, 3)
+  out = [augmenter(r) for r in train]
+  changed = [(a, b) for a, b in zip(train, out) if b is not a]
+  assert 0.45 <= len(changed) / len(train) <= 0.55, len(changed)
+  assert {b["augmented"] for _, b in changed} == {"typos_5", "case", "reordered"}
+  for a, b in changed:
+    assert b["messages"][-1] == a["messages"][-1] and b["messages"][0]["content"] != a["messages"][0]["content"]
+    assert b["messages"][:-1] == perturb.perturb(a, b["augmented"], 3)["messages"]
+    assert verify(b["messages"][-1]["content"], b["verifier"])
+  assert [augment.Augmenter(("typos_5", "case", "reordered"), 0.5, 3)(r) for r in train] == out
+  assert sum(augmenter.counts[n] for n in augmenter.names) == len(changed) and "1,000 task records" in \
+      augmenter.summary()
+  plain = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+  assert augmenter(plain) is plain
+  with pytest.raises(Exception, match="unknown perturbation 'plain_template'"):
+    augment.check(("plain_template",), 0.5)

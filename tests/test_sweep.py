@@ -40,66 +40,34 @@ def _sweep(cwd, *args):
 
 
 @pytest.mark.slow
-def test_sweep_runs_skips_finished_reports_failed_and_summarizes(tmp_path, tiny_hf_dir):
-  # Two seeds: their steps compile to one program, which the second run takes from the compilation cache.
-  runs = '{"broken": {"data.validation": "no/such/file.jsonl"}, "seed_1": {"seed": 1}, "seed_2": {"seed": 2}}'
-  path = _tiny(tmp_path, tiny_hf_dir, runs, 'PLOT = ("eval_loss", "loss")')
-  first = _sweep(tmp_path, path, "--runs_dir", "out")
-  assert first.returncode == 1, first.stdout + first.stderr
-  # The broken run (first in order) failed, said why, and did not stop the other two.
-  assert "broken: FAILED in train (exit 1): itjax train: error:" in first.stdout, first.stdout
-  assert "no/such/file.jsonl" in first.stdout
-  assert "1 of 3 run(s) failed" in first.stdout
-  for run, seed in (("seed_1", 1), ("seed_2", 2)):
-    workdir = tmp_path / "out" / "exp" / run
-    marker = json.loads((workdir / "sweep.json").read_text())
-    assert marker["status"] == "done" and marker["overrides"]["seed"] == seed
-    assert json.loads((workdir / "config.json").read_text())["seed"] == seed
-  assert json.loads((tmp_path / "out/exp/broken/sweep.json").read_text())["status"] == "failed"
-  with open(tmp_path / "out/exp/summary.csv") as f:
-    rows = {r["run"]: r for r in csv.DictReader(f)}
-  assert set(rows) == {"broken", "seed_1", "seed_2"}
-  assert rows["broken"]["status"] == "failed" and rows["seed_1"]["status"] == "done"
-  for run in ("seed_1", "seed_2"):  # the table holds each run's own final validation loss and step time
-    lines = [json.loads(x) for x in (tmp_path / "out/exp" / run / "metrics.jsonl").read_text().splitlines()]
-    final = [x["eval_loss"] for x in lines if "eval_loss" in x][-1]
-    assert float(rows[run]["eval_loss"]) == pytest.approx(final, rel=1e-3)
-    assert float(rows[run]["step_s"]) > 0 and float(rows[run]["wall_min"]) > 0
-  assert rows["seed_1"]["eval_loss"] != rows["seed_2"]["eval_loss"]
-  assert rows["seed_1"]["seed"] == "1"
-  md = (tmp_path / "out/exp/summary.md").read_text()
-  assert "| seed_2 | done |" in md and "| broken | failed |" in md
-  assert (tmp_path / "out/exp/summary.png").read_bytes()[:4] == b"\x89PNG"
-
-  # Again: the finished runs are skipped (their files untouched), the failed one is tried again.
-  stamps = {run: os.path.getmtime(tmp_path / "out/exp" / run / "metrics.jsonl") for run in ("seed_1", "seed_2")}
-  second = _sweep(tmp_path, path, "--runs_dir", "out")
-  assert second.returncode == 1
-  assert "seed_1: finished before, skipped" in second.stdout and "seed_2: finished before, skipped" in second.stdout
-  assert "broken: started" in second.stdout and "seed_1: started" not in second.stdout
-  for run, stamp in stamps.items():
-    assert os.path.getmtime(tmp_path / "out/exp" / run / "metrics.jsonl") == stamp
-
-
-@pytest.mark.slow
-def test_arms_over_seeds_get_intervals_and_paired_tests_against_the_control(tmp_path, tiny_hf_dir):
-  """2 arms x 2 seeds of the tiny config: runs ARM/seedN, per-example verdicts kept by training, summary.csv with
-  each metric's interval and the paired difference to the control; the arm changing two keys is named."""
-  path = _tiny(tmp_path, tiny_hf_dir, '{"r2": {"lora.rank": 2}, "r4": {"lora.rank": 4, "learning_rate": 1e-2}}',
-               'SEEDS = (0, 1); CONTROL = "r2"; METRICS = ("tasks/all", "tasks/seen", "eval_loss"); '
+def test_arms_over_seeds_run_skip_report_failures_and_get_intervals_and_paired_tests(tmp_path, tiny_hf_dir):
+  """2 arms x 2 seeds of the tiny config and a broken arm: runs ARM/seedN, the broken one reported without stopping
+  the others, per-example verdicts kept by training, summary.csv with each metric's interval and the paired
+  difference to the control, the arm changing two keys named; run again, finished runs are skipped."""
+  runs = ('{"broken": {"data.validation": "no/such/file.jsonl"}, "r2": {"lora.rank": 2}, '
+          '"r4": {"lora.rank": 4, "learning_rate": 1e-2}}')
+  path = _tiny(tmp_path, tiny_hf_dir, runs,
+               'SEEDS = {"broken": (0,), "r2": (0, 1), "r4": (0, 1)}; CONTROL = "r2"; '
+               'METRICS = ("tasks/all", "tasks/seen", "eval_loss"); '
                'COMMON.update({"eval.suites": ("tasks",), "eval.limit": 6, "eval.max_new_tokens": 4})')
   done = _sweep(tmp_path, path, "--runs_dir", "out")
-  assert done.returncode == 0, done.stdout + done.stderr
+  assert done.returncode == 1, done.stdout + done.stderr
+  assert "broken/seed0: FAILED in train (exit 1): itjax train: error:" in done.stdout, done.stdout
+  assert "no/such/file.jsonl" in done.stdout and "1 of 5 run(s) failed" in done.stdout
   root = tmp_path / "out" / "exp"
+  assert json.loads((root / "broken" / "seed0" / "sweep.json").read_text())["status"] == "failed"
   for arm in ("r2", "r4"):
     for seed in (0, 1):
+      marker = json.loads((root / arm / f"seed{seed}" / "sweep.json").read_text())
+      assert marker["status"] == "done" and marker["overrides"]["seed"] == seed
       assert json.loads((root / arm / f"seed{seed}" / "config.json").read_text())["seed"] == seed
       final = [json.loads(x) for x in (root / arm / f"seed{seed}" / "evals" / "2" / "tasks.jsonl").read_text()
                .splitlines()]
       assert len(final) == 4 and all(r["item"].startswith("task:") and "all" in r["scores"] for r in final)
   with open(root / "summary.csv") as f:
     rows = {r["arm"]: r for r in csv.DictReader(f)}
-  assert set(rows) == {"r2", "r4", "(base)"} and rows["r4"]["seeds"] == "0 1"
+  assert set(rows) == {"broken", "r2", "r4", "(base)"}
+  assert rows["r4"]["seeds"] == "0 1" and rows["broken"]["seeds"] == ""
   for column in ("tasks/all", "tasks/all_lo", "tasks/all_hi", "tasks/all_diff", "tasks/all_diff_lo",
                  "tasks/all_diff_hi", "tasks/all_p", "eval_loss_p"):
     assert rows["r4"][column] != "", column
@@ -109,18 +77,36 @@ def test_arms_over_seeds_get_intervals_and_paired_tests_against_the_control(tmp_
   assert 0 < float(r4["tasks/all_p"]) <= 1 and rows["r2"]["tasks/all_diff"] == ""
   assert rows["r2"]["learning_rate"] == "0.005" and rows["r4"]["learning_rate"] == "0.01"
   with open(root / "runs.csv") as f:
-    runs = list(csv.DictReader(f))
-  assert [(r["arm"], r["seed"]) for r in runs] == [("r2", "0"), ("r4", "0"), ("r2", "1"), ("r4", "1")]
-  mean = sum(float(r["eval_loss"]) for r in runs[1::2]) / 2
+    per_run = list(csv.DictReader(f))
+  assert [(r["arm"], r["seed"], r["status"]) for r in per_run] == [
+      ("broken", "0", "failed"), ("r2", "0", "done"), ("r4", "0", "done"), ("r2", "1", "done"), ("r4", "1", "done")]
+  for r in per_run[1:]:  # each run's own final validation loss and step time
+    lines = [json.loads(x) for x in (root / r["run"] / "metrics.jsonl").read_text().splitlines()]
+    assert float(r["eval_loss"]) == pytest.approx([x["eval_loss"] for x in lines if "eval_loss" in x][-1], rel=1e-3)
+    assert float(r["step_s"]) > 0 and float(r["cpu_min"]) > 0
+  mean = sum(float(r["eval_loss"]) for r in per_run[2::2]) / 2
   assert float(r4["eval_loss"]) == pytest.approx(mean, rel=1e-3)
   md = (root / "summary.md").read_text()
   assert "r4: learning_rate, lora.rank" in md  # changes two keys: said
   assert "- eval_loss: seeds; intervals over seeds only" in md and "- tasks/all: seeds and examples" in md
   assert (root / "summary.png").read_bytes()[:4] == b"\x89PNG"
   marker = json.loads((root / "r4" / "seed1" / "sweep.json").read_text())
-  assert 0 < marker["cpu_s"] and (tmp_path / "out" / "exp" / "_base").is_dir()  # CPU time; the base's answers kept
-  again = _sweep(tmp_path, path, "--runs_dir", "out", "--only", "r4")
+  assert 0 < marker["cpu_s"] and (root / "_base").is_dir()  # CPU time; the base's answers kept for all runs
+  assert marker["cores"] >= 1 and "CPU hours" in md and "Ran at commit" in md
+
+  # The summary alone, from the runs on disk: the same figures (the bootstrap's draws are seeded).
+  first = (root / "summary.csv").read_text()
+  (root / "summary.csv").unlink()
+  alone = _sweep(tmp_path, path, "--runs_dir", "out", "--summary_only")
+  assert alone.returncode == 0 and (root / "summary.csv").read_text() == first, alone.stderr
+
+  # Again: the finished runs are skipped (their files untouched), the failed one is tried again.
+  stamp = os.path.getmtime(root / "r4" / "seed0" / "metrics.jsonl")
+  again = _sweep(tmp_path, path, "--runs_dir", "out", "--only", "broken,r4")
+  assert again.returncode == 1
   assert "r4/seed0: finished before, skipped" in again.stdout and "r2/seed0" not in again.stdout
+  assert "broken/seed0: started" in again.stdout
+  assert os.path.getmtime(root / "r4" / "seed0" / "metrics.jsonl") == stamp
 
 
 def test_dry_run_prints_runs_overrides_and_commands_and_runs_nothing(tmp_path):

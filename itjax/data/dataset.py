@@ -76,13 +76,14 @@ def drop_types(records: list[formats.Record], types: frozenset[str], report: for
 
 
 def load_sources(spec: str, tokenizer, options: Options = Options(),
-                 drop: tuple[str, ...] = ()) -> tuple[list[Source], formats.Report]:
+                 drop: tuple[str, ...] = (), transform=None) -> tuple[list[Source], formats.Report]:
   """Reads, renders and tokenizes every file of a spec; the report covers them all. Records whose `types` include
-  one of `drop` are left out and counted; a type in `drop` that no record carries is an error (a typo, most likely)."""
+  one of `drop` are left out and counted; a type in `drop` that no record carries is an error (a typo, most likely).
+  `transform` is read_records' (augmentation)."""
   report = formats.Report()
   sources, present = [], set()
   for path, weight in parse_sources(spec):
-    records, _ = formats.read_records(path, options.format, options.on_error, report)
+    records, _ = formats.read_records(path, options.format, options.on_error, report, transform)
     if drop:
       present.update(*(r.types for r in records))
       records = drop_types(records, frozenset(drop), report)

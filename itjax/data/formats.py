@@ -187,8 +187,9 @@ def to_object(record: Record, fmt: str) -> dict:
 
 
 def read_records(path: str, fmt: str | None = None, on_error: str = "raise",
-                 report: Report | None = None) -> tuple[list[Record], Report]:
-  """Reads a JSONL file; `fmt` None detects it from the first record. Blank lines are not records."""
+                 report: Report | None = None, transform=None) -> tuple[list[Record], Report]:
+  """Reads a JSONL file; `fmt` None detects it from the first record. Blank lines are not records. `transform`
+  (dict -> dict) is applied to each record's object before it is read (training's augmentation)."""
   if fmt is not None and fmt not in FORMATS:
     raise UserError(f"unknown data format {fmt!r}; expected one of {FORMATS}")
   if on_error not in ("raise", "skip"):
@@ -217,6 +218,8 @@ def read_records(path: str, fmt: str | None = None, on_error: str = "raise",
           raise DataError(where, "not valid JSON", str(e)) from None
         if not isinstance(obj, dict):
           raise DataError(where, "not a JSON object", f"got {type(obj).__name__}")
+        if transform is not None:
+          obj = transform(obj)
         if fmt is None:
           fmt = detect_format(obj)
           if fmt is None:

@@ -41,14 +41,16 @@ class LiveEvaluator:
   """The suites of config.eval on the live params: no checkpoint reload, and on accelerators no second copy of the
   weights (the scanned layout is decoded in place; on CPU decoding unrolls, which is faster there). One subject
   serves every evaluation, so its generator's compiled functions are reused. Suites that compare with the base
-  (`live_roles` with 'base') get the frozen params with the adapters off (LoRA runs); the base does not change, so
-  what they compute from it is kept with it, and while the adapters are still zero the model is marked as its base.
+  (`live_roles` with 'base') get the frozen params with the adapters off (LoRA runs), or `reference`, the base's
+  params as loaded (full fine-tuning); the base does not change, so what they compute from it is kept with it, and
+  while the adapters are still zero (or before the first step) the model is marked as its base.
 
   `suites` maps the name of each suite that will run to the suite and its records (a suite without records here,
   tasks without a tasks directory say, does not run): empty when nothing will."""
 
   def __init__(self, eval_config, tasks_dir: str | None, model_config, tokenizer, frozen: dict,
-               template: str | None, progress: bool, base_answers: str | None = None):
+               template: str | None, progress: bool, base_answers: str | None = None,
+               reference: dict | None = None):
     sources = live_sources(eval_config, tasks_dir, progress)
     self.settings = sources.settings
     self.suites: dict[str, tuple[Suite, object]] = {}
@@ -61,8 +63,9 @@ class LiveEvaluator:
         self.suites[name] = suite, records
     unroll = jax.default_backend() == "cpu"
     self.subjects = {"model": Subject("model", model_config, {}, tokenizer, template, unroll=unroll)}
-    if model_config.lora and any("base" in suite.live_roles for suite, _ in self.suites.values()):
-      self.subjects["base"] = Subject("base", model_config.replace(lora=None), frozen, tokenizer, template,
+    base_params = frozen if model_config.lora else reference
+    if base_params is not None and any("base" in suite.live_roles for suite, _ in self.suites.values()):
+      self.subjects["base"] = Subject("base", model_config.replace(lora=None), base_params, tokenizer, template,
                                       unroll=unroll)
     # The base's answers, by prompt and settings: shared by the base subject and by the model while it computes
     # what the base does; kept in `base_answers` (a file) when given, so the runs of an experiment answer once.

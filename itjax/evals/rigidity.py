@@ -173,7 +173,8 @@ def _run(subject: Subject, settings: Settings, parts: list[tuple[str, list[dict]
   batches = [model_inputs(records, names, settings.seed) for _, records, names, _ in parts]
   refused: dict[str, str] = {}
   prompts = [ids for inputs in batches for ids in _encoded(subject, inputs, refused)]
-  responses = [subject.tokenizer.decode(o.tokens) for o in subject.generate(prompts, settings, "rigidity")]
+  outs = subject.generate(prompts, settings, "rigidity", reuse=True)  # clean prompts: the tasks suite's answers
+  responses = [subject.tokenizer.decode(o.tokens) for o in outs]
   metrics: dict[str, float] = {}
   rows: list[dict] = []
   bars: dict[str, float] = {}

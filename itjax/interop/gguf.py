@@ -77,7 +77,22 @@ def tensor_values(path: str, t) -> np.ndarray:
 
 def load_gguf(path: str, dtype: str = "float32",
               param_dtype: str = "float32") -> tuple[ModelConfig, dict, HFTokenizer]:
-  """(ModelConfig, params, tokenizer) from one read of a GGUF file."""
+  """(ModelConfig, params, tokenizer) from one read of a GGUF file, or from its conversion kept by an earlier load
+  (itjax.interop.gguf_cache)."""
+  from itjax.interop import gguf_cache
+  if not os.path.isfile(path):
+    raise InputNotFound(f"model path {path!r} does not exist")
+  where = gguf_cache.folder(path)
+  kept = gguf_cache.read(where, dtype, param_dtype)
+  if kept is not None:
+    return kept
+  config, params, tokenizer = _convert(path, dtype, param_dtype)
+  if param_dtype == "float32":
+    gguf_cache.write(where, config, params, tokenizer)
+  return config, params, tokenizer
+
+
+def _convert(path: str, dtype: str, param_dtype: str) -> tuple[ModelConfig, dict, HFTokenizer]:
   reader, meta = _read(path)
   tensors = {t.name: t for t in reader.tensors}
   config = config_from_metadata(meta, set(tensors), path).replace(dtype=dtype, param_dtype=param_dtype)
@@ -99,6 +114,11 @@ def load_gguf(path: str, dtype: str = "float32",
 
 
 def load_gguf_tokenizer(path: str) -> HFTokenizer:
+  from itjax.interop import gguf_cache
+  if os.path.isfile(path):
+    kept = gguf_cache.read_tokenizer(gguf_cache.folder(path))
+    if kept is not None:
+      return kept
   return tokenizer_from_metadata(_read(path)[1])
 
 

@@ -158,6 +158,10 @@ def write(experiment: Experiment, runs_dir: str, rows: list[dict], base: dict, m
   cpu = sum(r.get("cpu_s") or 0.0 for r in rows)
   wall = sum(r.get("wall_s") or 0.0 for r in rows)
   md += f"\nTime: {wall / 3600:.2f} h of runs, {cpu / 3600:.2f} CPU hours (training and evaluation, all runs).\n"
+  where = sorted({(w.get("commit", "?"), w.get("cpu", "?"), w.get("cores", "?"))
+                  for r in rows if (w := r.get("where"))})
+  if where:
+    md += "Ran at " + "; ".join(f"commit {c} on {cpu} ({n} cores)" for c, cpu, n in where) + ".\n"
   (out / "summary.md").write_text(md)
   paths = [os.fspath(out / n) for n in ("summary.md", "summary.csv", "runs.csv")]
   plotted = experiment.plot or tuple(metrics[:4])

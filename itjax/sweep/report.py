@@ -15,6 +15,9 @@ from etils import epath
 
 from itjax.sweep.experiment import TRAIN_METRICS, Experiment, flag_value, read_marker, run_dir
 
+# What training writes once about itself (hooks.Footprint): a summary's metrics may name them.
+RUN_FIGURES = ("trainable_params", "total_params", "trainable_share", "step_memory_gb", "step_temp_gb")
+
 
 def _train_figures(workdir: str) -> tuple[dict, dict]:
   """The run's figures from WORKDIR/metrics.jsonl: final eval_loss and loss, median step time, steps, and the
@@ -30,7 +33,7 @@ def _train_figures(workdir: str) -> tuple[dict, dict]:
       record = json.loads(line)
     except ValueError:
       continue
-    for key in TRAIN_METRICS:
+    for key in TRAIN_METRICS + RUN_FIGURES:
       if key in record:
         figures[key] = record[key]
     evals = {k[len("eval/"):]: v for k, v in record.items() if k.startswith("eval/")}
@@ -73,7 +76,8 @@ def collect(experiment: Experiment, runs_dir: str) -> tuple[list[dict], dict]:
     model, evaluated_base = _eval_figures(workdir)
     base = base or {**trained_base, **evaluated_base}
     rows.append({"run": run, "status": marker.get("status", "not run"), "overrides": experiment.overrides(run),
-                 "wall_s": marker.get("wall_s"), "cpu_s": marker.get("cpu_s"), "figures": {**trained, **model}})
+                 "wall_s": marker.get("wall_s"), "cpu_s": marker.get("cpu_s"), "figures": {**trained, **model},
+                 "where": {k: marker[k] for k in ("commit", "cpu", "cores") if marker.get(k)}})
   return rows, base
 
 

@@ -139,11 +139,32 @@ def _run_one(experiment: Experiment, run: str, workdir: str) -> dict:
     upload(local, workdir)
     shutil.rmtree(local, ignore_errors=True)
   marker = {"status": status, "run": run, "overrides": experiment.overrides(run),
-            "wall_s": round(time.time() - started, 1), "cpu_s": round(cpu_s, 1)}
+            "wall_s": round(time.time() - started, 1), "cpu_s": round(cpu_s, 1), **provenance()}
   if status == "failed":
     marker.update(failed=command, exit_code=rc, error=_last_error(log_path))
   write_marker(workdir, marker)
   return marker
+
+
+def provenance() -> dict:
+  """Where a run ran: itjax's commit (when it runs from a git checkout, '+' when the checkout has changes), the CPU
+  model and its cores."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  out = {"cores": os.cpu_count()}
+  try:
+    with open("/proc/cpuinfo") as f:
+      out["cpu"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+  except OSError:
+    pass
+  if os.path.isdir(os.path.join(root, ".git")):
+    git = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True, text=True, timeout=30)  # noqa
+    try:
+      head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+      if head.returncode == 0:
+        out["commit"] = head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+      pass
+  return out
 
 
 def _call(command: list[str], log) -> tuple[int, float]:
@@ -221,6 +242,16 @@ def tpu_command(experiment: Experiment, runs: list[str], runs_dir: str, tpu: str
   command += ["--project", project] if project else []
   command += ["--dry_run"] if dry_run else []
   return command + ["--"] + remote
+
+
+def summarize(path: str, runs_dir: str, say=print) -> int:
+  """`--summary_only`: the summary of what RUNS_DIR/NAME holds now."""
+  experiment = load(path)
+  if not os.path.isdir(os.path.join(runs_dir, experiment.name)) and not is_remote(runs_dir):
+    raise UserError(f"--summary_only: no runs of {experiment.spec} in {os.path.join(runs_dir, experiment.name)}")
+  for written in write_summary(experiment, runs_dir):
+    say(f"wrote {written}")
+  return 0
 
 
 def main(path: str, *, dry_run: bool, only: list[str] | None, launcher: str, parallel: int, runs_dir: str,

@@ -60,18 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.peak_flops = 0.0  # per device, for MFU; 0 = known accelerators only
   c.lora = ml_collections.ConfigDict(dict(rank=8, alpha=16.0, rslora=False, dropout=0.0,
                                           targets=LORA_TARGETS_ALL))
-  c.data = ml_collections.ConfigDict(dict(
-      train="",  # FILE[:WEIGHT][,FILE[:WEIGHT]...]
-      validation="",
-      format="",  # '' = detected per file
-      chat_template="",  # '' = the tokenizer's own
-      train_on="all",
-      length_policy="truncate",
-      on_error="raise",
-      pack=True,
-      # Types left out of data.train (records carry `types`, as generated tasks do): 'a,b' drops every training
-      # record of type a or b, counted in the log; validation and evaluation sets stay whole.
-      drop_types=""))
+  c.data = data_config()
   # Generated verifiable tasks (itjax.data.tasks): n > 0 writes WORKDIR/tasks/{train,validation,heldout}.jsonl
   # before training (unless present), and data paths may say {workdir}.
   # phrasings: 'one' says every constraint in its first wording, 'all' in any of its wordings (prompt diversity).
@@ -100,6 +89,26 @@ def base_config() -> ml_collections.ConfigDict:
                                           n_general=0, perturbations=(), seed=0,  # seed: generated probes, questions
                                           judge="", judge_mode="relevance", judge_template="", base_cache=""))
   return c
+
+
+def data_config() -> ml_collections.ConfigDict:
+  """config.data: the training and validation data and how they are read."""
+  return ml_collections.ConfigDict(dict(
+      train="",  # FILE[:WEIGHT][,FILE[:WEIGHT]...]
+      validation="",
+      format="",  # '' = detected per file
+      chat_template="",  # '' = the tokenizer's own
+      train_on="all",
+      length_policy="truncate",
+      on_error="raise",
+      pack=True,
+      # Types left out of data.train (records carry `types`, as generated tasks do): 'a,b' drops every training
+      # record of type a or b, counted in the log; validation and evaluation sets stay whole.
+      drop_types="",
+      # Perturbation augmentation of data.train's task records (itjax.data.augment): each is perturbed with
+      # probability augment_rate by one of `augment` (the rigidity suite's perturbations: typos_2, typos_5, case,
+      # whitespace, reworded, reordered, system), drawn per record from augment_seed and its prompt.
+      augment=(), augment_rate=0.5, augment_seed=0))
 
 
 def against_forgetting(c: ml_collections.ConfigDict) -> None:
@@ -185,31 +194,7 @@ def validate(c: ml_collections.ConfigDict, model_given: bool = False) -> None:
     _check(0 <= c.lora.dropout < 1, "lora.dropout", "must be in [0, 1)", c.lora.dropout)
     _check(len(c.lora.targets) > 0, "lora.targets", "must list at least one regex", c.lora.targets)
   _check(c.resume in ("auto", "strict", "restart"), "resume", "must be auto, strict or restart", c.resume)
-  d = c.data
-  _check(bool(d.train), "data.train", "must name the training data (FILE[:WEIGHT],...)", d.train)
-  _check(d.train_on in ("all", "last"), "data.train_on", "must be all or last", d.train_on)
-  _check(d.length_policy in ("truncate", "drop"), "data.length_policy", "must be truncate or drop",
-         d.length_policy)
-  _check(d.on_error in ("raise", "skip"), "data.on_error", "must be raise or skip", d.on_error)
-  if d.chat_template:
-    try:
-      chat.resolve(d.chat_template, None)
-    except ValueError as e:
-      raise UserError(f"config.data.chat_template: {e}") from None
-  _check(c.tasks.n >= 0, "tasks.n", "must be >= 0", c.tasks.n)
-  _check(c.replay.n >= 0, "replay.n", "must be >= 0", c.replay.n)
-  _check(c.replay.weight > 0, "replay.weight", "must be > 0", c.replay.weight)
-  for key in ("max_new_tokens", "batch_size"):
-    _check(c.replay[key] > 0, f"replay.{key}", "must be > 0", c.replay[key])
-  _check(c.replay.prompts == "general" or os.path.isfile(c.replay.prompts), "replay.prompts",
-         "must be 'general' or a JSONL file of {\"prompt\": ...} lines", c.replay.prompts)
-  if c.replay.n > 0 and c.replay.prompts != "general":
-    _check_path("replay.prompts", c.replay.prompts)
-  _check(c.tasks.phrasings in ("one", "all"), "tasks.phrasings", "must be one or all", c.tasks.phrasings)
-  _check(c.tasks.eval_phrasings in ("", "one", "all"), "tasks.eval_phrasings", "must be '', one or all",
-         c.tasks.eval_phrasings)
-  _check(c.tasks.train_format in ("instruction", "task_name"), "tasks.train_format",
-         "must be instruction or task_name", c.tasks.train_format)
+  _check_data(c)
   _check_anchor(c)
   from itjax.evals import registry  # the suites that run inside training; no JAX
   live = registry.names(live=True)
@@ -235,6 +220,37 @@ def validate(c: ml_collections.ConfigDict, model_given: bool = False) -> None:
     _check(os.path.isdir(c.model) or c.model.endswith(".gguf"), "model", "is a file; expected a Hugging Face model "
            "directory, a .gguf file or a training workdir", c.model)
     _check_path("model", c.model, directory=os.path.isdir(c.model))
+
+
+def _check_data(c: ml_collections.ConfigDict) -> None:
+  """data, tasks and replay."""
+  d = c.data
+  _check(bool(d.train), "data.train", "must name the training data (FILE[:WEIGHT],...)", d.train)
+  _check(d.train_on in ("all", "last"), "data.train_on", "must be all or last", d.train_on)
+  _check(d.length_policy in ("truncate", "drop"), "data.length_policy", "must be truncate or drop",
+         d.length_policy)
+  _check(d.on_error in ("raise", "skip"), "data.on_error", "must be raise or skip", d.on_error)
+  from itjax.data import augment
+  augment.check(d.augment, d.augment_rate)
+  if d.chat_template:
+    try:
+      chat.resolve(d.chat_template, None)
+    except ValueError as e:
+      raise UserError(f"config.data.chat_template: {e}") from None
+  _check(c.tasks.n >= 0, "tasks.n", "must be >= 0", c.tasks.n)
+  _check(c.replay.n >= 0, "replay.n", "must be >= 0", c.replay.n)
+  _check(c.replay.weight > 0, "replay.weight", "must be > 0", c.replay.weight)
+  for key in ("max_new_tokens", "batch_size"):
+    _check(c.replay[key] > 0, f"replay.{key}", "must be > 0", c.replay[key])
+  _check(c.replay.prompts == "general" or os.path.isfile(c.replay.prompts), "replay.prompts",
+         "must be 'general' or a JSONL file of {\"prompt\": ...} lines", c.replay.prompts)
+  if c.replay.n > 0 and c.replay.prompts != "general":
+    _check_path("replay.prompts", c.replay.prompts)
+  _check(c.tasks.phrasings in ("one", "all"), "tasks.phrasings", "must be one or all", c.tasks.phrasings)
+  _check(c.tasks.eval_phrasings in ("", "one", "all"), "tasks.eval_phrasings", "must be '', one or all",
+         c.tasks.eval_phrasings)
+  _check(c.tasks.train_format in ("instruction", "task_name"), "tasks.train_format",
+         "must be instruction or task_name", c.tasks.train_format)
 
 
 def _check_anchor(c: ml_collections.ConfigDict) -> None:

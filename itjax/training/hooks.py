@@ -11,7 +11,7 @@ A hook has `every` (0: only at the start and the end) and four calls, each optio
 `trainer` is the itjax.training.loop.Trainer that runs the loop; a hook may read trainer.config, trainer.run (the
 state, the frozen params, the tokenizer), trainer.step, trainer.summary, and call trainer.write(step, values) for a
 metrics.jsonl line or trainer.save() for a checkpoint. Hooks run in list order; the default ones (`default_hooks`)
-come first, in the order log, suites, validation, checkpoint, plot, sync, so a checkpoint follows the step's
+come first, in the order log, footprint, suites, validation, checkpoint, plot, sync, so a checkpoint follows the step's
 evaluations and a user hook sees them all. A user hook:
 
     class PrintLoss(itjax.Hook):
@@ -115,6 +115,36 @@ class Log(Hook):
       self.bar.close()
 
 
+class Footprint(Hook):
+  """Once, after the first step of the call: the share of the params that train and XLA's memory analysis of the
+  compiled step (per device: arguments + outputs - donated + temporaries, in GiB; the compilation is the step's own,
+  so this costs nothing), as a metrics.jsonl line."""
+  every = 1
+
+  def start(self, trainer) -> None:
+    self.done = False
+
+  def due(self, trainer, step: int) -> bool:
+    return not self.done
+
+  def on_step(self, trainer, step: int, metrics: dict[str, float]) -> None:
+    import jax
+    self.done = True
+    run = trainer.run
+    values = {"trainable_params": float(run.trainable_count), "total_params": float(run.total_count),
+              "trainable_share": 100.0 * run.trainable_count / max(run.total_count, 1)}
+    try:
+      state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), run.state)
+      m = run.train_step.lower(state, run.frozen, trainer.batch_spec).compile().memory_analysis()
+      gib = 1024 ** 3
+      values["step_memory_gb"] = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes +
+                                  m.temp_size_in_bytes) / gib
+      values["step_temp_gb"] = m.temp_size_in_bytes / gib
+    except Exception as e:  # noqa: BLE001 -- a backend without memory analysis: the share alone
+      log.debug("no memory analysis of the step: %s", e)
+    trainer.write(step, values)
+
+
 class Suites(Hook):
   """The generation suites of config.eval on the live params, before the first step, every config.eval.every
   steps and after the last; their metrics as eval/SUITE/METRIC lines, their outputs in trainer.summary['evals'],
@@ -129,7 +159,7 @@ class Suites(Hook):
     tasks = os.path.join(run.files, "tasks")
     self.evaluator = LiveEvaluator(run.config.eval, tasks if os.path.isdir(tasks) else None, run.model_config,
                                    run.tokenizer, run.frozen, run.config.data.chat_template or None,
-                                   distributed.primary(), base_answers_file(run))
+                                   distributed.primary(), base_answers_file(run), run.reference)
     trainer.summary["evals"] = {}
     if self.evaluator.suites and trainer.step == 0:
       started = time.time()
@@ -153,18 +183,16 @@ class Suites(Hook):
 
 
 def base_answers_file(run) -> str | None:
-  """config.eval.base_cache/answers-FINGERPRINT.jsonl: the base's answers, shared by the runs whose base model,
-  weights' dtype and model shape are the same (an experiment's arms); None when the key is empty or on processes
-  other than the first."""
+  """config.eval.base_cache/answers-FINGERPRINT.jsonl: the base's answers, shared by the runs whose base weights
+  (their sha256), dtype and model shape are the same (an experiment's arms); None when the key is empty or on
+  processes other than the first."""
   import hashlib
   import json
   folder = run.config.eval.get("base_cache", "")
   if not folder or not distributed.primary():
     return None
-  model = run.config.model
-  stat = os.stat(model) if isinstance(model, str) and os.path.isfile(model) else None
-  identity = json.dumps([model, stat.st_size if stat else None, stat.st_mtime_ns if stat else None,
-                         run.config.base_dtype, repr(run.model_config.replace(lora=None))])
+  weights = run.base.get("weights_sha256") or run.base.get("path")
+  identity = json.dumps([weights, run.config.base_dtype, repr(run.model_config.replace(lora=None))])
   return os.path.join(folder, f"answers-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.jsonl")
 
 
@@ -249,5 +277,5 @@ class Plot(Hook):
 
 
 def default_hooks(config) -> list[Hook]:
-  return [Log(config.log_every), Suites(config.eval.every), Validation(config.eval_every), Checkpoint(), Plot(),
-          Sync()]
+  return [Log(config.log_every), Footprint(), Suites(config.eval.every), Validation(config.eval_every), Checkpoint(),
+          Plot(), Sync()]

@@ -42,7 +42,7 @@ class Trainer:
     self.checkpointer = Checkpointer(run.workdir, run.config.keep_checkpoints, run.config.keep_best)
     self.summary = {"trainable_params": run.trainable_count, "total_params": run.total_count}
     self.timings: dict[str, float] = {}
-    self.best_eval = self.improved_at = self.saved_at = self.writer = None
+    self.best_eval = self.improved_at = self.saved_at = self.writer = self.batch_spec = None
     self.step = self.start = 0
 
   @property
@@ -58,7 +58,10 @@ class Trainer:
       self.timings["loop_started"], self.timings["loop_started_at"] = time.perf_counter(), time.time()
       pending = None  # this step's metrics on the device, fetched when a hook needs them or one step later
       while self.step < self.config.steps and not self.stopping:
-        self.run.state, metrics = self.run.train_step(self.run.state, self.run.frozen, self.run.next_batch())
+        batch = self.run.next_batch()
+        if self.batch_spec is None:  # the batch's shapes, for what inspects the compiled step (hooks.Footprint)
+          self.batch_spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), batch)
+        self.run.state, metrics = self.run.train_step(self.run.state, self.run.frozen, batch)
         self.step += 1
         if pending is not None:
           pending.values()  # the previous step's, while this one runs: a NaN stops the run one step late at most

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from itjax.data import dataset
+from itjax.data import augment, dataset
 from itjax.data.pipeline import Pipeline
 from itjax.errors import UserError
 from itjax.interop.checkpoint import weights_sha256
@@ -55,6 +55,9 @@ class Run:
   base: dict  # {'path', 'weights_sha256'}
   report: object  # what the data files held, used, skipped and cut
   flops_per_token: float
+  # Full fine-tuning whose evaluations compare with the base: the base's params as loaded (the trainable params move
+  # away from them); None otherwise (under LoRA the base is the frozen params with the adapters off).
+  reference: dict | None = None
 
   @property
   def trainable_count(self) -> int:
@@ -106,8 +109,15 @@ def eval_batches(config: ml_collections.ConfigDict, spec: str, tokenizer) -> lis
 def load_data(config: ml_collections.ConfigDict, files: str, tokenizer) -> tuple[Pipeline, list, object]:
   """(the training pipeline, the validation batches, the data report) from data.train and data.validation."""
   drop = tuple(t.strip() for t in config.data.drop_types.split(",") if t.strip())
+  d = config.data
+  augmenter = augment.Augmenter(augment.check(d.augment, d.augment_rate), d.augment_rate, d.augment_seed)
   sources, report = dataset.load_sources(config_lib.data_paths(config, "train", files), tokenizer,
-                                         data_options(config), drop)
+                                         data_options(config), drop, augmenter if d.augment else None)
+  if d.augment:
+    log.info("data.augment: %s", augmenter.summary())
+    if not augmenter.counts["task records"]:
+      raise UserError("config.data.augment: data.train has no task records to perturb (records with a 'verifier', "
+                      "as itjax make-tasks or config.tasks writes them)")
   anchored = config_lib.anchor_files(config, files)
   for source in sources:
     source.anchor = os.path.normpath(source.name) in anchored
@@ -219,6 +229,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str, model=None, data: lis
   flops = metrics_lib.train_flops_per_token(mcfg, param_shapes(mcfg), set(lora_lib.flatten(trainable)),
                                             config.max_len)
   base = {"path": os.path.abspath(model.source), "weights_sha256": weights_sha256(model.source)}
+  reference = None  # a host copy: the trainable params are donated to each step, whatever buffers they share
+  if mcfg.lora is None and _compares_with_base(config):
+    reference = jax.tree.map(lambda x: np.array(x, copy=True), model.params)
   return Run(config, workdir, files, mcfg, model.tokenizer, steps["state"], frozen, steps["train_step"],
              steps["eval_step"], pipeline, validation, mesh, steps["batch_sharding"], steps["eval_sharding"], base,
-             report, flops)
+             report, flops, reference)
+
+
+def _compares_with_base(config: ml_collections.ConfigDict) -> bool:
+  from itjax.evals import registry
+  return any("base" in registry.get(name).live_roles for name in config.eval.suites)
