@@ -21,6 +21,8 @@ answers with the base too, which the others read back).
 The pod variant (`:pod`, VARIANTS below) is the same design for Llama-3.1-8B-Instruct on a TPU slice.
 """
 
+from itjax.data.tasks import TYPES  # every operation and constraint: accuracy per type
+
 CONFIG = "configs/smollm2_135m_lora.py"
 _DROPPED = "arithmetic,date_add,paragraphs,sort_numbers,sort_words"  # the demo config's: not learned at 135M
 COMMON = {"tasks.eval_phrasings": "all", "tasks.phrasings": "all",
@@ -36,7 +38,7 @@ SEEDS = {"instructions": (0, 1, 2), "one_phrasing": (0, 1, 2), "task_names": (0,
 CONTROL = "instructions"
 METRICS = ("tasks/seen", "tasks/heldout", "tasks/seen_answered", "tasks/heldout_answered", "tasks/hack_rate",
            "tasks/non_answer_rate", "forgetting/non_answer_rate", "judge/win_rate", "judge/loss_rate",
-           "forgetting/retention", "forgetting/kl_general")
+           "forgetting/retention", "forgetting/kl_general", *(f"tasks/type/{t}" for t in TYPES))
 PLOT = ("tasks/seen", "tasks/heldout", "forgetting/non_answer_rate", "judge/win_rate")
 
 # Llama-3.1-8B-Instruct on a 16-chip TPU slice: the same arms on 20,000 generated tasks, larger evaluation sets.

@@ -204,23 +204,24 @@ def _markdown(experiment: Experiment, cells: dict, done: dict, changed: dict, me
         f"Control arm: **{control}**. Each cell: the mean over the arm's seeds [95% interval]; the difference to the "
         "control pairs seeds by number and examples by item (itjax/sweep/stats.py: examples bootstrapped, seeds "
         "by Student's t; p: two-sided, from the same bootstrap).", "",
-        "## Arms", "", "| arm | seeds | changes | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 3)]
+        "## Arms", ""]
   arms = [*experiment.arms, *([BASE] if BASE in cells else [])]
-  for arm in arms:
-    seeds = len(done.get(arm, [])) if arm != BASE else ""
-    what = ("(control)" if arm == control else ", ".join(
-        f"{k}={flag_value(experiment.arms[arm].get(k))}" for k in changed.get(arm, []))) if arm != BASE else ""
-    md.append(f"| {arm} | {seeds} | {what} | " + " | ".join(_cell(cells[arm].get(m)) for m in metrics) + " |")
-  md += ["", f"## Difference to {control}", "", "| arm | " + " | ".join(metrics) + " |",
-         "|" + "---|" * (len(metrics) + 1)]
   for arm in experiment.arms:
-    if arm == control:
-      continue
+    what = "the control" if arm == control else ", ".join(
+        f"{k}={flag_value(_value(experiment, arm, k))}" for k in changed.get(arm, [])) or "nothing"
+    md.append(f"- **{arm}** ({len(done.get(arm, []))} seeds finished): {what}")
+  md += ["", "## Mean over seeds [95% interval]", "", "| metric | " + " | ".join(arms) + " |",
+         "|" + "---|" * (len(arms) + 1)]
+  md += [f"| {m} | " + " | ".join(_cell(cells[arm].get(m)) for arm in arms) + " |" for m in metrics]
+  others = [arm for arm in experiment.arms if arm != control]
+  md += ["", f"## Difference to {control} [95% interval], p", "", "| metric | " + " | ".join(others) + " |",
+         "|" + "---|" * (len(others) + 1)]
+  for m in metrics:
     row = []
-    for m in metrics:
+    for arm in others:
       d = cells[arm].get(m + "_diff")
-      row.append(f"{_cell(d)} p={_p(d.p)}" if d is not None and d.p is not None else _cell(d))
-    md.append(f"| {arm} | " + " | ".join(row) + " |")
+      row.append(f"{_cell(d)}, p={_p(d.p)}" if d is not None and d.p is not None else _cell(d))
+    md.append(f"| {m} | " + " | ".join(row) + " |")
   md += ["", "## What each interval is over", ""]
   for m in metrics:
     overs = sorted({c.over for arm in experiment.arms if (c := cells[arm].get(m)) is not None})
