@@ -209,7 +209,8 @@ def _markdown(experiment: Experiment, cells: dict, done: dict, changed: dict, me
   for arm in experiment.arms:
     what = "the control" if arm == control else ", ".join(
         f"{k}={flag_value(_value(experiment, arm, k))}" for k in changed.get(arm, [])) or "nothing"
-    md.append(f"- **{arm}** ({len(done.get(arm, []))} seeds finished): {what}")
+    n = len(done.get(arm, []))
+    md.append(f"- **{arm}** ({n} seed{'' if n == 1 else 's'} finished): {what}")
   md += ["", "## Mean over seeds [95% interval]", "", "| metric | " + " | ".join(arms) + " |",
          "|" + "---|" * (len(arms) + 1)]
   md += [f"| {m} | " + " | ".join(_cell(cells[arm].get(m)) for arm in arms) + " |" for m in metrics]
