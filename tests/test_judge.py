@@ -345,12 +345,16 @@ def test_eval_runs_the_judge_suite_in_both_modes(tiny_hf_dir, other_tiny_dir, tm
   assert any("verdicts" in r for r in rows)  # the answers differ, so the judge was asked
 
 
-def test_the_judge_runs_inside_training_against_the_frozen_base(tiny_hf_dir):
+def test_the_judge_runs_inside_training_against_the_frozen_base(tiny_hf_dir, monkeypatch):
   """config.eval.suites = ('judge',) on live LoRA params: with the adapters at zero the model is its base, whose
   answers it takes (every prompt a tie); the base's answers and their relevance are kept for the next evaluation."""
   tiny = _tiny_subject(tiny_hf_dir)
   evaluator, trainable = live_lora_evaluator(tiny, suites=("judge",), subset=2, max_new_tokens=4)
+  scored, real = [], judge.relevance
+  monkeypatch.setattr(judge, "relevance", lambda subject, prompts, answers, desc=None: scored.append(
+      len(answers)) or real(subject, prompts, answers, desc))
   first = evaluator(trainable, tiny.params)["judge"]
+  assert scored == [2]  # the model's answers are the base's: each scored once
   m = first.metrics
   assert (m["tie_rate"], m["n_prompts"]) == (100.0, 2.0)
   assert [r["relevance"] for r in first.rows] == [r["base_relevance"] for r in first.rows]

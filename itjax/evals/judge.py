@@ -243,13 +243,16 @@ def _relevance_outputs(model_answers: list[str], kept: dict | None, judge: Subje
   prompts = records.prompts
   desc = "judge (relevance)" if settings.progress else None
   scored = kept["relevance"].get(judge_key) if kept is not None and judge_key else None
+  same = kept is not None and list(model_answers) == list(kept["answers"])  # before training: scored once
   if kept is None or scored is not None:
-    mine = relevance(judge, prompts, model_answers, desc)
+    mine = scored if same else relevance(judge, prompts, model_answers, desc)
+  elif same:
+    mine = scored = relevance(judge, prompts, model_answers, desc)
   else:
     both = relevance(judge, prompts + prompts, model_answers + kept["answers"], desc)
     mine, scored = both[:len(prompts)], both[len(prompts):]
-    if judge_key:
-      kept["relevance"][judge_key] = scored
+  if kept is not None and judge_key:
+    kept["relevance"][judge_key] = scored
   rows = [{"prompt": p, "response": a, "relevance": r} for p, a, r in zip(prompts, model_answers, mine)]
   metrics = {"relevance": sum(mine) / len(mine), "n_prompts": float(len(prompts))}
   if kept is None:
