@@ -271,14 +271,15 @@ def test_adapters_count_as_zero_only_when_every_lora_b_is_and_nothing_else_train
 
 
 def test_runs_of_one_base_answer_with_it_once(tiny, tmp_path, monkeypatch):
-  """config.eval.base_cache: a second run of the same base evaluates before its first step without generating, to
-  the same figures and verdicts; after training only the model answers (the base's answers are read back)."""
+  """config.eval.base_cache: a second run of the same base evaluates before its first step without generating or
+  judging, to the same figures and verdicts; after training only the model answers (the base's answers and their
+  relevance are read back)."""
   import jax
   from itjax.data.tasks import write_splits
   from conftest import live_lora_evaluator
   write_splits(str(tmp_path / "tasks"), 20, 0)
   (tmp_path / "prose.txt").write_text(PROSE)
-  keys = dict(suites=("tasks", "forgetting"), limit=2, subset=2, n_probes=3, n_general=3,
+  keys = dict(suites=("tasks", "forgetting", "judge"), limit=2, subset=2, n_probes=3, n_general=3,
               max_new_tokens=4, text=str(tmp_path / "prose.txt"))
   cache = str(tmp_path / "base" / "answers.jsonl")
   asked = []
@@ -289,13 +290,19 @@ def test_runs_of_one_base_answer_with_it_once(tiny, tmp_path, monkeypatch):
   before = first(trainable, tiny.params, at_start=True)
   assert asked and os.path.exists(cache)
   asked.clear()
+  from itjax.evals import judge
+  judged = []
+  monkeypatch.setattr(judge, "relevance", lambda *a, **k: judged.append(a) or pytest.fail("judged again"))
   second, _ = live_lora_evaluator(tiny, str(tmp_path / "tasks"), cache, **keys)
   again = second(trainable, tiny.params, at_start=True)
-  assert asked == []  # the base answered in the first run
+  assert asked == [] and judged == []  # the base answered, and was judged, in the first run
   for suite, output in before.items():
     assert again[suite].metrics == output.metrics, suite
     assert [r["scores"] for r in again[suite].rows] == [r["scores"] for r in output.rows]
+  monkeypatch.undo()
   trained = jax.tree.map(lambda x: x + 0.05, trainable)
+  monkeypatch.setattr(Subject, "_generate", lambda self, prompts, *a, **k: asked.append(
+      (self.label, len(prompts))) or real(self, prompts, *a, **k))
   second(trained, tiny.params)
   assert asked and {label for label, _ in asked} == {"model"}
 

@@ -321,6 +321,20 @@ class Judge(Suite):
       prompts = list(GENERAL_PROMPTS[:given.n_general or sources.subset or None])
     return Records(prompts, mode, judge, template)
 
+  def base_state(self, base: Subject):
+    """The base's answers and their relevance under the base as judge (another judge is a model path, whose file
+    may change: not kept)."""
+    kept = base.cache.get("judge")
+    if not kept or "base" not in kept.get("relevance", {}):
+      return None
+    prompts, max_new_tokens = kept["key"]
+    return {"prompts": list(prompts), "max_new_tokens": max_new_tokens, "answers": list(kept["answers"]),
+            "relevance": list(kept["relevance"]["base"])}
+
+  def restore_base_state(self, base: Subject, state) -> None:
+    base.cache["judge"] = {"key": (tuple(state["prompts"]), state["max_new_tokens"]),
+                           "answers": list(state["answers"]), "relevance": {"base": list(state["relevance"])}}
+
   def itemize(self, output: SuiteOutput) -> None:
     """A prompt's outcome against the base (win_rate, loss_rate, tie_rate) and its relevance."""
     for r in output.rows:

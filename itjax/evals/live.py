@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 
@@ -72,8 +74,12 @@ class LiveEvaluator:
     self.base_answers_path = base_answers
     self.base_answers = read_answers(base_answers) if base_answers else {}
     self._saved = len(self.base_answers)
+    self._states = read_states(base_answers) if base_answers and "base" in self.subjects else {}
     if "base" in self.subjects:
       self.subjects["base"].cache["answers"] = self.base_answers
+      for name, state in self._states.items():
+        if name in self.suites:
+          self.suites[name][0].restore_base_state(self.subjects["base"], state)
 
   def __call__(self, trainable: dict, frozen: dict, at_start: bool = False) -> dict[str, SuiteOutput]:
     """{suite: the model's SuiteOutput} for the params as they are now (trainable joined with frozen), its rows
@@ -93,14 +99,44 @@ class LiveEvaluator:
     if self.base_answers_path and len(self.base_answers) > self._saved:
       write_answers(self.base_answers_path, self.base_answers)
       self._saved = len(self.base_answers)
+    self._keep_states()
     return outputs
+
+  def _keep_states(self) -> None:
+    """The suites' base states (Suite.base_state) beside the base's answers, when they changed."""
+    if not self.base_answers_path or "base" not in self.subjects:
+      return
+    states = {**self._states}
+    for name, (suite, _) in self.suites.items():
+      state = suite.base_state(self.subjects["base"])
+      if state is not None:
+        states[name] = state
+    if states != self._states:
+      from itjax.io import atomic
+      atomic.write_json(_states_path(self.base_answers_path), states)
+      self._states = states
+
+
+def _states_path(answers_path: str) -> str:
+  folder, name = os.path.split(answers_path)
+  return os.path.join(folder, name.replace("answers-", "states-", 1).replace(".jsonl", ".json"))
+
+
+def read_states(answers_path: str) -> dict:
+  """{suite: its base state} kept beside the base's answers; {} when there is none or it does not read."""
+  import json
+  try:
+    with open(_states_path(answers_path), encoding="utf-8") as f:
+      states = json.load(f)
+    return states if isinstance(states, dict) else {}
+  except (OSError, ValueError):
+    return {}
 
 
 def read_answers(path: str) -> dict:
   """The base's answers kept in `path` ({(prompt ids, max_new_tokens, seed): Generated}); {} when there is none or
   it does not read (it is a cache: the answers are generated again)."""
   import json
-  import os
 
   from itjax.model.generate import Generated
   if not os.path.exists(path):
@@ -118,7 +154,6 @@ def read_answers(path: str) -> dict:
 
 def write_answers(path: str, answers: dict) -> None:
   import json
-  import os
 
   from itjax.io import atomic
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

@@ -104,6 +104,14 @@ class Suite:
     """One subject's output: what a suite that scores each subject alone implements."""
     raise NotImplementedError(f"the {self.name} suite implements neither answer nor evaluate")
 
+  def base_state(self, base: Subject):
+    """What this suite computed from the base subject and keeps with it (JSON-serialisable), for runs of the same
+    base to read back (config.eval.base_cache); None: nothing worth keeping."""
+    return None
+
+  def restore_base_state(self, base: Subject, state) -> None:
+    """Puts back what `base_state` returned (for the same base)."""
+
   def itemize(self, output: SuiteOutput) -> None:
     """Gives each row of `output` its `item` key and `scores` (itjax.evals.items), the per-example verdicts that
     compare runs item by item; by default rows get none (the suite's figures get intervals over seeds only)."""
