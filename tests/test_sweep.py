@@ -44,12 +44,14 @@ def test_arms_over_seeds_run_skip_report_failures_and_get_intervals_and_paired_t
   """2 arms x 2 seeds of the tiny config and a broken arm: runs ARM/seedN, the broken one reported without stopping
   the others, per-example verdicts kept by training, summary.csv with each metric's interval and the paired
   difference to the control, the arm changing two keys named; run again, finished runs are skipped."""
-  runs = ('{"broken": {"data.validation": "no/such/file.jsonl"}, "r2": {"lora.rank": 2}, '
-          '"r4": {"lora.rank": 4, "learning_rate": 1e-2}}')
+  # The arms differ in data only, so every run's steps compile to the same programs (one compilation, cached).
+  runs = ('{"broken": {"data.validation": "no/such/file.jsonl"}, "r2": {}, '
+          '"r4": {"tasks.phrasings": "all", "data.augment": ["case"]}}')
   path = _tiny(tmp_path, tiny_hf_dir, runs,
                'SEEDS = {"broken": (0,), "r2": (0, 1), "r4": (0, 1)}; CONTROL = "r2"; '
                'METRICS = ("tasks/all", "tasks/seen", "eval_loss"); '
-               'COMMON.update({"eval.suites": ("tasks",), "eval.limit": 6, "eval.max_new_tokens": 4})')
+               'COMMON.update({"eval.suites": ("tasks",), "eval.limit": 6, "eval.max_new_tokens": 4, '
+               '"tasks.eval_phrasings": "one"})')
   done = _sweep(tmp_path, path, "--runs_dir", "out")
   assert done.returncode == 1, done.stdout + done.stderr
   assert "broken/seed0: FAILED in train (exit 1): itjax train: error:" in done.stdout, done.stdout
@@ -75,7 +77,7 @@ def test_arms_over_seeds_run_skip_report_failures_and_get_intervals_and_paired_t
   assert float(r4["tasks/all_lo"]) <= float(r4["tasks/all"]) <= float(r4["tasks/all_hi"])
   assert float(r4["eval_loss_diff_lo"]) <= float(r4["eval_loss_diff"]) <= float(r4["eval_loss_diff_hi"])
   assert 0 < float(r4["tasks/all_p"]) <= 1 and rows["r2"]["tasks/all_diff"] == ""
-  assert rows["r2"]["learning_rate"] == "0.005" and rows["r4"]["learning_rate"] == "0.01"
+  assert rows["r2"]["tasks.phrasings"] == "one" and rows["r4"]["tasks.phrasings"] == "all"
   with open(root / "runs.csv") as f:
     per_run = list(csv.DictReader(f))
   assert [(r["arm"], r["seed"], r["status"]) for r in per_run] == [
@@ -87,7 +89,7 @@ def test_arms_over_seeds_run_skip_report_failures_and_get_intervals_and_paired_t
   mean = sum(float(r["eval_loss"]) for r in per_run[2::2]) / 2
   assert float(r4["eval_loss"]) == pytest.approx(mean, rel=1e-3)
   md = (root / "summary.md").read_text()
-  assert "r4: learning_rate, lora.rank" in md  # changes two keys: said
+  assert "r4: data.augment, tasks.phrasings" in md  # changes two keys: said
   assert "- eval_loss: seeds; intervals over seeds only" in md and "- tasks/all: seeds and examples" in md
   assert (root / "summary.png").read_bytes()[:4] == b"\x89PNG"
   marker = json.loads((root / "r4" / "seed1" / "sweep.json").read_text())
