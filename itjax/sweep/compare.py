@@ -104,10 +104,15 @@ def intervals(experiment: Experiment, rows: list[dict], base: dict, base_items: 
   return result
 
 
-def _num(value) -> str:
+def _num(value, digits: int = 4) -> str:
   if value is None:
     return ""
-  return f"{value:.4g}"
+  return f"{value:.{digits}g}"
+
+
+def _exact(value) -> str:
+  """A figure as the CSV files hold it: enough digits to be checked against a rerun."""
+  return _num(value, 8)
 
 
 def _p(value) -> str:
@@ -144,14 +149,15 @@ def write(experiment: Experiment, runs_dir: str, rows: list[dict], base: dict, m
     line = [arm, seeds, *[flag_value(_value(experiment, arm, k)) if arm != BASE else "" for k in keys]]
     for m in metrics:
       a, d = cells[arm].get(m), cells[arm].get(m + "_diff")
-      line += [_num(a.value) if a else "", _num(a.lo) if a else "", _num(a.hi) if a else "",
-               _num(d.value) if d else "", _num(d.lo) if d else "", _num(d.hi) if d else "", _num(d.p) if d else ""]
+      line += [_exact(a.value) if a else "", _exact(a.lo) if a else "", _exact(a.hi) if a else "",
+               _exact(d.value) if d else "", _exact(d.lo) if d else "", _exact(d.hi) if d else "",
+               _exact(d.p) if d else ""]
     table.append(line)
   _write_csv(out / "summary.csv", [header, *table])
   run_header = ["run", "arm", "seed", "status", *metrics, "wall_min", "cpu_min", "step_s"]
   _write_csv(out / "runs.csv", [run_header] + [
       [r["run"], experiment.arm_of(r["run"]), r["overrides"].get("seed"), r["status"],
-       *[_num(r["figures"].get(m)) if isinstance(r["figures"].get(m), (int, float)) else "" for m in metrics],
+       *[_exact(r["figures"].get(m)) if isinstance(r["figures"].get(m), (int, float)) else "" for m in metrics],
        _num(r["wall_s"] / 60) if r.get("wall_s") else "", _num(r["cpu_s"] / 60) if r.get("cpu_s") else "",
        _num(r["figures"].get("step_s"))] for r in rows])
   md = _markdown(experiment, cells, done, changed, metrics)
