@@ -164,6 +164,9 @@ def write(experiment: Experiment, runs_dir: str, rows: list[dict], base: dict, m
   cpu = sum(r.get("cpu_s") or 0.0 for r in rows)
   wall = sum(r.get("wall_s") or 0.0 for r in rows)
   md += f"\nTime: {wall / 3600:.2f} h of runs, {cpu / 3600:.2f} CPU hours (training and evaluation, all runs).\n"
+  finished = sorted(r["finished"] for r in rows if r.get("finished"))
+  if finished:
+    md += f"Runs finished between {finished[0]} and {finished[-1]} UTC.\n"
   where = sorted({(w.get("commit", "?"), w.get("cpu", "?"), w.get("cores", "?"))
                   for r in rows if (w := r.get("where"))})
   if where:
@@ -205,8 +208,8 @@ def _cell(i: stats.Interval | None) -> str:
 def _markdown(experiment: Experiment, cells: dict, done: dict, changed: dict, metrics: tuple[str, ...]) -> str:
   common = " ".join(f"{k}={flag_value(v)}" for k, v in experiment.common.items())
   control = experiment.control
-  md = [f"# {experiment.name}", "",
-        f"`{experiment.spec}`: {experiment.config}" + (f" with {common}" if common else ""), "",
+  md = [f"# {experiment.name}", "", f"    itjax sweep {experiment.spec}", "",
+        f"Base config {experiment.config}" + (f" with {common}" if common else ""), "",
         f"Control arm: **{control}**. Each cell: the mean over the arm's seeds [95% interval]; the difference to the "
         "control pairs seeds by number and examples by item (itjax/sweep/stats.py: examples bootstrapped, seeds "
         "by Student's t; p: two-sided, from the same bootstrap).", "",

@@ -77,7 +77,8 @@ def collect(experiment: Experiment, runs_dir: str) -> tuple[list[dict], dict]:
     base = base or {**trained_base, **evaluated_base}
     rows.append({"run": run, "status": marker.get("status", "not run"), "overrides": experiment.overrides(run),
                  "wall_s": marker.get("wall_s"), "cpu_s": marker.get("cpu_s"), "figures": {**trained, **model},
-                 "where": {k: marker[k] for k in ("commit", "cpu", "cores") if marker.get(k)}})
+                 "where": {k: marker[k] for k in ("commit", "cpu", "cores") if marker.get(k)},
+                 "finished": marker.get("finished")})
   return rows, base
 
 

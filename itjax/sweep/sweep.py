@@ -139,7 +139,8 @@ def _run_one(experiment: Experiment, run: str, workdir: str) -> dict:
     upload(local, workdir)
     shutil.rmtree(local, ignore_errors=True)
   marker = {"status": status, "run": run, "overrides": experiment.overrides(run),
-            "wall_s": round(time.time() - started, 1), "cpu_s": round(cpu_s, 1), **provenance()}
+            "wall_s": round(time.time() - started, 1), "cpu_s": round(cpu_s, 1),
+            "finished": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), **provenance()}
   if status == "failed":
     marker.update(failed=command, exit_code=rc, error=_last_error(log_path))
   write_marker(workdir, marker)
