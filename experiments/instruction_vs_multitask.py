@@ -40,6 +40,7 @@ METRICS = ("tasks/seen", "tasks/heldout", "tasks/seen_answered", "tasks/heldout_
            "tasks/non_answer_rate", "forgetting/non_answer_rate", "judge/win_rate", "judge/loss_rate",
            "forgetting/retention", "forgetting/kl_general", *(f"tasks/type/{t}" for t in TYPES))
 PLOT = ("tasks/seen", "tasks/heldout", "forgetting/non_answer_rate", "judge/win_rate")
+SCATTER = ("tasks/seen", "tasks/heldout")  # specialising: seen types up, held-out types not
 
 # Llama-3.1-8B-Instruct on a 16-chip TPU slice: the same arms on 20,000 generated tasks, larger evaluation sets.
 VARIANTS = {"pod": {

@@ -33,6 +33,7 @@ METRICS = ("tasks/seen", "tasks/heldout", "tasks/seen_answered", "tasks/hack_rat
            "forgetting/non_answer_rate", "judge/win_rate", "trainable_share", "step_s", "step_memory_gb")
 PLOT = ("tasks/seen", "tasks/heldout", "forgetting/kl_general", "forgetting/retention", "trainable_share",
         "step_memory_gb")
+SCATTER = (("forgetting/kl_general", "tasks/seen"), ("forgetting/retention", "tasks/heldout"))  # gain vs. cost
 
 # Llama-3.1-8B-Instruct on a 16-chip TPU slice (FSDP over the chips holds full fine-tuning's state too): the same
 # arms on 20,000 generated tasks.

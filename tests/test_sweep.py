@@ -49,7 +49,7 @@ def test_arms_over_seeds_run_skip_report_failures_and_get_intervals_and_paired_t
           '"r4": {"tasks.phrasings": "all", "data.augment": ["case"]}}')
   path = _tiny(tmp_path, tiny_hf_dir, runs,
                'SEEDS = {"broken": (0,), "r2": (0, 1), "r4": (0, 1)}; CONTROL = "r2"; '
-               'METRICS = ("tasks/all", "tasks/seen", "eval_loss"); '
+               'METRICS = ("tasks/all", "tasks/seen", "eval_loss"); SCATTER = ("eval_loss", "tasks/all"); '
                'COMMON.update({"eval.suites": ("tasks",), "eval.limit": 6, "eval.max_new_tokens": 4, '
                '"tasks.eval_phrasings": "one"})')
   done = _sweep(tmp_path, path, "--runs_dir", "out")
@@ -91,7 +91,7 @@ def test_arms_over_seeds_run_skip_report_failures_and_get_intervals_and_paired_t
   md = (root / "summary.md").read_text()
   assert "r4: data.augment, tasks.phrasings" in md  # changes two keys: said
   assert "- eval_loss: seeds; intervals over seeds only" in md and "- tasks/all: seeds and examples" in md
-  assert (root / "summary.png").read_bytes()[:4] == b"\x89PNG"
+  assert (root / "summary.png").read_bytes()[:4] == (root / "summary_scatter.png").read_bytes()[:4] == b"\x89PNG"
   marker = json.loads((root / "r4" / "seed1" / "sweep.json").read_text())
   assert 0 < marker["cpu_s"] and (root / "_base").is_dir()  # CPU time; the base's answers kept for all runs
   assert marker["cores"] >= 1 and "CPU hours" in md and "Ran at commit" in md
@@ -184,6 +184,7 @@ def _main(path, **kw):
      "CONTROL 'c' is not an arm of RUNS; its arms: a, b"),
     (f"CONFIG = {TINY!r}\nRUNS = {{'a': {{'seed': 3}}}}\nSEEDS = (0, 1)\n", "run 'a' sets 'seed'"),
     (f"CONFIG = {TINY!r}\nRUNS = {{'a': {{}}}}\nSEEDS = (0, 0)\n", "SEEDS of 'a' must be distinct integers"),
+    (f"CONFIG = {TINY!r}\nRUNS = {{'a': {{}}}}\nSCATTER = ('x', 'y', 'z')\n", "SCATTER must be a pair"),
 ])
 def test_bad_experiment_files_name_the_file_and_what_is_wrong(tmp_path, body, message):
   path = _experiment(tmp_path, body)

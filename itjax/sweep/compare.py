@@ -176,6 +176,8 @@ def write(experiment: Experiment, runs_dir: str, rows: list[dict], base: dict, m
   plotted = experiment.plot or tuple(metrics[:4])
   if _plot(out / "summary.png", experiment, cells, plotted):
     paths.append(os.fspath(out / "summary.png"))
+  if experiment.scatter and _scatter(out / "summary_scatter.png", experiment, cells):
+    paths.append(os.fspath(out / "summary_scatter.png"))
   return paths
 
 
@@ -270,6 +272,38 @@ def _plot(path, experiment: Experiment, cells: dict, metrics: tuple[str, ...]) -
     ax.set_xlim(-0.5, len(arms) - 0.5)
     ax.set_title(metric, fontsize=9)
   fig.suptitle(f"{experiment.name}: mean over seeds, 95% interval (control: {experiment.control})", fontsize=9)
+  fig.tight_layout()
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=110)
+  plt.close(fig)
+  epath.Path(path).write_bytes(buffer.getvalue())
+  return True
+
+
+def _scatter(path, experiment: Experiment, cells: dict) -> bool:
+  """Per (X, Y) pair of SCATTER, each arm at its means with both 95% intervals, and the base where it has both."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  pairs = [(x, y) for x, y in experiment.scatter
+           if any(cells[a].get(x) is not None and cells[a].get(y) is not None for a in experiment.arms)]
+  if not pairs:
+    return False
+  fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 4.4), squeeze=False)
+  for ax, (x, y) in zip(axes[0], pairs):
+    for arm in [*experiment.arms, BASE]:
+      cx, cy = cells.get(arm, {}).get(x), cells.get(arm, {}).get(y)
+      if cx is None or cy is None:
+        continue
+      err = lambda c: [[c.value - c.lo], [c.hi - c.value]] if c.lo is not None else None  # noqa: E731
+      color = "black" if arm == BASE else "tab:orange" if arm == experiment.control else "tab:blue"
+      ax.errorbar([cx.value], [cy.value], xerr=err(cx), yerr=err(cy), fmt="s" if arm == BASE else "o",
+                  color=color, capsize=3)
+      ax.annotate(arm, (cx.value, cy.value), textcoords="offset points", xytext=(5, 5), fontsize=7)
+    ax.set_xlabel(x, fontsize=9)
+    ax.set_ylabel(y, fontsize=9)
+    ax.grid(alpha=0.3)
+  fig.suptitle(f"{experiment.name}: arms' means, 95% intervals (control: {experiment.control})", fontsize=9)
   fig.tight_layout()
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png", dpi=110)

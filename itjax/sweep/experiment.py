@@ -36,6 +36,7 @@ class Experiment:
   seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)  # {arm: its seeds}
   control: str | None = None
   variant: str = ""  # FILE.py:VARIANT
+  scatter: tuple[tuple[str, str], ...] = ()  # (X, Y) metric pairs drawn arm by arm with both intervals
 
   @property
   def spec(self) -> str:
@@ -94,12 +95,17 @@ def load(path: str) -> Experiment:
   unknown = [m for m in plot if metrics and m not in metrics]
   if unknown:
     raise UserError(f"{path}: PLOT names {', '.join(unknown)}, which METRICS does not hold")
+  scatter = getattr(module, "SCATTER", ()) or ()
+  scatter = (tuple(scatter),) if len(scatter) == 2 and all(isinstance(m, str) for m in scatter) else tuple(
+      tuple(pair) for pair in scatter)
+  if any(len(pair) != 2 for pair in scatter):
+    raise UserError(f"{path}: SCATTER must be a pair of metrics (X, Y) or a tuple of such pairs")
   arms, seeds, control = _arms(module, path, runs)
   if arms:  # seed by seed, so that a sweep stopped halfway has every arm of the seeds it finished
     order = sorted({s for values in seeds.values() for s in values})
     runs = {f"{arm}/seed{seed}": {**arms[arm], "seed": seed} for seed in order for arm in arms if seed in seeds[arm]}
   experiment = Experiment(path, name, _config_path(config, path), dict(common), dict(runs), evals, metrics, plot,
-                          arms, seeds, control, arg)
+                          arms, seeds, control, arg, scatter)
   base = base_config(experiment)
   for run in runs:
     apply_overrides(base, experiment.overrides(run), f"{path}: run {run!r}")

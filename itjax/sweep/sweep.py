@@ -13,6 +13,8 @@ An experiment file is a Python file with these names (see experiments/; experime
            their step-0 figures as the base's; without either, the summary has the final validation loss)
   METRICS  the summary's columns (optional): 'eval_loss', 'loss', 'SUITE/METRIC' of the evaluation
   PLOT     the metrics drawn in summary.png, one panel each (optional: the first four of METRICS)
+  SCATTER  (optional, with SEEDS) (X, Y) or ((X, Y), ...): summary_scatter.png draws each arm at (X, Y) with both
+           intervals, e.g. task gain against forgetting
   VARIANTS (optional) {VARIANT: {NAME: value}}: `itjax sweep FILE.py:VARIANT` takes these names in place of the
            file's (a pod-scale CONFIG and COMMON, say); its runs go to RUNS_DIR/NAME_VARIANT
 
