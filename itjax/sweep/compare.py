@@ -12,9 +12,6 @@ the sweep's `itjax eval`).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 
 from etils import epath
@@ -22,6 +19,7 @@ from etils import epath
 from itjax.evals import items as items_lib
 from itjax.sweep import stats
 from itjax.sweep.experiment import Experiment, flag_value, run_dir
+from itjax.sweep.report import json_lines, save_png, write_csv
 
 COLUMNS = ("", "_lo", "_hi", "_diff", "_diff_lo", "_diff_hi", "_p")
 BASE = "(base)"
@@ -30,15 +28,7 @@ BASE = "(base)"
 def _rows_of(path: epath.Path, subject: str | None = None) -> list[dict]:
   if not path.exists():
     return []
-  rows = []
-  for line in path.read_text().splitlines():
-    try:
-      row = json.loads(line)
-    except ValueError:
-      continue
-    if subject is None or row.get("subject", subject) == subject:
-      rows.append(row)
-  return rows
+  return [r for r in json_lines(path) if subject is None or r.get("subject", subject) == subject]
 
 
 def _steps(workdir: str) -> list[int]:
@@ -153,9 +143,9 @@ def write(experiment: Experiment, runs_dir: str, rows: list[dict], base: dict, m
                _exact(d.value) if d else "", _exact(d.lo) if d else "", _exact(d.hi) if d else "",
                _exact(d.p) if d else ""]
     table.append(line)
-  _write_csv(out / "summary.csv", [header, *table])
+  write_csv(out / "summary.csv", [header, *table])
   run_header = ["run", "arm", "seed", "status", *metrics, "wall_min", "cpu_min", "step_s"]
-  _write_csv(out / "runs.csv", [run_header] + [
+  write_csv(out / "runs.csv", [run_header] + [
       [r["run"], experiment.arm_of(r["run"]), r["overrides"].get("seed"), r["status"],
        *[_exact(r["figures"].get(m)) if isinstance(r["figures"].get(m), (int, float)) else "" for m in metrics],
        _num(r["wall_s"] / 60) if r.get("wall_s") else "", _num(r["cpu_s"] / 60) if r.get("cpu_s") else "",
@@ -191,12 +181,6 @@ def _value(experiment: Experiment, arm: str, key: str):
   for part in key.split("."):
     node = node[part]
   return node
-
-
-def _write_csv(path: epath.Path, rows: list[list]) -> None:
-  buffer = io.StringIO()
-  csv.writer(buffer, lineterminator="\n").writerows(rows)
-  path.write_text(buffer.getvalue())
 
 
 def _cell(i: stats.Interval | None) -> str:
@@ -272,11 +256,7 @@ def _plot(path, experiment: Experiment, cells: dict, metrics: tuple[str, ...]) -
     ax.set_xlim(-0.5, len(arms) - 0.5)
     ax.set_title(metric, fontsize=9)
   fig.suptitle(f"{experiment.name}: mean over seeds, 95% interval (control: {experiment.control})", fontsize=9)
-  fig.tight_layout()
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png", dpi=110)
-  plt.close(fig)
-  epath.Path(path).write_bytes(buffer.getvalue())
+  save_png(path, fig)
   return True
 
 
@@ -304,9 +284,5 @@ def _scatter(path, experiment: Experiment, cells: dict) -> bool:
     ax.set_ylabel(y, fontsize=9)
     ax.grid(alpha=0.3)
   fig.suptitle(f"{experiment.name}: arms' means, 95% intervals (control: {experiment.control})", fontsize=9)
-  fig.tight_layout()
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png", dpi=110)
-  plt.close(fig)
-  epath.Path(path).write_bytes(buffer.getvalue())
+  save_png(path, fig)
   return True

@@ -1,6 +1,6 @@
 """The summary of a sweep: each run's figures (metrics.jsonl, its evaluation's results.json) side by side with the
-base's, as runs/NAME/summary.md, summary.csv and summary.png; an experiment with SEEDS is summarised by arm, with
-intervals and paired tests (itjax.sweep.compare)."""
+base's, as runs/NAME/summary.md, summary.csv and summary.png (an experiment with SEEDS is summarised by arm, with
+intervals and paired tests, by itjax.sweep.compare); and the files both write."""
 
 from __future__ import annotations
 
@@ -28,11 +28,7 @@ def _train_figures(workdir: str) -> tuple[dict, dict]:
   if not path.exists():
     return figures, base
   step_times = []
-  for line in path.read_text().splitlines():
-    try:
-      record = json.loads(line)
-    except ValueError:
-      continue
+  for record in json_lines(path):
     for key in TRAIN_METRICS + RUN_FIGURES:
       if key in record:
         figures[key] = record[key]
@@ -144,9 +140,6 @@ def write_summary(experiment: Experiment, runs_dir: str) -> list[str]:
   """runs/NAME/summary.md, summary.csv and summary.png; returns their paths."""
   rows, base = collect(experiment, runs_dir)
   metrics = experiment.metrics or default_metrics(rows)
-  if experiment.arms:
-    from itjax.sweep import compare
-    return compare.write(experiment, runs_dir, rows, base, metrics)
   keys = sorted({k for r in rows for k in experiment.runs[r["run"]]})  # the keys the runs differ in
   header = ["run", "status", *keys, *metrics, "wall_min", "step_s"]
   table = []
@@ -159,9 +152,7 @@ def write_summary(experiment: Experiment, runs_dir: str) -> list[str]:
     table.append(["(base)", "", *[""] * len(keys), *[_fmt(base.get(m)) for m in metrics], "", ""])
   out = epath.Path(runs_dir) / experiment.name
   out.mkdir(parents=True, exist_ok=True)
-  buffer = io.StringIO()
-  csv.writer(buffer, lineterminator="\n").writerows([header, *table])
-  (out / "summary.csv").write_text(buffer.getvalue())
+  write_csv(out / "summary.csv", [header, *table])
   common = " ".join(f"{k}={flag_value(v)}" for k, v in experiment.common.items())
   md = [f"# {experiment.name}", "", f"`{experiment.spec}`: {experiment.config}" + (f" with {common}" if common else ""),
         "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -195,9 +186,34 @@ def _plot(path, rows: list[dict], base: dict, metrics: tuple[str, ...], title: s
     ax.set_xticks(range(len(rows)), names, rotation=45, ha="right", fontsize=7)
     ax.set_title(metric, fontsize=9)
   fig.suptitle(title, fontsize=10)
+  save_png(path, fig)
+  return True
+
+
+# --- files (a runs directory may be a bucket: epath) ---------------------------------------------------------------
+
+
+def json_lines(path: epath.Path) -> list[dict]:
+  """The JSON objects of a JSONL file, lines that do not parse left out (a run killed mid-write)."""
+  out = []
+  for line in path.read_text().splitlines():
+    try:
+      out.append(json.loads(line))
+    except ValueError:
+      continue
+  return out
+
+
+def write_csv(path: epath.Path, rows: list[list]) -> None:
+  buffer = io.StringIO()
+  csv.writer(buffer, lineterminator="\n").writerows(rows)
+  path.write_text(buffer.getvalue())
+
+
+def save_png(path, fig) -> None:
+  import matplotlib.pyplot as plt
   fig.tight_layout()
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png", dpi=110)
   plt.close(fig)
   epath.Path(path).write_bytes(buffer.getvalue())
-  return True

@@ -39,7 +39,7 @@ from itjax.errors import UserError
 from itjax.io import outputs
 from itjax.io.workdir import is_remote, upload
 from itjax.sweep.experiment import Experiment, flag_value, load, read_marker, run_dir, write_marker
-from itjax.sweep.report import write_summary
+from itjax.sweep import compare, report
 
 
 def train_args(experiment: Experiment, run: str, workdir: str) -> list[str]:
@@ -245,6 +245,14 @@ def tpu_command(experiment: Experiment, runs: list[str], runs_dir: str, tpu: str
   command += ["--project", project] if project else []
   command += ["--dry_run"] if dry_run else []
   return command + ["--"] + remote
+
+
+def write_summary(experiment: Experiment, runs_dir: str) -> list[str]:
+  """The summary files of the runs on disk (by arm with intervals for an experiment with SEEDS); their paths."""
+  if not experiment.arms:
+    return report.write_summary(experiment, runs_dir)
+  rows, base = report.collect(experiment, runs_dir)
+  return compare.write(experiment, runs_dir, rows, base, experiment.metrics or report.default_metrics(rows))
 
 
 def summarize(path: str, runs_dir: str, say=print) -> int:
