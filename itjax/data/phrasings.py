@@ -1,6 +1,7 @@
 """The wordings of the generated tasks' constraint sentences: three phrasings of each constraint and of the line a
 record without a layout gets, how a record's `prompt_parts` spell its prompt, and how a sentence's phrasing is drawn
-(`phrasings` "one": always the first, the default for training; "all": any of them).
+(`phrasings` "one": always the first, the default for training; "all": any of them); and the task-name format, a
+record's prompt without natural-language instructions (`as_format`).
 """
 
 from __future__ import annotations
@@ -83,3 +84,26 @@ def drawn_sentence(rng: random.Random, sentence: dict, fill: dict, phrasings: st
   """The sentence in a drawn phrasing; "one" draws too but says phrasing 0, so both modes give the same tasks."""
   index = rng.randrange(len(phrasings_of(sentence)))
   return phrase_sentence(sentence, index if phrasings == "all" else 0, fill)
+
+
+FORMATS = ("instruction", "task_name")
+
+
+def task_name_prompt(record: dict) -> str:
+  """The record's prompt as a multi-task format without natural-language instructions: the task's types by name and
+  its input, e.g. 'task: extract_numbers+numbered+title' then 'input: ...' (and the end phrase to write, the one
+  value a type's name does not give)."""
+  parts, verifier = record["prompt_parts"], record["verifier"]
+  lines = [f"task: {'+'.join(record['types'])}"]
+  if verifier.get("phrase"):
+    lines.append(f"end_phrase: {verifier['phrase']}")
+  return "\n".join(lines + [f"input: {parts['input']}"])
+
+
+def as_format(record: dict, fmt: str) -> dict:
+  if fmt == "instruction":
+    return record
+  if fmt not in FORMATS:
+    raise UserError(f"unknown task prompt format {fmt!r}; known: {', '.join(FORMATS)}")
+  messages = [{"role": "user", "content": task_name_prompt(record)}, *record["messages"][1:]]
+  return {**record, "messages": messages, "format": fmt}

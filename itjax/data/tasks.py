@@ -18,8 +18,8 @@ from collections import Counter
 from typing import Callable, Iterable
 
 from itjax.data import grounded
-from itjax.data.phrasings import (PHRASING_MODES, check_phrasings, default_form, drawn_sentence, join_prompt,
-                                  phrase_sentence, phrasings_of)
+from itjax.data.phrasings import (FORMATS, PHRASING_MODES, as_format, check_phrasings, default_form, drawn_sentence,
+                                  join_prompt, phrase_sentence, phrasings_of)
 from itjax.data.verify import CASES, LAYOUTS, LIST_LAYOUTS, verify
 from itjax.errors import UserError
 from itjax.io import atomic
@@ -299,29 +299,6 @@ def make_task(rng: random.Random, allowed: Callable[[list[str]], bool] | None = 
           "types": types, "verifier": verifier, "prompt_parts": parts}
 
 
-FORMATS = ("instruction", "task_name")
-
-
-def task_name_prompt(record: dict) -> str:
-  """The record's prompt as a multi-task format without natural-language instructions: the task's types by name and
-  its input, e.g. 'task: extract_numbers+numbered+title' then 'input: ...' (and the end phrase to write, the one
-  value a type's name does not give)."""
-  parts, verifier = record["prompt_parts"], record["verifier"]
-  lines = [f"task: {'+'.join(record['types'])}"]
-  if verifier.get("phrase"):
-    lines.append(f"end_phrase: {verifier['phrase']}")
-  return "\n".join(lines + [f"input: {parts['input']}"])
-
-
-def _as_format(record: dict, fmt: str) -> dict:
-  if fmt == "instruction":
-    return record
-  if fmt not in FORMATS:
-    raise UserError(f"unknown task prompt format {fmt!r}; known: {', '.join(FORMATS)}")
-  messages = [{"role": "user", "content": task_name_prompt(record)}, *record["messages"][1:]]
-  return {**record, "messages": messages, "format": fmt}
-
-
 def expand_holdout(spec: str | Iterable[str]) -> set[str]:
   """Comma-separated type ids or group names -> the set of type ids they name."""
   names = spec.split(",") if isinstance(spec, str) else list(spec)
@@ -350,7 +327,7 @@ def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOU
   Each split draws from its own seeded stream, and no instruction appears twice across the splits. With nothing
   held out the heldout split is empty. `phrasings` is make_task's: "one" or "all" wordings of the constraints;
   `eval_phrasings` those of the validation and heldout splits (None: `phrasings`). `train_format` 'task_name' writes
-  the train split's prompts as task names and inputs (task_name_prompt), the same records otherwise; evaluation
+  the train split's prompts as task names and inputs (phrasings.task_name_prompt), the same records otherwise; evaluation
   splits keep natural-language instructions.
   """
   check_phrasings(phrasings)
@@ -380,7 +357,7 @@ def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOU
   def mixed(types: list[str]) -> bool:
     return not seen(types) and not held.issuperset(types)
 
-  train = [_as_format(r, train_format) for r in draw("train", n, seen)]
+  train = [as_format(r, train_format) for r in draw("train", n, seen)]
   return {"train": train, "validation": draw("validation", extra, seen),
           "heldout": draw("heldout", extra, mixed) if held else []}
 
