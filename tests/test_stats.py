@@ -97,3 +97,13 @@ def test_known_effects_are_found_and_identical_arms_are_not(better):
   else:
     assert found <= 0.15 * sims, found  # at the 5% level: a few of 40 by chance
   assert covered >= 0.85 * sims, covered
+
+
+def test_seeds_that_agree_by_chance_leave_the_examples_their_interval():
+  # Two seeds whose figures agree exactly, on examples they answer differently: the seeds' part is 0, so the
+  # interaction is not taken out of the examples' part; the interval is the examples' bootstrap, not a point.
+  right = [np.arange(20) < 6, np.arange(20) >= 14]  # 6 of 20 each, different examples
+  runs = [stats.Run(s, 30.0, {f"e{i}": (100.0 * r[i], 1.0) for i in range(20)}) for s, r in enumerate(right)]
+  control = [stats.Run(s, 25.0, {f"e{i}": (100.0 * (i % 4 == 0), 1.0) for i in range(20)}) for s in range(2)]
+  a, d = stats.arm(runs, key="a"), stats.difference(runs, control, key="d")
+  assert a.hi - a.lo > 10 and d.hi - d.lo > 10 and d.p > 0.2
