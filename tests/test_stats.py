@@ -107,3 +107,16 @@ def test_seeds_that_agree_by_chance_leave_the_examples_their_interval():
   control = [stats.Run(s, 25.0, {f"e{i}": (100.0 * (i % 4 == 0), 1.0) for i in range(20)}) for s in range(2)]
   a, d = stats.arm(runs, key="a"), stats.difference(runs, control, key="d")
   assert a.hi - a.lo > 10 and d.hi - d.lo > 10 and d.p > 0.2
+
+
+def test_intervals_of_verdicts_stay_within_0_and_100_and_other_values_are_not_cut():
+  def runs(values_by_seed):
+    return [stats.Run(s, float(np.mean(v)), {f"e{i}": (float(x), 1.0) for i, x in enumerate(v)})
+            for s, v in enumerate(values_by_seed)]
+  rare = runs([[100.0] + [0.0] * 19, [0.0] * 20])  # 5% and 0%: t(1) x their spread reaches far below 0
+  a = stats.arm(rare, key="rare")
+  assert a.lo == 0.0 and 0 < a.hi <= 100
+  loss = runs([[1.0] + [0.0] * 19, [0.0] * 20])  # the same shape, not verdicts: the interval is not cut
+  assert stats.arm(loss, key="rare").lo < 0
+  d = stats.difference(runs([[100.0] * 20, [100.0] * 19 + [0.0]]), runs([[0.0] * 20, [0.0] * 20]), key="d")
+  assert -100 <= d.lo and d.hi == 100.0

@@ -198,7 +198,8 @@ def _markdown(experiment: Experiment, cells: dict, done: dict, changed: dict, me
         f"Base config {experiment.config}" + (f" with {common}" if common else ""), "",
         f"Control arm: **{control}**. Each cell: the mean over the arm's seeds [95% interval]; the difference to the "
         "control pairs seeds by number and examples by item (itjax/sweep/stats.py: examples bootstrapped, seeds "
-        "by Student's t; p: two-sided, from the same bootstrap).", "",
+        "by Student's t; p: two-sided, from the same bootstrap). Intervals of a share of right/wrong verdicts are "
+        "cut at 0 and 100 (differences at -100 and 100).", "",
         "## Arms", ""]
   arms = [*experiment.arms, *([BASE] if BASE in cells else [])]
   for arm in experiment.arms:

@@ -144,8 +144,17 @@ def _with_items(runs: list[Run]) -> bool:
   return all(r.items for r in runs)
 
 
-def _interval(center: float, replicates: np.ndarray, over: str, test: bool) -> Interval:
+def _binary(runs: list[Run]) -> bool:
+  """Whether every example's value is a verdict, 0 or 100 (a figure then lies in [0, 100])."""
+  return all(v in (0.0, 100.0) for r in runs for v, _ in (r.items or {}).values())
+
+
+def _interval(center: float, replicates: np.ndarray, over: str, test: bool, bound: float | None = None) -> Interval:
+  """Percentile interval of the replicates (within [0, bound] or, for a difference, [-bound, bound]: Student's t
+  with two or three seeds can reach beyond what a share of verdicts can be) and, for a difference, its p-value."""
   lo, hi = np.percentile(replicates, [2.5, 97.5])
+  if bound is not None:
+    lo, hi = max(lo, -bound if test else 0.0), min(hi, bound)
   p = None
   if test:
     below, above = int(np.sum(replicates <= 0)), int(np.sum(replicates >= 0))
@@ -171,7 +180,7 @@ def arm(runs: list[Run], key: str = "", replicates: int = REPLICATES) -> Interva
     keys = sorted(set().union(*(r.items for r in runs)))
     spread = spread + _items_part([runs], [1.0], keys, _item_counts(keys, rng, replicates),
                                   _seeds_var([r.figure for r in runs]))
-  return _interval(mean, mean + spread, over, test=False)
+  return _interval(mean, mean + spread, over, test=False, bound=100.0 if items and _binary(runs) else None)
 
 
 def difference(runs: list[Run], control: list[Run], key: str = "", replicates: int = REPLICATES) -> Interval:
@@ -200,4 +209,5 @@ def difference(runs: list[Run], control: list[Run], key: str = "", replicates: i
   if items:
     keys = sorted(set().union(*(r.items for r in mine + theirs)))
     spread = spread + _items_part([mine, theirs], [1.0, -1.0], keys, _item_counts(keys, rng, replicates), seeds_var)
-  return _interval(center, center + spread, over, test=True)
+  binary = items and _binary(mine + theirs)
+  return _interval(center, center + spread, over, test=True, bound=100.0 if binary else None)
