@@ -59,15 +59,26 @@ def test_every_python_block_holds_code():
     assert words in ([], ["notest"]), f"README.md:{line}: unknown fence words {words} (only 'notest' is known)"
 
 
-def test_links_and_images_lead_to_files():
+def _docs() -> list[str]:
+  """README.md and the Markdown files of experiments/ (the findings and their results), relative to the root."""
+  out = ["README.md"]
+  for folder, _, files in os.walk(os.path.join(ROOT, "experiments")):
+    out += sorted(os.path.relpath(os.path.join(folder, f), ROOT) for f in files if f.endswith(".md"))
+  return out
+
+
+@pytest.mark.parametrize("doc", _docs())
+def test_links_and_images_lead_to_files(doc):
   missing = []
-  for target in LINK.findall(_text()):
+  with open(os.path.join(ROOT, doc), encoding="utf-8") as f:
+    text = f.read()
+  for target in LINK.findall(text):
     if re.match(r"[a-z]+:", target) or target.startswith("#"):
       continue  # a web address or an anchor
-    path = target.split("#")[0]
-    if path and not os.path.exists(os.path.join(ROOT, path)) and path not in PRODUCED_ELSEWHERE:
+    path = os.path.normpath(os.path.join(os.path.dirname(doc), target.split("#")[0]))
+    if target.split("#")[0] and not os.path.exists(os.path.join(ROOT, path)) and path not in PRODUCED_ELSEWHERE:
       missing.append(target)
-  assert not missing, (f"README.md links to files that do not exist: {missing} (a file that another step produces "
+  assert not missing, (f"{doc} links to files that do not exist: {missing} (a file that another step produces "
                        "belongs in PRODUCED_ELSEWHERE)")
 
 

@@ -90,7 +90,7 @@ def test_arms_over_seeds_run_skip_report_failures_and_get_intervals_and_paired_t
   assert float(r4["eval_loss"]) == pytest.approx(mean, rel=1e-3)
   md = (root / "summary.md").read_text()
   assert "r4: data.augment, tasks.phrasings" in md  # changes two keys: said
-  assert "- eval_loss: seeds; intervals over seeds only" in md and "- tasks/all: seeds and examples" in md
+  assert "- eval_loss: seeds; intervals over seeds only" in md and "- tasks/all, tasks/seen: seeds and examples" in md
   assert (root / "summary.png").read_bytes()[:4] == (root / "summary_scatter.png").read_bytes()[:4] == b"\x89PNG"
   marker = json.loads((root / "r4" / "seed1" / "sweep.json").read_text())
   assert 0 < marker["cpu_s"] and (root / "_base").is_dir()  # CPU time; the base's answers kept for all runs

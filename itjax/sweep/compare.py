@@ -188,7 +188,9 @@ def _cell(i: stats.Interval | None) -> str:
     return ""
   if i.lo is None:
     return _num(i.value)
-  return f"{_num(i.value)} [{_num(i.lo)}, {_num(i.hi)}]"
+  scale = max(abs(i.value), abs(i.lo), abs(i.hi))  # below 1e-6 of it: the figures' rounding (8 digits), shown as 0
+  value, lo, hi = (0.0 if abs(x) < 1e-6 * scale else x for x in (i.value, i.lo, i.hi))
+  return f"{_num(value)} [{_num(lo)}, {_num(hi)}]"
 
 
 def _markdown(experiment: Experiment, cells: dict, done: dict, changed: dict, metrics: tuple[str, ...]) -> str:
@@ -220,10 +222,13 @@ def _markdown(experiment: Experiment, cells: dict, done: dict, changed: dict, me
       row.append(f"{_cell(d)}, p={_p(d.p)}" if d is not None and d.p is not None else _cell(d))
     md.append(f"| {m} | " + " | ".join(row) + " |")
   md += ["", "## What each interval is over", ""]
+  groups: dict[str, list[str]] = {}  # what the intervals are over -> the metrics whose intervals are so
   for m in metrics:
     overs = sorted({c.over for arm in experiment.arms if (c := cells[arm].get(m)) is not None})
-    md.append(f"- {m}: {', '.join(o or 'nothing (one seed, no per-example verdicts)' for o in overs) or 'no runs'}"
-              + ("; intervals over seeds only: no per-example verdicts" if overs == ["seeds"] else ""))
+    said = (', '.join(o or 'nothing (one seed, no per-example verdicts)' for o in overs) or 'no runs') + (
+        "; intervals over seeds only: no per-example verdicts" if overs == ["seeds"] else "")
+    groups.setdefault(said, []).append(m)
+  md += [f"- {', '.join(ms)}: {said}" for said, ms in groups.items()]
   several = {arm: keys for arm, keys in changed.items() if arm != control and len(keys) > 1}
   if several:
     md += ["", "Arms that change more than one key from the control (their difference is not one key's effect): "

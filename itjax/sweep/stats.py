@@ -100,9 +100,10 @@ def _seeds_var(figures: list[float]) -> float:
 def _seed_part(figures: list[float], rng: np.random.Generator, replicates: int) -> np.ndarray:
   """The seeds' part of each replicate: t(n-1) x the standard error of the figures; zeros for one seed."""
   n = len(figures)
-  if n < 2:
+  sd = float(np.std(figures, ddof=1)) if n > 1 else 0.0
+  if sd <= 1e-9 * max(1.0, float(np.max(np.abs(figures)))):  # equal up to rounding: t(1)'s tails would show it
     return np.zeros(replicates)
-  return rng.standard_t(n - 1, size=replicates) * float(np.std(figures, ddof=1)) / math.sqrt(n)
+  return rng.standard_t(n - 1, size=replicates) * sd / math.sqrt(n)
 
 
 def _items_part(groups: list[list[Run]], signs: list[float], keys: list[str], counts: np.ndarray,
