@@ -7,9 +7,10 @@ dearer token?
 The main arms of experiments/instruction_vs_multitask.py and experiments/lora_vs_full.py trained again (one seed,
 no evaluation during training), then `itjax eval --suites latency` on each: the same 64 task prompts answered
 greedily (up to 96 new tokens) by the base, the tuned model merged (adapters folded into the kernels, as exported)
-and unmerged (adapters applied at run time, LoRA only). Per variant: seconds per prompt with 16 slots, time to
-first token, decode tokens/s with 1 and 16 slots, new tokens per prompt; ratio/METRIC divides by the base's, and
-ratio/s_per_prompt = ratio/mean_new_tokens (longer answers) x the cost of a token (the rest).
+and unmerged (adapters applied at run time, LoRA only), every program run once untimed and then two timed rounds
+taken in turns (itjax/evals/latency.py). Per variant: seconds per prompt with 16 slots, time to first token, decode
+tokens/s with 1 and 16 slots, new tokens per prompt; ratio/METRIC divides by the base's, and
+ratio/s_per_prompt = ratio/from_length (the answers' lengths at the base's costs) x ratio/from_cost (the rest).
 """
 
 CONFIG = "configs/smollm2_135m_lora.py"
@@ -23,12 +24,14 @@ RUNS = {
 SEEDS = (0,)
 CONTROL = "lora_r8"
 EVAL = {"suites": "latency", "limit": 64, "max_new_tokens": 96}
-METRICS = ("latency/s_per_prompt", "latency/ratio/s_per_prompt", "latency/ratio/mean_new_tokens",
-           "latency/mean_new_tokens", "latency/ttft_s", "latency/ratio/ttft_s", "latency/decode_tok_s_b16",
-           "latency/ratio/decode_tok_s_b16", "latency/unmerged/ratio/s_per_prompt",
+METRICS = ("latency/s_per_prompt", "latency/ratio/s_per_prompt", "latency/ratio/from_length",
+           "latency/ratio/from_cost", "latency/mean_new_tokens", "latency/ratio/mean_new_tokens", "latency/ttft_s",
+           "latency/ratio/ttft_s", "latency/decode_tok_s_b1", "latency/ratio/decode_tok_s_b1",
+           "latency/decode_tok_s_b16", "latency/ratio/decode_tok_s_b16", "latency/s_per_prompt_spread",
+           "latency/unmerged/ratio/s_per_prompt", "latency/unmerged/ratio/from_cost",
            "latency/unmerged/ratio/decode_tok_s_b16")
-PLOT = ("latency/ratio/s_per_prompt", "latency/ratio/mean_new_tokens", "latency/ratio/decode_tok_s_b16",
-        "latency/unmerged/ratio/s_per_prompt")
+PLOT = ("latency/ratio/s_per_prompt", "latency/ratio/from_length", "latency/ratio/from_cost",
+        "latency/unmerged/ratio/from_cost")
 
 VARIANTS = {"pod": {
     "CONFIG": "configs/llama31_8b_lora.py:tpu",

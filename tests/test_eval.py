@@ -96,6 +96,12 @@ def test_latency_variants_and_report(trained, tmp_path):
     assert lat["model"][m] > 0 and lat["base"][m] > 0 and lat["model"][f"unmerged/{m}"] > 0
     assert m in lat["delta"] and f"ratio/{m}" in lat["model"]
   assert lat["model"]["unmerged/identical_to_merged"] == 100.0
+  for prefix in ("", "unmerged/"):  # the time ratio splits exactly into answer length and cost
+    m = {k[len(prefix):]: v for k, v in lat["model"].items() if k.startswith(prefix)}
+    assert m["ratio/s_per_prompt"] == pytest.approx(m["ratio/from_length"] * m["ratio/from_cost"], rel=1e-9)
+    assert m["s_per_prompt"] == pytest.approx(m["prefill_s_per_prompt"] + m["decoded_per_prompt"]
+                                              * m["decode_s_per_token"], rel=1e-9)
+  assert lat["model"]["s_per_prompt_spread"] >= 0 and lat["base"]["s_per_prompt_spread"] >= 0
   assert results["base"] == tiny_hf_dir_of(trained)
   for name in ("results.json", "report.md", "tasks.jsonl", "tasks.png", "latency.jsonl", "latency.png"):
     assert os.path.getsize(os.path.join(out, name)) > 0, name
@@ -309,3 +315,35 @@ def test_an_interrupted_eval_leaves_no_half_written_files(trained, tmp_path, mon
   with pytest.raises(KeyboardInterrupt):
     run(trained, ["tasks"], str(tmp_path / "fresh"), settings=FAST)
   assert not os.path.exists(tmp_path / "fresh" / "results.json")
+
+
+def test_latency_warms_every_timed_program_up_and_takes_the_fastest_round(monkeypatch):
+  """The untimed pass runs the programs of the timed calls (same slots, cache length and prompt buckets); the
+  figures come from the fastest round, the b16 ones from one round so that they add up."""
+  from itjax.evals import latency
+  from itjax.model.generate import Timing, bucket_length
+  calls = []
+
+  class Fake:
+    label, generator = "x", type("G", (), {"timing": None})()
+
+    def generate(self, prompts, settings, desc, batch_size=None, reuse=False):
+      calls.append((desc, [len(p) for p in prompts], batch_size))
+      slow = 2.0 if len([c for c in calls if c[0] == desc]) == 1 else 1.0  # the first timed round is slower
+      self.generator.timing = Timing(prefill_s=0.5 * slow, decode_s=1.0 * slow, decode_tokens=10 * len(prompts),
+                                     first_token_s=[0.1 * slow] * len(prompts))
+      return [type("Out", (), {"tokens": [1] * 11})() for _ in prompts]
+
+  prompts = [[1] * n for n in (3, 3, 20, 40, 90, *([5] * 20))]
+  latency._warm_up(Fake(), prompts, None)
+  warm = calls[-1]
+  assert warm[2] == latency.BATCH and len(warm[1]) == latency.BATCH and max(warm[1]) == 90
+  assert {bucket_length(n) for n in warm[1]} == {bucket_length(len(p)) for p in prompts}
+  rounds = latency._Rounds()
+  for _ in range(2):
+    latency._timed_round(Fake(), prompts, None, rounds)
+  f = latency._figures(rounds, len(prompts))
+  assert f["s_per_prompt"] == pytest.approx(1.5 / len(prompts)) and f["ttft_s"] == pytest.approx(0.1)
+  assert f["s_per_prompt_spread"] == pytest.approx(100.0)
+  assert f["s_per_prompt"] == pytest.approx(f["prefill_s_per_prompt"] + f["decoded_per_prompt"]
+                                            * f["decode_s_per_token"])
