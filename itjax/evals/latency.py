@@ -11,7 +11,7 @@ Variants: `base`, the tuned model `merged` (adapters folded into the kernels, wh
   decode_s_per_token    its decode part per decoded token
   s_per_prompt_spread   how much s_per_prompt moved between the timed rounds (% of the fastest): the timing's noise
 Every program runs once untimed first (an XLA program's first runs are slower: they measured the first variant as
-up to 3.6x slower to its first token than the same programs a minute later), then the variants take turns for
+3.6-6x slower to its first token than the same programs a minute later), then the variants take turns for
 ROUNDS timed rounds; each figure is the fastest round's (the b16 figures all from one round, so they add up).
 
 `ratio/METRIC` divides a variant's figure by the base's, and the time ratio is split in two factors:
