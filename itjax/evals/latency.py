@@ -19,10 +19,11 @@ ROUNDS timed rounds; each figure is the fastest round's (the b16 figures all fro
 from_length is the ratio the variant's answer lengths would give at the base's costs (its decoded tokens per prompt
 at the base's decode seconds per token, plus the base's prefill); from_cost is the rest: the cost of a token and of a
 prefill (adapters applied at run time, a different model) and the decode loop's granularity (it runs in chunks of
-16 steps, so an answer that ends mid-chunk leaves steps unused: short answers cost more per token). A merged LoRA
-model has the base's shapes and runs the base's programs, so its from_cost is 1 but for noise. The report shows the
-tuned model's figures as those of `model` (merged), the unmerged variant's beside them as unmerged/METRIC, and the
-base's as `base`.
+16 steps, so an answer that ends mid-chunk leaves steps unused) and tail (an answer that runs to the limit after the
+others have ended keeps all 16 slots decoding for one). A merged LoRA model has the base's shapes and runs the
+base's programs, so its from_cost is 1 but for noise and the tail. The report shows the tuned model's
+figures as those of `model` (merged), the unmerged variant's beside them as unmerged/METRIC, and the base's as
+`base`.
 """
 
 from __future__ import annotations

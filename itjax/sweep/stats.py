@@ -25,8 +25,8 @@ normal tails). This one, on 200 simulated experiments each: 0-1.5% (4-6% before 
 taken out; that version gave two seeds that agreed on a per-type figure an interval of one point and p < 0.001).
 What three seeds find (an arm about 10 points better, p < 0.05): on 128 examples of middling difficulty (each run's
 verdict a coin of that bias), runs differing by 3 points, 24% of the time (30% before); on 256 examples most of
-which every run answers alike, runs differing by 1 point, 95% (tests/test_stats.py). With one seed the interval covers the examples only; without per-example verdicts, the seeds
-only; the summary says which.
+which every run answers alike, runs differing by 1 point, 95% (tests/test_stats.py). With one seed the interval
+covers the examples only; without per-example verdicts, the seeds only; the summary says which.
 
 An arm's difference to the control pairs its seeds with the control's of the same seed number and uses the same
 example draws for both, so what both arms get right or wrong alike cancels out. Its p-value is the bootstrap's: twice
