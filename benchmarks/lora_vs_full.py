@@ -8,8 +8,9 @@ through a day of changing load) cannot be compared on it. Here every arm's step 
 SmolLM2-135M from its GGUF) and the arms run in turns, one step each per round, so a machine's changing load falls
 on all alike; each arm's figure is its best step after one untimed. Beside them, the peer on the same tokens:
 transformers with a peft LoRA of rank 8 on every linear layer, and transformers fine-tuning every weight (AdamW,
-gradient clipping, the loss on the same targets). Memory: XLA's analysis of each compiled step (arguments + outputs - aliased + temp),
-the figure the sweep logs as step_memory_gb; for the peer, the bytes of its params, gradients and AdamW state.
+gradient clipping, the loss on the same targets). Memory: XLA's analysis of each compiled step (arguments +
+outputs - aliased + temp), the figure the sweep logs as step_memory_gb; for the peer, the bytes of its params,
+gradients and AdamW state.
 """
 
 from __future__ import annotations
