@@ -11,7 +11,9 @@ learning rates (1e-5 and 5e-5; AdamW, the same schedule). Scored on 128 seen-typ
 gain) and on what the base knew (the cost: KL to the base on 48 general prompts, 96 probes lost and gained,
 perplexity of held-out prose, non-answers, the base as a relevance judge); each run also logs the share of params
 that train and XLA's memory analysis of its compiled step (on CPU: a proxy for an accelerator's allocation). Three
-seeds for the control and full fine-tuning at 5e-5 (the verdict's pair), two for the others.
+seeds for the control and full fine-tuning at 5e-5 (the verdict's pair), two for the others. The runs' step_s is
+their own median, from runs that may share the machine: compare the arms' speed with benchmarks/lora_vs_full.py,
+which runs their steps in turns in one process beside peft and torch.
 """
 
 CONFIG = "configs/smollm2_135m_lora.py"
