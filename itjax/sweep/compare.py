@@ -258,6 +258,9 @@ def _plot(path, experiment: Experiment, cells: dict, metrics: tuple[str, ...]) -
     if b is not None:
       ax.axhline(b.value, color="black", linestyle="--", linewidth=1, label="base")
       ax.legend(fontsize=7)
+    elif "ratio/" in metric:  # a ratio to the base: the base is 1
+      ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="base (ratio 1)")
+      ax.legend(fontsize=7)
     ax.set_xticks(range(len(arms)), arms, rotation=45, ha="right", fontsize=7)
     ax.set_xlim(-0.5, len(arms) - 0.5)
     ax.set_title(metric, fontsize=9)
