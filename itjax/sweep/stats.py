@@ -92,18 +92,14 @@ def _influence(run: Run, items: list[str]) -> np.ndarray:
   return w * (v - run.figure) / max(float(w.mean()), 1e-12) + run.figure
 
 
-def _seeds_var(figures: list[float]) -> float:
-  """The variance of the mean of the figures, as the seeds show it (0 for one)."""
-  return float(np.var(figures, ddof=1)) / len(figures) if len(figures) > 1 else 0.0
-
-
-def _seed_part(figures: list[float], rng: np.random.Generator, replicates: int) -> np.ndarray:
-  """The seeds' part of each replicate: t(n-1) x the standard error of the figures; zeros for one seed."""
+def _seed_part(figures: list[float], rng: np.random.Generator, replicates: int) -> tuple[np.ndarray, float]:
+  """The seeds' part of each replicate, t(n-1) x the standard error of the figures, and the variance of the mean it
+  stands for (the standard error squared); zeros and 0 for one seed or figures equal up to rounding."""
   n = len(figures)
   sd = float(np.std(figures, ddof=1)) if n > 1 else 0.0
   if sd <= 1e-9 * max(1.0, float(np.max(np.abs(figures)))):  # equal up to rounding: t(1)'s tails would show it
-    return np.zeros(replicates)
-  return rng.standard_t(n - 1, size=replicates) * sd / math.sqrt(n)
+    return np.zeros(replicates), 0.0
+  return rng.standard_t(n - 1, size=replicates) * sd / math.sqrt(n), sd * sd / n
 
 
 def _items_part(groups: list[list[Run]], signs: list[float], keys: list[str], counts: np.ndarray,
@@ -176,11 +172,10 @@ def arm(runs: list[Run], key: str = "", replicates: int = REPLICATES) -> Interva
   if not over:
     return Interval(mean, None, None, over)
   rng = _rng("arm", key)
-  spread = _seed_part([r.figure for r in runs], rng, replicates)
+  spread, seeds_var = _seed_part([r.figure for r in runs], rng, replicates)
   if items:
     keys = sorted(set().union(*(r.items for r in runs)))
-    spread = spread + _items_part([runs], [1.0], keys, _item_counts(keys, rng, replicates),
-                                  _seeds_var([r.figure for r in runs]))
+    spread = spread + _items_part([runs], [1.0], keys, _item_counts(keys, rng, replicates), seeds_var)
   return _interval(mean, mean + spread, over, test=False, bound=100.0 if items and _binary(runs) else None)
 
 
@@ -197,16 +192,16 @@ def difference(runs: list[Run], control: list[Run], key: str = "", replicates: i
     center, over = float(np.mean(diffs)), _over(len(pairs), items)
     if not over:
       return Interval(center, None, None, over)
-    spread, seeds_var = _seed_part(diffs, rng, replicates), _seeds_var(diffs)
+    spread, seeds_var = _seed_part(diffs, rng, replicates)
   else:
     mine, theirs = runs, control
     center = float(np.mean([r.figure for r in runs]) - np.mean([r.figure for r in control]))
     over = _over(min(len(runs), len(control)), items)
     if not over:
       return Interval(center, None, None, over)
-    spread = _seed_part([r.figure for r in runs], rng, replicates) - _seed_part([r.figure for r in control], rng,
-                                                                                replicates)
-    seeds_var = _seeds_var([r.figure for r in runs]) + _seeds_var([r.figure for r in control])
+    (mine_part, mine_var), (theirs_part, theirs_var) = (_seed_part([r.figure for r in group], rng, replicates)
+                                                        for group in (runs, control))
+    spread, seeds_var = mine_part - theirs_part, mine_var + theirs_var
   if items:
     keys = sorted(set().union(*(r.items for r in mine + theirs)))
     spread = spread + _items_part([mine, theirs], [1.0, -1.0], keys, _item_counts(keys, rng, replicates), seeds_var)
