@@ -237,6 +237,11 @@ def _markdown(experiment: Experiment, cells: dict, done: dict, changed: dict, me
   return "\n".join(md) + "\n"
 
 
+def _bar(c: stats.Interval):
+  """An interval as matplotlib's error bar (distances below and above the value); None without one."""
+  return [[c.value - c.lo], [c.hi - c.value]] if c.lo is not None else None
+
+
 def _plot(path, experiment: Experiment, cells: dict, metrics: tuple[str, ...]) -> bool:
   import matplotlib
   matplotlib.use("Agg")
@@ -252,8 +257,7 @@ def _plot(path, experiment: Experiment, cells: dict, metrics: tuple[str, ...]) -
       if c is None:
         continue
       color = "tab:orange" if arm == experiment.control else "tab:blue"
-      err = [[c.value - c.lo], [c.hi - c.value]] if c.lo is not None else None
-      ax.errorbar([x], [c.value], yerr=err, fmt="o", color=color, capsize=4)
+      ax.errorbar([x], [c.value], yerr=_bar(c), fmt="o", color=color, capsize=4)
     b = cells.get(BASE, {}).get(metric)
     if b is not None:
       ax.axhline(b.value, color="black", linestyle="--", linewidth=1, label="base")
@@ -284,9 +288,8 @@ def _scatter(path, experiment: Experiment, cells: dict) -> bool:
       cx, cy = cells.get(arm, {}).get(x), cells.get(arm, {}).get(y)
       if cx is None or cy is None:
         continue
-      err = lambda c: [[c.value - c.lo], [c.hi - c.value]] if c.lo is not None else None  # noqa: E731
       color = "black" if arm == BASE else "tab:orange" if arm == experiment.control else "tab:blue"
-      ax.errorbar([cx.value], [cy.value], xerr=err(cx), yerr=err(cy), fmt="s" if arm == BASE else "o",
+      ax.errorbar([cx.value], [cy.value], xerr=_bar(cx), yerr=_bar(cy), fmt="s" if arm == BASE else "o",
                   color=color, capsize=3)
       ax.annotate(arm, (cx.value, cy.value), textcoords="offset points", xytext=(5, 5), fontsize=7)
     ax.set_xlabel(x, fontsize=9)
