@@ -16,7 +16,6 @@ gradients and AdamW state.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 
 import jax
@@ -25,7 +24,7 @@ import numpy as np
 import itjax
 from itjax.io import demo_model
 from itjax.training.setup import setup
-from train_step import best_times, torch_device, torch_sync
+from train_step import best_times, hf_model, peer_step
 
 QV = (r".*/(q|v)_proj/kernel",)
 ARMS = {"lora_r8": {}, "lora_r2": {"lora__rank": 2, "lora__alpha": 4.0},
@@ -54,37 +53,15 @@ def itjax_arm(name: str, overrides: dict, model, root: str):
 
 def peer_steps(batch) -> dict[str, tuple[object, float]]:
   """{name: (one step, GiB of params + grads + AdamW state)}: peft LoRA rank 8 and full fine-tuning."""
-  import peft
-  import torch
-  import transformers
-  directory, name = os.path.split(demo_model.fetch())
-  x = torch.as_tensor(np.array(batch["inputs"]).reshape(-1, np.shape(batch["inputs"])[-1]), device=torch_device())
-  y = np.asarray(batch["targets"]).reshape(x.shape).copy()
-  y[np.asarray(batch["weights"]).reshape(x.shape) == 0] = -100
-  y = torch.as_tensor(y, dtype=torch.long, device=torch_device())
+  inputs = np.array(batch["inputs"]).reshape(-1, np.shape(batch["inputs"])[-1])
+  targets = np.where(np.asarray(batch["weights"]).reshape(inputs.shape) > 0,
+                     np.asarray(batch["targets"]).reshape(inputs.shape), -100)
   out = {}
-  for arm in ("peft_lora_r8", "torch_full"):
-    model = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
-    if arm == "peft_lora_r8":
-      model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=[
-          "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
-    model = model.to(torch_device()).train()
-    trained = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trained, lr=1e-4, weight_decay=0.0)
-
-    def one(model=model, trained=trained, opt=opt):
-      logits = model(input_ids=x).logits
-      loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                               ignore_index=-100)
-      loss.backward()
-      torch.nn.utils.clip_grad_norm_(trained, 1.0)
-      opt.step()
-      opt.zero_grad(set_to_none=True)
-      torch_sync()
-
-    one()
-    held = sum(p.numel() for p in model.parameters()) + 3 * sum(p.numel() for p in trained)
-    out[arm] = (one, 4 * held / GIB)
+  for arm, rank in (("peft_lora_r8", 8), ("torch_full", None)):
+    model = hf_model("demo", None, "float32")
+    one = peer_step(model, inputs, targets, rank)
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    out[arm] = (one, 4 * (sum(p.numel() for p in model.parameters()) + 3 * trained) / GIB)
   return out
 
 

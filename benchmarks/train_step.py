@@ -125,14 +125,18 @@ def hf_model(source: str, model_config, dtype: str):
   return model.to(device=torch_device(), dtype=getattr(torch, dtype))
 
 
-def peft_step(model, inputs: np.ndarray, targets: np.ndarray, rank: int, steps: int) -> float:
+def peer_step(model, inputs: np.ndarray, targets: np.ndarray, rank: int | None):
+  """One training step of the peer as a function (run once already): a peft LoRA of `rank` on every linear layer of
+  the blocks, or with rank None every weight; AdamW, gradient clipping, the loss on the targets that are not -100."""
   import peft
   import torch
-  lora = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
-                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-  model = peft.get_peft_model(model, lora)
+  if rank is not None:
+    lora = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=[
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    model = peft.get_peft_model(model, lora)
   model.train()
-  opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
+  trained = [p for p in model.parameters() if p.requires_grad]
+  opt = torch.optim.AdamW(trained, lr=1e-4, weight_decay=0.0)
   x = torch.as_tensor(inputs, dtype=torch.long, device=torch_device())
   y = torch.as_tensor(targets, dtype=torch.long, device=torch_device())
 
@@ -141,13 +145,17 @@ def peft_step(model, inputs: np.ndarray, targets: np.ndarray, rank: int, steps: 
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
                                              ignore_index=-100)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+    torch.nn.utils.clip_grad_norm_(trained, 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
     torch_sync()
 
   one()
-  return best_time(one, steps)
+  return one
+
+
+def peft_step(model, inputs: np.ndarray, targets: np.ndarray, rank: int, steps: int) -> float:
+  return best_time(peer_step(model, inputs, targets, rank), steps)
 
 
 def main():
