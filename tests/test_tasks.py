@@ -243,3 +243,87 @@ def test_task_name_format_and_eval_phrasings_change_only_what_they_say():
   assert varied["validation"] == tasks.make_splits(300, 5, phrasings="all")["validation"] != plain["validation"]
   with pytest.raises(Exception, match="unknown task prompt format 'yaml'"):
     tasks.make_splits(10, 0, train_format="yaml")
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_noise_corrupts_exactly_its_share_and_every_noisy_record_fails_its_verifier(rate):
+  """tasks.noise over 1,000 train records: exactly that share noisy, each rejected by its verifier, the kinds
+  taking turns; the clean records, the prompts and the evaluation splits are the noiseless ones."""
+  from itjax.data import noise
+  clean = tasks.make_splits(1000, 4)
+  noisy = tasks.make_splits(1000, 4, noise=rate)
+  assert noisy["validation"] == clean["validation"] and noisy["heldout"] == clean["heldout"]
+  marked = [r for r in noisy["train"] if "noise" in r]
+  assert len(marked) == round(rate * 1000)
+  counts = {k: sum(r["noise"] == k for r in marked) for k in noise.KINDS}
+  assert all(abs(c - len(marked) / 3) < 0.1 * len(marked) for c in counts.values()), counts
+  for a, b in zip(clean["train"], noisy["train"]):
+    assert a["messages"][0] == b["messages"][0] and a["verifier"] == b["verifier"]
+    assert tasks.verify(b["messages"][1]["content"], b["verifier"]) == ("noise" not in b)
+    if "noise" not in b:
+      assert b == a
+  assert sum("noise" in r for r in tasks.make_splits(1000, 5, noise=rate)["train"]) == len(marked)
+  only = tasks.make_splits(200, 4, noise=1.0, noise_kinds="truncated")["train"]
+  assert {r["noise"] for r in only} <= {"truncated", "wrong_answer"}  # a one-character answer cannot be cut
+  assert sum(r["noise"] == "truncated" for r in only) > 180
+  for bad, message in ((dict(noise=1.5), r"noise rate must be in \[0, 1\], got 1.5"),
+                       (dict(noise=0.1, noise_kinds="typos"), "unknown noise kind 'typos'; known: wrong_answer")):
+    with pytest.raises(ValueError, match=message):
+      tasks.make_splits(20, 0, **bad)
+
+
+def test_each_noise_kind_changes_what_it_says():
+  """wrong_answer keeps the layout and states another answer; broken_format states the answer in another layout
+  or without a modifier; truncated is a prefix of the clean response."""
+  from itjax.data import noise
+  from itjax.data.verify import parse_body
+  records = draw(3, 300)
+  for i, record in enumerate(records):
+    clean = response(record)
+    for kind in noise.KINDS:
+      out = noise.corrupt(record, kind, random.Random(i))
+      text = response(out)
+      assert out["noise"] in noise.KINDS and not tasks.verify(text, record["verifier"])
+      if out["noise"] == "truncated":
+        assert clean.startswith(text) and len(text) < len(clean)
+      elif out["noise"] == "wrong_answer" and record["verifier"]["layout"] in ("bullets", "numbered", "json"):
+        assert parse_body(_unwrapped(text, record), record["verifier"]) not in (None, parse_body(
+            _unwrapped(clean, record), record["verifier"]))
+      elif out["noise"] == "broken_format":
+        assert text != clean
+
+
+def _unwrapped(text, record):
+  """The body of a response: quotes, end phrase and title taken off as the verifier does."""
+  mods, v = set(record["verifier"]["modifiers"]), record["verifier"]
+  text = text.strip()
+  if "quotes" in mods:
+    text = text[1:-1].strip()
+  if "end_phrase" in mods:
+    text = text[:-len(v["phrase"])].rstrip()
+  if "title" in mods:
+    text = text.partition("\n")[2].strip()
+  return text
+
+
+def test_config_and_make_tasks_take_the_noise_options(tmp_path):
+  from conftest import itjax_in_process
+  from itjax.training import config
+  c = config.base_config()
+  c.model, c.data.train = "demo", "train.jsonl"
+  c.tasks.noise = 0.5
+  config.validate(c)
+  for key, value, message in (("noise", 1.2, r"config\.tasks\.noise must be a share in \[0, 1\], got 1.2"),
+                              ("noise_kinds", "typos", r"config\.tasks\.noise_kinds: unknown noise kind 'typos'")):
+    bad = config.base_config()
+    bad.model, bad.data.train = "demo", "train.jsonl"
+    bad.tasks[key] = value
+    with pytest.raises(ValueError, match=message):
+      config.validate(bad)
+  out = tmp_path / "noisy"
+  result = itjax_in_process("make-tasks", "--out", str(out), "--n", "40", "--noise", "0.25",
+                            "--noise_kinds", "truncated,wrong_answer")
+  assert result.returncode == 0, result.stderr
+  summary = json.loads((out / "tasks.json").read_text())
+  assert summary["noise"] == 0.25 and sum(summary["noisy"].values()) == 10
+  assert set(summary["noisy"]) <= {"truncated", "wrong_answer"}

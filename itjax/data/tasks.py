@@ -18,14 +18,15 @@ from collections import Counter
 from typing import Callable, Iterable
 
 from itjax.data import grounded
+from itjax.data import noise as noise_lib
 from itjax.data.phrasings import (FORMATS, PHRASING_MODES, as_format, check_phrasings, default_form, drawn_sentence,
                                   join_prompt, phrase_sentence, phrasings_of)
-from itjax.data.verify import CASES, LAYOUTS, LIST_LAYOUTS, verify
+from itjax.data.verify import CASES, LAYOUTS, LIST_LAYOUTS, render, verify
 from itjax.errors import UserError
 from itjax.io import atomic
 
-__all__ = ["TYPES", "DEFAULT_HOLDOUT", "PHRASING_MODES", "make_task", "verify", "expand_holdout", "make_splits",
-           "write_splits", "join_prompt", "phrasings_of", "phrase_sentence"]
+__all__ = ["TYPES", "DEFAULT_HOLDOUT", "PHRASING_MODES", "make_task", "render", "verify", "expand_holdout",
+           "make_splits", "write_splits", "join_prompt", "phrasings_of", "phrase_sentence"]
 
 WORDS = (
     "apple", "banana", "cherry", "dragon", "eagle", "forest", "garden", "harbor", "island", "jacket", "kettle",
@@ -230,32 +231,6 @@ def _draw_types(rng: random.Random) -> list[str] | None:
   return [op, *layouts, *(m for m in MODIFIERS if m in mods)]
 
 
-def render(answer: list | int | str, layout: str | None, mods: Iterable[str], title: str = "",
-           phrase: str = "") -> str:
-  """The response stating `answer` in `layout` with the modifiers applied (title, end phrase, case, quotes)."""
-  mods = set(mods)
-  items = [str(x) for x in answer] if isinstance(answer, list) else None
-  if layout == "json":
-    body = json.dumps({"items": answer} if items is not None else {"answer": answer}, ensure_ascii=False)
-  elif layout == "bullets":
-    body = "\n".join(f"* {x}" for x in items)
-  elif layout == "numbered":
-    body = "\n".join(f"{i}. {x}" for i, x in enumerate(items, 1))
-  elif layout == "paragraphs":
-    body = "\n\n***\n\n".join(items)
-  else:
-    body = "\n".join(items) if items is not None else str(answer)
-  if "title" in mods:
-    body = f"<<{title}>>\n\n{body}"
-  if "end_phrase" in mods:
-    body = f"{body}\n\n{phrase}"
-  if "lowercase" in mods:
-    body = body.lower()
-  if "uppercase" in mods:
-    body = body.upper()
-  return f'"{body}"' if "quotes" in mods else body
-
-
 def make_task(rng: random.Random, allowed: Callable[[list[str]], bool] | None = None, phrasings: str = "one") -> dict:
   """One record; combinations of types for which `allowed(types)` is False are redrawn.
 
@@ -321,14 +296,16 @@ def expand_holdout(spec: str | Iterable[str]) -> set[str]:
 
 def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOUT,
                 validation_fraction: float = 0.1, phrasings: str = "one", eval_phrasings: str | None = None,
-                train_format: str = "instruction") -> dict[str, list[dict]]:
+                train_format: str = "instruction", noise: float = 0.0,
+                noise_kinds: str | Iterable[str] = noise_lib.KINDS) -> dict[str, list[dict]]:
   """Train and validation records without held-out types; heldout records combine held-out with seen types.
 
   Each split draws from its own seeded stream, and no instruction appears twice across the splits. With nothing
   held out the heldout split is empty. `phrasings` is make_task's: "one" or "all" wordings of the constraints;
   `eval_phrasings` those of the validation and heldout splits (None: `phrasings`). `train_format` 'task_name' writes
   the train split's prompts as task names and inputs (phrasings.task_name_prompt), the same records otherwise; evaluation
-  splits keep natural-language instructions.
+  splits keep natural-language instructions. `noise` is the share of train records given a response their verifier
+  rejects (itjax.data.noise: exactly that share, `noise_kinds` taking turns); the evaluation splits stay clean.
   """
   check_phrasings(phrasings)
   eval_phrasings = eval_phrasings or phrasings
@@ -357,17 +334,20 @@ def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOU
   def mixed(types: list[str]) -> bool:
     return not seen(types) and not held.issuperset(types)
 
-  train = [as_format(r, train_format) for r in draw("train", n, seen)]
+  kinds = noise_lib.parse_kinds(noise_kinds) if isinstance(noise_kinds, str) else tuple(noise_kinds)
+  train = noise_lib.add_noise(draw("train", n, seen), noise, seed, kinds)
+  train = [as_format(r, train_format) for r in train]
   return {"train": train, "validation": draw("validation", extra, seen),
           "heldout": draw("heldout", extra, mixed) if held else []}
 
 
 def write_splits(out_dir: str, n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOUT,
                  phrasings: str = "one", eval_phrasings: str | None = None,
-                 train_format: str = "instruction") -> dict[str, str]:
+                 train_format: str = "instruction", noise: float = 0.0,
+                 noise_kinds: str | Iterable[str] = noise_lib.KINDS) -> dict[str, str]:
   """Writes train/validation/heldout JSONL files and a tasks.json summary into `out_dir`; returns {split: path}."""
   splits = make_splits(n, seed, holdout, phrasings=phrasings, eval_phrasings=eval_phrasings,
-                       train_format=train_format)
+                       train_format=train_format, noise=noise, noise_kinds=noise_kinds)
   os.makedirs(out_dir, exist_ok=True)
   paths = {}
   for split, records in splits.items():
@@ -375,7 +355,8 @@ def write_splits(out_dir: str, n: int, seed: int, holdout: str | Iterable[str] =
     atomic.write_text(paths[split], lambda f, records=records: f.writelines(
         json.dumps(record, ensure_ascii=False) + "\n" for record in records))
   summary = {"seed": seed, "n": n, "holdout": sorted(expand_holdout(holdout)), "phrasings": phrasings,
-             "eval_phrasings": eval_phrasings or phrasings, "train_format": train_format,
+             "eval_phrasings": eval_phrasings or phrasings, "train_format": train_format, "noise": noise,
+             "noisy": dict(sorted(Counter(r["noise"] for r in splits["train"] if "noise" in r).items())),
              "sizes": {split: len(records) for split, records in splits.items()},
              "counts": {split: dict(sorted(Counter(t for r in records for t in r["types"]).items()))
                         for split, records in splits.items()}}

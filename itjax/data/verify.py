@@ -1,4 +1,5 @@
-"""Checks any response against a task's verifier kwargs: every formatting constraint, then the content answer.
+"""A task response's format, both ways: `render` writes an answer in a layout with modifiers, and `verify` checks
+any response against a task's verifier kwargs: every formatting constraint, then the content answer.
 
 The response is parsed, not matched against the generator's wording: wrappers are peeled off in the inverse order
 they are applied (quotes, end phrase, title line), the body is read according to the layout, and the items or value
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 
 from itjax.data import grounded
 
@@ -58,6 +60,32 @@ def verify(response: str, verifier: dict) -> bool:
   if mods.intersection(CASES):
     found, expected = _fold(found), _fold(expected)
   return found == expected
+
+
+def render(answer: list | int | str, layout: str | None, mods: Iterable[str], title: str = "",
+           phrase: str = "") -> str:
+  """The response stating `answer` in `layout` with the modifiers applied (title, end phrase, case, quotes)."""
+  mods = set(mods)
+  items = [str(x) for x in answer] if isinstance(answer, list) else None
+  if layout == "json":
+    body = json.dumps({"items": answer} if items is not None else {"answer": answer}, ensure_ascii=False)
+  elif layout == "bullets":
+    body = "\n".join(f"* {x}" for x in items)
+  elif layout == "numbered":
+    body = "\n".join(f"{i}. {x}" for i, x in enumerate(items, 1))
+  elif layout == "paragraphs":
+    body = "\n\n***\n\n".join(items)
+  else:
+    body = "\n".join(items) if items is not None else str(answer)
+  if "title" in mods:
+    body = f"<<{title}>>\n\n{body}"
+  if "end_phrase" in mods:
+    body = f"{body}\n\n{phrase}"
+  if "lowercase" in mods:
+    body = body.lower()
+  if "uppercase" in mods:
+    body = body.upper()
+  return f'"{body}"' if "quotes" in mods else body
 
 
 def parse_body(text: str, verifier: dict) -> list[str] | str | None:

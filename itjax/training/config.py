@@ -11,7 +11,7 @@ import os
 
 import ml_collections
 
-from itjax.data import chat
+from itjax.data import chat, noise
 from itjax.errors import UserError
 from itjax.io import pyfile
 from itjax.model.config import LORA_TARGETS_ALL, REMAT_POLICIES, LoraSpec, ModelConfig
@@ -68,8 +68,11 @@ def base_config() -> ml_collections.ConfigDict:
   # eval_phrasings: the validation and held-out splits' wordings ("": as phrasings), so that runs trained on other
   # wordings are scored on the same prompts; train_format 'task_name': the train split's prompts name the task's
   # types and give its input, without natural-language instructions (a multi-task format; evaluation keeps them).
+  # noise: the share of train records whose response is made wrong (noise_kinds: wrong_answer, broken_format,
+  # truncated, taking turns; itjax.data.noise), for data-quality ablations; evaluation splits stay clean.
   c.tasks = ml_collections.ConfigDict(dict(n=0, seed=0, holdout="max_number,numbered,uppercase,grounded",
-                                           phrasings="one", eval_phrasings="", train_format="instruction"))
+                                           phrasings="one", eval_phrasings="", train_format="instruction",
+                                           noise=0.0, noise_kinds="wrong_answer,broken_format,truncated"))
   against_forgetting(c)  # config.replay and config.anchor
   # Generation suites on the live params (itjax.evals): before training, every `every` steps (0: only at the end)
   # and at the end; metrics.jsonl gets eval/SUITE/METRIC. 'tasks' runs when WORKDIR/tasks exists; 'ifeval' needs
@@ -251,6 +254,11 @@ def _check_data(c: ml_collections.ConfigDict) -> None:
          c.tasks.eval_phrasings)
   _check(c.tasks.train_format in ("instruction", "task_name"), "tasks.train_format",
          "must be instruction or task_name", c.tasks.train_format)
+  _check(0 <= c.tasks.noise <= 1, "tasks.noise", "must be a share in [0, 1]", c.tasks.noise)
+  try:
+    noise.parse_kinds(c.tasks.noise_kinds)
+  except UserError as e:
+    raise UserError(f"config.tasks.noise_kinds: {e}") from None
 
 
 def _check_anchor(c: ml_collections.ConfigDict) -> None:

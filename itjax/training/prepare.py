@@ -56,7 +56,8 @@ def write_tasks(config: ml_collections.ConfigDict, workdir: str, files: str) -> 
     from itjax.data.tasks import write_splits
     write_splits(os.path.join(files, "tasks"), config.tasks.n, config.tasks.seed, config.tasks.holdout,
                  phrasings=config.tasks.phrasings, eval_phrasings=config.tasks.eval_phrasings or None,
-                 train_format=config.tasks.train_format)
+                 train_format=config.tasks.train_format, noise=config.tasks.noise,
+                 noise_kinds=config.tasks.noise_kinds)
   workdir_lib.share(workdir, "tasks")  # the other processes read them
 
 
