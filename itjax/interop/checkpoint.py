@@ -23,7 +23,7 @@ from itjax.io import workdir as workdir_lib
 from itjax.io.atomic import write_json
 from itjax.io.log import get as get_logger
 from itjax.io.log import quiet_failed_reads
-from itjax.errors import CheckpointNotWritten, InputNotFound, UserError, brief
+from itjax.errors import CheckpointNotWritten, InputNotFound, UserError
 from itjax.model.config import LoraSpec
 
 log = get_logger(__name__)
