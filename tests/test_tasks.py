@@ -3,6 +3,7 @@
 import copy
 import json
 import random
+from collections import Counter
 
 import pytest
 
@@ -327,3 +328,41 @@ def test_config_and_make_tasks_take_the_noise_options(tmp_path):
   summary = json.loads((out / "tasks.json").read_text())
   assert summary["noise"] == 0.25 and sum(summary["noisy"].values()) == 10
   assert set(summary["noisy"]) <= {"truncated", "wrong_answer"}
+
+
+@pytest.mark.parametrize("by", ["random", "quality"])
+def test_tasks_select_keeps_n_of_the_records_training_would_use_and_counts_the_noise_kept(tiny_hf_dir, tmp_path,
+                                                                                         by):
+  """tasks.select: N of the generated train records without data.drop_types' types, chosen as `itjax curate`
+  chooses; train.jsonl also keeps the dropped types (left out at loading), train_all.jsonl the generated split;
+  selection.json counts the noise kept; a second prepare keeps the first selection."""
+  import os
+  from test_train import load_config
+  from itjax.training.prepare import prepare
+  config = load_config(model=tiny_hf_dir, **{"tasks.n": 40, "tasks.noise": 0.5, "tasks.select": 12,
+                                             "tasks.select_by": by, "data.drop_types": "arithmetic"})
+  workdir = str(tmp_path / "run")
+  prepare(config, workdir)
+  folder = tmp_path / "run" / "tasks"
+  read = lambda name: [json.loads(line) for line in (folder / name).read_text().splitlines()]  # noqa: E731
+  generated, train, selected = read("train_all.jsonl"), read("train.jsonl"), read("selected.jsonl")
+  assert generated == tasks.make_splits(40, 0, noise=0.5)["train"]
+  dropped = [r for r in generated if "arithmetic" in r["types"]]
+  summary = json.loads((folder / "selection.json").read_text())
+  kept = summary["kept"]  # quality keeps fewer when fewer than 12 have IFD < 1, and says so
+  assert kept == 12 if by == "random" else 0 < kept <= 12 and (kept == 12) != bool(summary["notes"])
+  assert len(selected) == kept and not any("arithmetic" in r["types"] for r in selected) and dropped
+  assert train == [r for r in generated if r in selected or r in dropped]  # input order
+  removed = read("selected.removed.jsonl")
+  assert len(removed) == 40 - kept and {r["reason"] for r in removed} == {"not_selected", "data.drop_types"}
+  if by == "quality":
+    assert all("ifd" in r for r in removed if r["reason"] == "not_selected")
+  assert summary["candidates"] == 40 - len(dropped) and summary["by"] == by
+  assert summary["kept_by_noise"] == dict(sorted(Counter(r.get("noise", "clean") for r in selected).items()))
+  assert sum(summary["candidates_by_noise"].values()) == summary["candidates"]
+  stamp = os.path.getmtime(folder / "train.jsonl")
+  prepare(config, workdir)
+  assert os.path.getmtime(folder / "train.jsonl") == stamp and read("train.jsonl") == train
+  config.tasks.select = 1000
+  with pytest.raises(ValueError, match=r"config\.tasks\.select: --select 1000: only \d+ records remain"):
+    prepare(config, str(tmp_path / "other"))

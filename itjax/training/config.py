@@ -70,9 +70,12 @@ def base_config() -> ml_collections.ConfigDict:
   # types and give its input, without natural-language instructions (a multi-task format; evaluation keeps them).
   # noise: the share of train records whose response is made wrong (noise_kinds: wrong_answer, broken_format,
   # truncated, taking turns; itjax.data.noise), for data-quality ablations; evaluation splits stay clean.
+  # select > 0 keeps that many train records, chosen by select_by as `itjax curate --select N --by BY` chooses
+  # (random, quality or diversity; the last two on the base model) among those data.drop_types leaves in.
   c.tasks = ml_collections.ConfigDict(dict(n=0, seed=0, holdout="max_number,numbered,uppercase,grounded",
                                            phrasings="one", eval_phrasings="", train_format="instruction",
-                                           noise=0.0, noise_kinds="wrong_answer,broken_format,truncated"))
+                                           noise=0.0, noise_kinds="wrong_answer,broken_format,truncated",
+                                           select=0, select_by="random"))
   against_forgetting(c)  # config.replay and config.anchor
   # Generation suites on the live params (itjax.evals): before training, every `every` steps (0: only at the end)
   # and at the end; metrics.jsonl gets eval/SUITE/METRIC. 'tasks' runs when WORKDIR/tasks exists; 'ifeval' needs
@@ -255,6 +258,9 @@ def _check_data(c: ml_collections.ConfigDict) -> None:
   _check(c.tasks.train_format in ("instruction", "task_name"), "tasks.train_format",
          "must be instruction or task_name", c.tasks.train_format)
   _check(0 <= c.tasks.noise <= 1, "tasks.noise", "must be a share in [0, 1]", c.tasks.noise)
+  _check(c.tasks.select >= 0, "tasks.select", "must be a number of records >= 0 (0: all)", c.tasks.select)
+  _check(c.tasks.select_by in ("random", "quality", "diversity"), "tasks.select_by",
+         "must be random, quality or diversity", c.tasks.select_by)
   try:
     noise.parse_kinds(c.tasks.noise_kinds)
   except UserError as e:
