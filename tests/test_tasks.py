@@ -307,7 +307,7 @@ def _unwrapped(text, record):
   return text
 
 
-def test_config_and_make_tasks_take_the_noise_options(tmp_path):
+def test_config_and_make_tasks_take_the_noise_and_size_options(tmp_path):
   from conftest import itjax_in_process
   from itjax.training import config
   c = config.base_config()
@@ -315,6 +315,9 @@ def test_config_and_make_tasks_take_the_noise_options(tmp_path):
   c.tasks.noise = 0.5
   config.validate(c)
   for key, value, message in (("noise", 1.2, r"config\.tasks\.noise must be a share in \[0, 1\], got 1.2"),
+                              ("select", -1, r"config\.tasks\.select must be a number of records >= 0"),
+                              ("select_by", "size", r"config\.tasks\.select_by must be random, quality or diversity"),
+                              ("n_eval", -2, r"config\.tasks\.n_eval must be >= 0"),
                               ("noise_kinds", "typos", r"config\.tasks\.noise_kinds: unknown noise kind 'typos'")):
     bad = config.base_config()
     bad.model, bad.data.train = "demo", "train.jsonl"
@@ -323,9 +326,10 @@ def test_config_and_make_tasks_take_the_noise_options(tmp_path):
       config.validate(bad)
   out = tmp_path / "noisy"
   result = itjax_in_process("make-tasks", "--out", str(out), "--n", "40", "--noise", "0.25",
-                            "--noise_kinds", "truncated,wrong_answer")
+                            "--noise_kinds", "truncated,wrong_answer", "--n_eval", "7")
   assert result.returncode == 0, result.stderr
   summary = json.loads((out / "tasks.json").read_text())
+  assert summary["sizes"] == {"train": 40, "validation": 7, "heldout": 7}
   assert summary["noise"] == 0.25 and sum(summary["noisy"].values()) == 10
   assert set(summary["noisy"]) <= {"truncated", "wrong_answer"}
 

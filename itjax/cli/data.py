@@ -67,6 +67,8 @@ def define_make_tasks(fv: flags.FlagValues) -> None:
   flags.DEFINE_enum("train_format", "instruction", ["instruction", "task_name"], "The train split's prompts: "
                     "natural-language instructions, or the task's type names and its input (a multi-task format).",
                     flag_values=fv)
+  flags.DEFINE_integer("n_eval", 0, "Validation and held-out examples each (0: n/10).", lower_bound=0,
+                       flag_values=fv)
   flags.DEFINE_float("noise", 0.0, "Share of train records given a response their verifier rejects (exactly that "
                      "share; the record's 'noise' field names the kind).", lower_bound=0.0, upper_bound=1.0,
                      flag_values=fv)
@@ -81,7 +83,8 @@ def cmd_make_tasks(f: flags.FlagValues, args: list[str]) -> None:
   outputs.check(f.out, "--out", directory=True, overwrite=f.overwrite)
   holdout = tasks.DEFAULT_HOLDOUT if f.holdout is None else f.holdout
   paths = tasks.write_splits(f.out, f.n, f.seed, holdout, phrasings=f.phrasings, eval_phrasings=f.eval_phrasings,
-                             train_format=f.train_format, noise=f.noise, noise_kinds=f.noise_kinds)
+                             train_format=f.train_format, noise=f.noise, noise_kinds=f.noise_kinds,
+                             n_eval=f.n_eval)
   for split, path in paths.items():
     print(f"{split}: {path}")
 

@@ -297,7 +297,7 @@ def expand_holdout(spec: str | Iterable[str]) -> set[str]:
 def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOUT,
                 validation_fraction: float = 0.1, phrasings: str = "one", eval_phrasings: str | None = None,
                 train_format: str = "instruction", noise: float = 0.0,
-                noise_kinds: str | Iterable[str] = noise_lib.KINDS) -> dict[str, list[dict]]:
+                noise_kinds: str | Iterable[str] = noise_lib.KINDS, n_eval: int = 0) -> dict[str, list[dict]]:
   """Train and validation records without held-out types; heldout records combine held-out with seen types.
 
   Each split draws from its own seeded stream, and no instruction appears twice across the splits. With nothing
@@ -306,6 +306,8 @@ def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOU
   the train split's prompts as task names and inputs (phrasings.task_name_prompt), the same records otherwise; evaluation
   splits keep natural-language instructions. `noise` is the share of train records given a response their verifier
   rejects (itjax.data.noise: exactly that share, `noise_kinds` taking turns); the evaluation splits stay clean.
+  `n_eval` > 0 sets the validation and heldout sizes (else n x validation_fraction), so that training sets of other
+  sizes are scored on evaluation splits of the same size.
   """
   check_phrasings(phrasings)
   eval_phrasings = eval_phrasings or phrasings
@@ -313,7 +315,7 @@ def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOU
   if train_format not in FORMATS:
     raise UserError(f"unknown task prompt format {train_format!r}; known: {', '.join(FORMATS)}")
   held = expand_holdout(holdout)
-  extra = max(1, round(n * validation_fraction))
+  extra = n_eval if n_eval > 0 else max(1, round(n * validation_fraction))
   prompts: set[str] = set()
 
   def draw(split: str, count: int, allowed: Callable[[list[str]], bool]) -> list[dict]:
@@ -344,10 +346,10 @@ def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOU
 def write_splits(out_dir: str, n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOUT,
                  phrasings: str = "one", eval_phrasings: str | None = None,
                  train_format: str = "instruction", noise: float = 0.0,
-                 noise_kinds: str | Iterable[str] = noise_lib.KINDS) -> dict[str, str]:
+                 noise_kinds: str | Iterable[str] = noise_lib.KINDS, n_eval: int = 0) -> dict[str, str]:
   """Writes train/validation/heldout JSONL files and a tasks.json summary into `out_dir`; returns {split: path}."""
   splits = make_splits(n, seed, holdout, phrasings=phrasings, eval_phrasings=eval_phrasings,
-                       train_format=train_format, noise=noise, noise_kinds=noise_kinds)
+                       train_format=train_format, noise=noise, noise_kinds=noise_kinds, n_eval=n_eval)
   os.makedirs(out_dir, exist_ok=True)
   paths = {}
   for split, records in splits.items():

@@ -72,10 +72,11 @@ def base_config() -> ml_collections.ConfigDict:
   # truncated, taking turns; itjax.data.noise), for data-quality ablations; evaluation splits stay clean.
   # select > 0 keeps that many train records, chosen by select_by as `itjax curate --select N --by BY` chooses
   # (random, quality or diversity; the last two on the base model) among those data.drop_types leaves in.
+  # n_eval > 0: the validation and held-out splits' size (0: n / 10).
   c.tasks = ml_collections.ConfigDict(dict(n=0, seed=0, holdout="max_number,numbered,uppercase,grounded",
                                            phrasings="one", eval_phrasings="", train_format="instruction",
                                            noise=0.0, noise_kinds="wrong_answer,broken_format,truncated",
-                                           select=0, select_by="random"))
+                                           select=0, select_by="random", n_eval=0))
   against_forgetting(c)  # config.replay and config.anchor
   # Generation suites on the live params (itjax.evals): before training, every `every` steps (0: only at the end)
   # and at the end; metrics.jsonl gets eval/SUITE/METRIC. 'tasks' runs when WORKDIR/tasks exists; 'ifeval' needs
@@ -258,6 +259,7 @@ def _check_data(c: ml_collections.ConfigDict) -> None:
   _check(c.tasks.train_format in ("instruction", "task_name"), "tasks.train_format",
          "must be instruction or task_name", c.tasks.train_format)
   _check(0 <= c.tasks.noise <= 1, "tasks.noise", "must be a share in [0, 1]", c.tasks.noise)
+  _check(c.tasks.n_eval >= 0, "tasks.n_eval", "must be >= 0 (0: tasks.n / 10)", c.tasks.n_eval)
   _check(c.tasks.select >= 0, "tasks.select", "must be a number of records >= 0 (0: all)", c.tasks.select)
   _check(c.tasks.select_by in ("random", "quality", "diversity"), "tasks.select_by",
          "must be random, quality or diversity", c.tasks.select_by)

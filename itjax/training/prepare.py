@@ -58,7 +58,7 @@ def write_tasks(config: ml_collections.ConfigDict, workdir: str, files: str) -> 
     write_splits(os.path.join(files, "tasks"), config.tasks.n, config.tasks.seed, config.tasks.holdout,
                  phrasings=config.tasks.phrasings, eval_phrasings=config.tasks.eval_phrasings or None,
                  train_format=config.tasks.train_format, noise=config.tasks.noise,
-                 noise_kinds=config.tasks.noise_kinds)
+                 noise_kinds=config.tasks.noise_kinds, n_eval=config.tasks.n_eval)
   workdir_lib.share(workdir, "tasks")  # the other processes read them
 
 
