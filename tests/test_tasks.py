@@ -370,3 +370,47 @@ def test_tasks_select_keeps_n_of_the_records_training_would_use_and_counts_the_n
   config.tasks.select = 1000
   with pytest.raises(ValueError, match=r"config\.tasks\.select: --select 1000: only \d+ records remain"):
     prepare(config, str(tmp_path / "other"))
+
+
+def test_tasks_distill_rewrites_the_records_training_would_use_and_keeps_the_originals_it_rejects(
+    tiny_hf_dir, tmp_path, monkeypatch):
+  """tasks.distill: the base rewrites (itjax distill) the train records without data.drop_types' types, after
+  tasks.select when both are set; a rewrite its verifier rejects keeps the original; distillation.json has the
+  acceptance rate; a run stopped after the rewrite resumes to the same files."""
+  from test_train import load_config
+  from itjax.curate import distill as distill_lib
+  from itjax.training.prepare import prepare
+  shown = []
+
+  def rewrite(model, chats, options, on_answer):  # every other reference as it stands (accepted), else "no idea"
+    for i, chat in enumerate(chats):
+      shown.append(chat)
+      reference = chat[-1]["content"].split("known to be correct:\n\n", 1)[1].split("\n\nRefer to it", 1)[0]
+      on_answer(i, reference + " " if i % 2 == 0 else "no idea", True)
+
+  monkeypatch.setattr(distill_lib, "generate_answers", rewrite)
+  config = load_config(model=tiny_hf_dir, **{"tasks.n": 40, "tasks.select": 10, "tasks.distill": "refer",
+                                             "data.drop_types": "arithmetic"})
+  workdir = str(tmp_path / "run")
+  prepare(config, workdir)
+  folder = tmp_path / "run" / "tasks"
+  read = lambda name: [json.loads(line) for line in (folder / name).read_text().splitlines()]  # noqa: E731
+  train, generated = read("train.jsonl"), read("train_all.jsonl")
+  rewritten = [r for r in train if "distill" in r]
+  assert len(rewritten) == len(shown) == 10 and not any("arithmetic" in r["types"] for r in rewritten)
+  assert [r["distill"]["accepted"] for r in rewritten] == [True, False] * 5
+  assert all(r["distill"]["reason"] == "failed_check" for r in rewritten[1::2])
+  originals = {r["messages"][0]["content"]: r for r in generated}
+  for r in rewritten:
+    was = originals[r["messages"][0]["content"]]
+    assert r["messages"][1]["content"] == was["messages"][1]["content"].strip()  # accepted: the rewrite, stripped
+    assert tasks.verify(r["messages"][1]["content"], r["verifier"])
+  assert [r for r in train if "distill" not in r] == [r for r in generated if "arithmetic" in r["types"]]
+  summary = json.loads((folder / "distillation.json").read_text())
+  assert summary["acceptance_rate"] == 50.0 and summary["records"] == 10 and summary["template"] == "refer"
+  (folder / "distillation.json").unlink()  # stopped before its marker: the rewrite is read back, not redone
+  prepare(config, workdir)
+  assert read("train.jsonl") == train and len(shown) == 10
+  bad = load_config(model=tiny_hf_dir, **{"tasks.distill": "summarise"})
+  with pytest.raises(ValueError, match=r"config\.tasks\.distill must be '' \(off\), general, refer, math or a"):
+    prepare(bad, str(tmp_path / "bad"))

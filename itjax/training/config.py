@@ -73,10 +73,14 @@ def base_config() -> ml_collections.ConfigDict:
   # select > 0 keeps that many train records, chosen by select_by as `itjax curate --select N --by BY` chooses
   # (random, quality or diversity; the last two on the base model) among those data.drop_types leaves in.
   # n_eval > 0: the validation and held-out splits' size (0: n / 10).
+  # distill: a template name of `itjax distill` (general, refer, math) or a Jinja file has the base rewrite those
+  # train records' responses (SDFT), checked by distill_check (tasks: the verifier), the originals kept where a
+  # rewrite is rejected; distill_max_new_tokens caps a rewrite. Both steps: itjax.training.task_data.
   c.tasks = ml_collections.ConfigDict(dict(n=0, seed=0, holdout="max_number,numbered,uppercase,grounded",
                                            phrasings="one", eval_phrasings="", train_format="instruction",
                                            noise=0.0, noise_kinds="wrong_answer,broken_format,truncated",
-                                           select=0, select_by="random", n_eval=0))
+                                           select=0, select_by="random", n_eval=0, distill="",
+                                           distill_check="tasks", distill_max_new_tokens=128))
   against_forgetting(c)  # config.replay and config.anchor
   # Generation suites on the live params (itjax.evals): before training, every `every` steps (0: only at the end)
   # and at the end; metrics.jsonl gets eval/SUITE/METRIC. 'tasks' runs when WORKDIR/tasks exists; 'ifeval' needs
@@ -263,10 +267,21 @@ def _check_data(c: ml_collections.ConfigDict) -> None:
   _check(c.tasks.select >= 0, "tasks.select", "must be a number of records >= 0 (0: all)", c.tasks.select)
   _check(c.tasks.select_by in ("random", "quality", "diversity"), "tasks.select_by",
          "must be random, quality or diversity", c.tasks.select_by)
+  _check_distill(c.tasks)
   try:
     noise.parse_kinds(c.tasks.noise_kinds)
   except UserError as e:
     raise UserError(f"config.tasks.noise_kinds: {e}") from None
+
+
+def _check_distill(t: ml_collections.ConfigDict) -> None:
+  if not t.distill:
+    return
+  from itjax.curate.distill import CHECKS, TEMPLATES
+  _check(t.distill in TEMPLATES or os.path.isfile(t.distill), "tasks.distill",
+         f"must be '' (off), {', '.join(TEMPLATES)} or a Jinja file", t.distill)
+  _check(t.distill_check in CHECKS, "tasks.distill_check", f"must be one of {', '.join(CHECKS)}", t.distill_check)
+  _check(t.distill_max_new_tokens > 0, "tasks.distill_max_new_tokens", "must be > 0", t.distill_max_new_tokens)
 
 
 def _check_anchor(c: ml_collections.ConfigDict) -> None:

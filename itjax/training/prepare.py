@@ -8,7 +8,6 @@ changed; `prepare` returns the run's own copy (an imported adapter's rank, alpha
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import jax
@@ -20,7 +19,7 @@ from itjax.io.log import get as get_logger
 from itjax.io import workdir as workdir_lib
 from itjax.training import config as config_lib
 from itjax.training import resume
-from itjax.training import sharding
+from itjax.training import sharding, task_data
 
 log = get_logger(__name__)
 
@@ -49,64 +48,6 @@ def write_records(files: str, records: list[dict]) -> str:
   if distributed.primary():
     atomic.write_records(path, records, "training records", "another workdir")
   return path
-
-
-def write_tasks(config: ml_collections.ConfigDict, workdir: str, files: str) -> None:
-  """config.tasks.n generated verifiable tasks in WORKDIR/tasks (train, validation, held-out types)."""
-  if config.tasks.n > 0 and distributed.primary() and not os.path.exists(os.path.join(files, "tasks", "train.jsonl")):
-    from itjax.data.tasks import write_splits
-    write_splits(os.path.join(files, "tasks"), config.tasks.n, config.tasks.seed, config.tasks.holdout,
-                 phrasings=config.tasks.phrasings, eval_phrasings=config.tasks.eval_phrasings or None,
-                 train_format=config.tasks.train_format, noise=config.tasks.noise,
-                 noise_kinds=config.tasks.noise_kinds, n_eval=config.tasks.n_eval)
-  workdir_lib.share(workdir, "tasks")  # the other processes read them
-
-
-def select_tasks(config: ml_collections.ConfigDict, files: str, model) -> dict:
-  """Keeps config.tasks.select of the generated train records, chosen as `itjax curate --select N --by BY` chooses
-  (quality and diversity on the base model), among the records that training would use (not data.drop_types').
-
-  WORKDIR/tasks/train_all.jsonl keeps the generated split, selected.jsonl what was chosen and selected.removed.jsonl
-  the rest (with its IFD under --by quality); train.jsonl becomes the chosen records plus the data.drop_types ones
-  (left out at loading, as without a selection); selection.json says how many of each noise kind were kept. Done
-  once: a resumed run reads selection.json."""
-  from collections import Counter
-
-  from itjax.curate import curate as curate_lib
-  from itjax.curate.select import select
-  t, folder = config.tasks, os.path.join(files, "tasks")
-  done = os.path.join(folder, "selection.json")
-  if os.path.exists(done):
-    with open(done, encoding="utf-8") as f:
-      return json.load(f)
-  generated, train = os.path.join(folder, "train_all.jsonl"), os.path.join(folder, "train.jsonl")
-  if not os.path.exists(generated):
-    with open(train, encoding="utf-8") as f:
-      text = f.read()
-    atomic.write_text(generated, lambda out: out.write(text))
-  items = curate_lib.read_items(generated)
-  drop = {s.strip() for s in config.data.drop_types.split(",") if s.strip()}
-  for item in items:
-    if drop.intersection(item.obj.get("types") or ()):
-      item.remove("data.drop_types")
-  candidates = [item for item in items if item.reason is None]
-  notes: list[str] = []
-  try:
-    select(items, t.select, t.select_by, t.seed, model, config.data.chat_template or None, notes)
-  except UserError as e:
-    raise UserError(f"config.tasks.select: {e}") from None
-  curate_lib.write_outputs(curate_lib.Curated(items, items[0].fmt, notes), os.path.join(folder, "selected.jsonl"))
-  lines = [item.line for item in items if item.reason in (None, "data.drop_types")]
-  atomic.write_text(train, lambda out: out.writelines(line + "\n" for line in lines))
-  kinds = lambda chosen: dict(sorted(Counter(i.obj.get("noise", "clean") for i in chosen).items()))  # noqa: E731
-  kept = [item for item in items if item.reason is None]
-  summary = {"select": t.select, "by": t.select_by, "candidates": len(candidates), "kept": len(kept),
-             "drop_types_left_in": len(lines) - len(kept), "candidates_by_noise": kinds(candidates),
-             "kept_by_noise": kinds(kept), "notes": notes}
-  atomic.write_json(done, summary)
-  log.info("tasks.select: kept %d of %d train records by %s (by noise: %s of %s)", len(kept), len(candidates),
-           t.select_by, summary["kept_by_noise"], summary["candidates_by_noise"])
-  return summary
 
 
 def write_replay(config: ml_collections.ConfigDict, files: str, model) -> dict:
@@ -173,16 +114,13 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, model=None, data: l
   if data is not None:
     write_records(files, data)
     workdir_lib.share(workdir, "data")
-  write_tasks(config, workdir, files)
+  task_data.write(config, workdir, files)
   config_lib.check_data_files(config, files)
   check_batch_split(config, num_devices, jax.process_count())
   if model is None:
     from itjax.interop.loading import load_model
     model = load_model(model_source(config))
-  if config.tasks.n > 0 and config.tasks.select > 0:
-    if distributed.primary():
-      select_tasks(config, files, model)
-    workdir_lib.share(workdir, "tasks")
+  task_data.refine(config, workdir, files, model)
   if config.replay.n > 0 and distributed.primary():
     write_replay(config, files, model)
   workdir_lib.share(workdir, "replay")
