@@ -318,6 +318,7 @@ def test_config_and_make_tasks_take_the_noise_and_size_options(tmp_path):
                               ("select", -1, r"config\.tasks\.select must be a number of records >= 0"),
                               ("select_by", "size", r"config\.tasks\.select_by must be random, quality or diversity"),
                               ("n_eval", -2, r"config\.tasks\.n_eval must be >= 0"),
+                              ("grounded_unanswerable", 1.5, r"config\.tasks\.grounded_unanswerable must be a share"),
                               ("noise_kinds", "typos", r"config\.tasks\.noise_kinds: unknown noise kind 'typos'")):
     bad = config.base_config()
     bad.model, bad.data.train = "demo", "train.jsonl"
@@ -414,3 +415,26 @@ def test_tasks_distill_rewrites_the_records_training_would_use_and_keeps_the_ori
   bad = load_config(model=tiny_hf_dir, **{"tasks.distill": "summarise"})
   with pytest.raises(ValueError, match=r"config\.tasks\.distill must be '' \(off\), general, refer, math or a"):
     prepare(bad, str(tmp_path / "bad"))
+
+
+def test_grounded_questions_join_the_train_split_and_leave_the_evaluation_splits_as_they_were(tmp_path):
+  """tasks.grounded: that many grounded questions (exactly the unanswerable share asked for, each answered with an
+  abstention) are added to the train split, every one verified; validation and heldout stay the same."""
+  from conftest import itjax_in_process
+  from itjax.data import grounded
+  plain = tasks.make_splits(300, 2)
+  more = tasks.make_splits(300, 2, n_grounded=40, grounded_unanswerable=0.25)
+  assert more["validation"] == plain["validation"] and more["heldout"] == plain["heldout"]
+  assert more["train"][:300] == plain["train"] and not any("grounded_qa" in r["types"] for r in plain["train"])
+  added = more["train"][300:]
+  assert len(added) == 40 and all(r["types"][0] == "grounded_qa" for r in added)
+  assert sum(r["verifier"]["answer"] == grounded.ABSTENTION for r in added) == 10
+  assert all(tasks.verify(r["messages"][1]["content"], r["verifier"]) for r in added)
+  assert len({r["messages"][0]["content"] for r in more["train"] + more["validation"] + more["heldout"]}) == 340 + 60
+  none = tasks.make_splits(300, 2, n_grounded=12, grounded_unanswerable=0.0)["train"][300:]
+  assert not any(r["verifier"]["answer"] == grounded.ABSTENTION for r in none)
+  with pytest.raises(ValueError, match=r"unanswerable grounded questions must be in \[0, 1\], got 2"):
+    tasks.make_splits(10, 0, n_grounded=4, grounded_unanswerable=2)
+  result = itjax_in_process("make-tasks", "--out", str(tmp_path / "g"), "--n", "20", "--grounded", "6")
+  assert result.returncode == 0, result.stderr
+  assert json.loads((tmp_path / "g" / "tasks.json").read_text())["sizes"]["train"] == 26

@@ -69,6 +69,10 @@ def define_make_tasks(fv: flags.FlagValues) -> None:
                     flag_values=fv)
   flags.DEFINE_integer("n_eval", 0, "Validation and held-out examples each (0: n/10).", lower_bound=0,
                        flag_values=fv)
+  flags.DEFINE_integer("grounded", 0, "Grounded questions added to the train split, held out or not.",
+                       lower_bound=0, flag_values=fv)
+  flags.DEFINE_float("grounded_unanswerable", 0.5, "The share of those that are unanswerable (answered with an "
+                     "abstention).", lower_bound=0.0, upper_bound=1.0, flag_values=fv)
   flags.DEFINE_float("noise", 0.0, "Share of train records given a response their verifier rejects (exactly that "
                      "share; the record's 'noise' field names the kind).", lower_bound=0.0, upper_bound=1.0,
                      flag_values=fv)
@@ -84,7 +88,7 @@ def cmd_make_tasks(f: flags.FlagValues, args: list[str]) -> None:
   holdout = tasks.DEFAULT_HOLDOUT if f.holdout is None else f.holdout
   paths = tasks.write_splits(f.out, f.n, f.seed, holdout, phrasings=f.phrasings, eval_phrasings=f.eval_phrasings,
                              train_format=f.train_format, noise=f.noise, noise_kinds=f.noise_kinds,
-                             n_eval=f.n_eval)
+                             n_eval=f.n_eval, n_grounded=f.grounded, grounded_unanswerable=f.grounded_unanswerable)
   for split, path in paths.items():
     print(f"{split}: {path}")
 

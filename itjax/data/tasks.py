@@ -294,21 +294,47 @@ def expand_holdout(spec: str | Iterable[str]) -> set[str]:
   return held
 
 
+def _unanswerable(record: dict) -> bool:
+  return record["verifier"]["answer"] == grounded.ABSTENTION
+
+
+def _draw(stream: str, want: dict, allowed: Callable[[list[str]], bool], phrasings: str, prompts: set[str],
+          split: str, kind: Callable[[dict], object] = lambda record: None) -> list[dict]:
+  """Records drawn from their own seeded stream until `want` ({kind(record): count}) is met, each with a prompt not
+  in `prompts` (which gains it)."""
+  rng, records, want = random.Random(stream), [], dict(want)
+  for _ in range(100 * sum(want.values()) + _MAX_TRIES):
+    if not any(want.values()):
+      return records
+    record = make_task(rng, allowed, phrasings)
+    key = kind(record)
+    if want.get(key) and record["messages"][0]["content"] not in prompts:
+      want[key] -= 1
+      prompts.add(record["messages"][0]["content"])
+      records.append(record)
+  raise UserError(f"could not draw {sum(want.values())} more distinct {split} records")
+
+
 def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOUT,
                 validation_fraction: float = 0.1, phrasings: str = "one", eval_phrasings: str | None = None,
                 train_format: str = "instruction", noise: float = 0.0,
-                noise_kinds: str | Iterable[str] = noise_lib.KINDS, n_eval: int = 0) -> dict[str, list[dict]]:
+                noise_kinds: str | Iterable[str] = noise_lib.KINDS, n_eval: int = 0, n_grounded: int = 0,
+                grounded_unanswerable: float = 0.5) -> dict[str, list[dict]]:
   """Train and validation records without held-out types; heldout records combine held-out with seen types.
 
   Each split draws from its own seeded stream, and no instruction appears twice across the splits. With nothing
   held out the heldout split is empty. `phrasings` is make_task's: "one" or "all" wordings of the constraints;
   `eval_phrasings` those of the validation and heldout splits (None: `phrasings`). `train_format` 'task_name' writes
-  the train split's prompts as task names and inputs (phrasings.task_name_prompt), the same records otherwise; evaluation
-  splits keep natural-language instructions. `noise` is the share of train records given a response their verifier
+  the train split's prompts as task names and inputs (phrasings.task_name_prompt), the same records otherwise;
+  evaluation splits keep natural-language instructions. `noise` is the share of train records given a response their verifier
   rejects (itjax.data.noise: exactly that share, `noise_kinds` taking turns); the evaluation splits stay clean.
   `n_eval` > 0 sets the validation and heldout sizes (else n x validation_fraction), so that training sets of other
-  sizes are scored on evaluation splits of the same size.
+  sizes are scored on evaluation splits of the same size. `n_grounded` adds that many grounded questions to the
+  train split, held out or not (round(n_grounded x grounded_unanswerable) of them unanswerable, answered with an
+  abstention), drawn after the evaluation splits so that these stay as they are.
   """
+  if not 0 <= grounded_unanswerable <= 1:
+    raise UserError(f"the share of unanswerable grounded questions must be in [0, 1], got {grounded_unanswerable}")
   check_phrasings(phrasings)
   eval_phrasings = eval_phrasings or phrasings
   check_phrasings(eval_phrasings)
@@ -319,16 +345,8 @@ def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOU
   prompts: set[str] = set()
 
   def draw(split: str, count: int, allowed: Callable[[list[str]], bool]) -> list[dict]:
-    rng = random.Random(f"itjax-tasks:{seed}:{split}")
-    records = []
-    for _ in range(100 * count + _MAX_TRIES):
-      if len(records) == count:
-        return records
-      record = make_task(rng, allowed, phrasings if split == "train" else eval_phrasings)
-      if record["messages"][0]["content"] not in prompts:
-        prompts.add(record["messages"][0]["content"])
-        records.append(record)
-    raise UserError(f"could not draw {count} distinct {split} records")
+    return _draw(f"itjax-tasks:{seed}:{split}", {None: count}, allowed,
+                 phrasings if split == "train" else eval_phrasings, prompts, split)
 
   def seen(types: list[str]) -> bool:
     return held.isdisjoint(types)
@@ -336,20 +354,29 @@ def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOU
   def mixed(types: list[str]) -> bool:
     return not seen(types) and not held.issuperset(types)
 
+  def grounded_qa(types: list[str]) -> bool:
+    return types[0] == "grounded_qa" and held.isdisjoint(types[1:])
+
   kinds = noise_lib.parse_kinds(noise_kinds) if isinstance(noise_kinds, str) else tuple(noise_kinds)
-  train = noise_lib.add_noise(draw("train", n, seen), noise, seed, kinds)
-  train = [as_format(r, train_format) for r in train]
-  return {"train": train, "validation": draw("validation", extra, seen),
-          "heldout": draw("heldout", extra, mixed) if held else []}
+  train = draw("train", n, seen)
+  splits = {"validation": draw("validation", extra, seen), "heldout": draw("heldout", extra, mixed) if held else []}
+  if n_grounded:  # quotas by answerability: True counts the unanswerable ones
+    unanswerable = round(n_grounded * grounded_unanswerable)
+    train += _draw(f"itjax-tasks:{seed}:grounded", {True: unanswerable, False: n_grounded - unanswerable},
+                   grounded_qa, phrasings, prompts, "grounded", _unanswerable)
+  train = noise_lib.add_noise(train, noise, seed, kinds)
+  return {"train": [as_format(r, train_format) for r in train], **splits}
 
 
 def write_splits(out_dir: str, n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOUT,
                  phrasings: str = "one", eval_phrasings: str | None = None,
                  train_format: str = "instruction", noise: float = 0.0,
-                 noise_kinds: str | Iterable[str] = noise_lib.KINDS, n_eval: int = 0) -> dict[str, str]:
+                 noise_kinds: str | Iterable[str] = noise_lib.KINDS, n_eval: int = 0, n_grounded: int = 0,
+                 grounded_unanswerable: float = 0.5) -> dict[str, str]:
   """Writes train/validation/heldout JSONL files and a tasks.json summary into `out_dir`; returns {split: path}."""
   splits = make_splits(n, seed, holdout, phrasings=phrasings, eval_phrasings=eval_phrasings,
-                       train_format=train_format, noise=noise, noise_kinds=noise_kinds, n_eval=n_eval)
+                       train_format=train_format, noise=noise, noise_kinds=noise_kinds, n_eval=n_eval,
+                       n_grounded=n_grounded, grounded_unanswerable=grounded_unanswerable)
   os.makedirs(out_dir, exist_ok=True)
   paths = {}
   for split, records in splits.items():
@@ -358,6 +385,7 @@ def write_splits(out_dir: str, n: int, seed: int, holdout: str | Iterable[str] =
         json.dumps(record, ensure_ascii=False) + "\n" for record in records))
   summary = {"seed": seed, "n": n, "holdout": sorted(expand_holdout(holdout)), "phrasings": phrasings,
              "eval_phrasings": eval_phrasings or phrasings, "train_format": train_format, "noise": noise,
+             "grounded": n_grounded, "grounded_unanswerable": grounded_unanswerable,
              "noisy": dict(sorted(Counter(r["noise"] for r in splits["train"] if "noise" in r).items())),
              "sizes": {split: len(records) for split, records in splits.items()},
              "counts": {split: dict(sorted(Counter(t for r in records for t in r["types"]).items()))

@@ -61,26 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.lora = ml_collections.ConfigDict(dict(rank=8, alpha=16.0, rslora=False, dropout=0.0,
                                           targets=LORA_TARGETS_ALL))
   c.data = data_config()
-  # Generated verifiable tasks (itjax.data.tasks): n > 0 writes WORKDIR/tasks/{train,validation,heldout}.jsonl
-  # before training (unless present), and data paths may say {workdir}.
-  # phrasings: 'one' says every constraint in its first wording, 'all' in any of its wordings (prompt diversity).
-  # holdout: types or groups kept out of training ('grounded' too, so training on grounded questions is an ablation).
-  # eval_phrasings: the validation and held-out splits' wordings ("": as phrasings), so that runs trained on other
-  # wordings are scored on the same prompts; train_format 'task_name': the train split's prompts name the task's
-  # types and give its input, without natural-language instructions (a multi-task format; evaluation keeps them).
-  # noise: the share of train records whose response is made wrong (noise_kinds: wrong_answer, broken_format,
-  # truncated, taking turns; itjax.data.noise), for data-quality ablations; evaluation splits stay clean.
-  # select > 0 keeps that many train records, chosen by select_by as `itjax curate --select N --by BY` chooses
-  # (random, quality or diversity; the last two on the base model) among those data.drop_types leaves in.
-  # n_eval > 0: the validation and held-out splits' size (0: n / 10).
-  # distill: a template name of `itjax distill` (general, refer, math) or a Jinja file has the base rewrite those
-  # train records' responses (SDFT), checked by distill_check (tasks: the verifier), the originals kept where a
-  # rewrite is rejected; distill_max_new_tokens caps a rewrite. Both steps: itjax.training.task_data.
-  c.tasks = ml_collections.ConfigDict(dict(n=0, seed=0, holdout="max_number,numbered,uppercase,grounded",
-                                           phrasings="one", eval_phrasings="", train_format="instruction",
-                                           noise=0.0, noise_kinds="wrong_answer,broken_format,truncated",
-                                           select=0, select_by="random", n_eval=0, distill="",
-                                           distill_check="tasks", distill_max_new_tokens=128))
+  c.tasks = tasks_config()
   against_forgetting(c)  # config.replay and config.anchor
   # Generation suites on the live params (itjax.evals): before training, every `every` steps (0: only at the end)
   # and at the end; metrics.jsonl gets eval/SUITE/METRIC. 'tasks' runs when WORKDIR/tasks exists; 'ifeval' needs
@@ -100,6 +81,32 @@ def base_config() -> ml_collections.ConfigDict:
                                           n_general=0, perturbations=(), seed=0,  # seed: generated probes, questions
                                           judge="", judge_mode="relevance", judge_template="", base_cache=""))
   return c
+
+
+def tasks_config() -> ml_collections.ConfigDict:
+  """Generated verifiable tasks (itjax.data.tasks): n > 0 writes WORKDIR/tasks/{train,validation,heldout}.jsonl
+  before training (unless present), and data paths may say {workdir}."""
+  # phrasings: 'one' says every constraint in its first wording, 'all' in any of its wordings (prompt diversity).
+  # holdout: types or groups kept out of training ('grounded' too, so training on grounded questions is an ablation).
+  # eval_phrasings: the validation and held-out splits' wordings ("": as phrasings), so that runs trained on other
+  # wordings are scored on the same prompts; train_format 'task_name': the train split's prompts name the task's
+  # types and give its input, without natural-language instructions (a multi-task format; evaluation keeps them).
+  # noise: the share of train records whose response is made wrong (noise_kinds: wrong_answer, broken_format,
+  # truncated, taking turns; itjax.data.noise), for data-quality ablations; evaluation splits stay clean.
+  # select > 0 keeps that many train records, chosen by select_by as `itjax curate --select N --by BY` chooses
+  # (random, quality or diversity; the last two on the base model) among those data.drop_types leaves in.
+  # n_eval > 0: the validation and held-out splits' size (0: n / 10).
+  # distill: a template name of `itjax distill` (general, refer, math) or a Jinja file has the base rewrite those
+  # train records' responses (SDFT), checked by distill_check (tasks: the verifier), the originals kept where a
+  # rewrite is rejected; distill_max_new_tokens caps a rewrite. Both steps: itjax.training.task_data.
+  # grounded: that many grounded questions join the train split though 'grounded' is held out (a share
+  # grounded_unanswerable of them unanswerable, answered with an abstention); the evaluation splits stay the same.
+  return ml_collections.ConfigDict(dict(n=0, seed=0, holdout="max_number,numbered,uppercase,grounded",
+                                      phrasings="one", eval_phrasings="", train_format="instruction",
+                                      noise=0.0, noise_kinds="wrong_answer,broken_format,truncated",
+                                      select=0, select_by="random", n_eval=0, distill="",
+                                      distill_check="tasks", distill_max_new_tokens=128, grounded=0,
+                                      grounded_unanswerable=0.5))
 
 
 def data_config() -> ml_collections.ConfigDict:
@@ -268,6 +275,9 @@ def _check_data(c: ml_collections.ConfigDict) -> None:
   _check(c.tasks.select_by in ("random", "quality", "diversity"), "tasks.select_by",
          "must be random, quality or diversity", c.tasks.select_by)
   _check_distill(c.tasks)
+  _check(c.tasks.grounded >= 0, "tasks.grounded", "must be a number of questions >= 0", c.tasks.grounded)
+  _check(0 <= c.tasks.grounded_unanswerable <= 1, "tasks.grounded_unanswerable", "must be a share in [0, 1]",
+         c.tasks.grounded_unanswerable)
   try:
     noise.parse_kinds(c.tasks.noise_kinds)
   except UserError as e:

@@ -35,7 +35,8 @@ def write(config: ml_collections.ConfigDict, workdir: str, files: str) -> None:
     write_splits(os.path.join(files, "tasks"), config.tasks.n, config.tasks.seed, config.tasks.holdout,
                  phrasings=config.tasks.phrasings, eval_phrasings=config.tasks.eval_phrasings or None,
                  train_format=config.tasks.train_format, noise=config.tasks.noise,
-                 noise_kinds=config.tasks.noise_kinds, n_eval=config.tasks.n_eval)
+                 noise_kinds=config.tasks.noise_kinds, n_eval=config.tasks.n_eval, n_grounded=config.tasks.grounded,
+                 grounded_unanswerable=config.tasks.grounded_unanswerable)
   workdir_lib.share(workdir, "tasks")  # the other processes read them
 
 
