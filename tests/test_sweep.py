@@ -102,6 +102,22 @@ def test_arms_over_seeds_run_skip_report_failures_and_get_intervals_and_paired_t
   assert sweep.summarize(path, str(tmp_path / "out"), say=lambda line: None) == 0
   assert (root / "summary.csv").read_text() == first
 
+  # Compared with the base before training (the same figures for every seed), then with r4: every other arm gets a
+  # difference, the mean of the arm's minus the control's.
+  for control in ("(base)", "r4"):
+    assert sweep.summarize(path, str(tmp_path / "out"), say=lambda line: None, control=control) == 0
+    with open(root / "summary.csv") as f:
+      now = {r["arm"]: r for r in csv.DictReader(f)}
+    theirs = float(now[control]["tasks/all"])
+    for arm in {"r2", "r4"} - {control}:
+      assert float(now[arm]["tasks/all_diff"]) == pytest.approx(float(now[arm]["tasks/all"]) - theirs, abs=1e-6)
+      lo, hi = float(now[arm]["tasks/all_diff_lo"]), float(now[arm]["tasks/all_diff_hi"])
+      assert lo <= float(now[arm]["tasks/all_diff"]) <= hi and 0 < float(now[arm]["tasks/all_p"]) <= 1
+    assert f"Control arm: **{control}**" in (root / "summary.md").read_text()
+  with pytest.raises(ValueError, match=r"--control 'r3' is not an arm of RUNS; its arms: broken, r2, r4 \(or "):
+    sweep.summarize(path, str(tmp_path / "out"), control="r3")
+  assert sweep.summarize(path, str(tmp_path / "out"), say=lambda line: None) == 0  # the file's control again
+
   # Again: the finished runs are skipped (their files untouched), the failed one is tried again.
   stamp = os.path.getmtime(root / "r4" / "seed0" / "metrics.jsonl")
   again = _sweep(tmp_path, path, "--runs_dir", "out", "--only", "broken,r4")

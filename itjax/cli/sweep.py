@@ -15,6 +15,8 @@ def define(fv: flags.FlagValues) -> None:
                     flag_values=fv)
   flags.DEFINE_bool("summary_only", False, "Write the summary of the runs on disk (finished or not); run nothing.",
                     flag_values=fv)
+  flags.DEFINE_string("control", None, "The arm the summary compares the others with, in place of the file's "
+                      "CONTROL; '(base)': the base model before training.", flag_values=fv)
   flags.DEFINE_enum("launcher", "local", ["local", "tpu"], "Run here, one after another (local), or on a TPU slice "
                     "made by launch/tpu.py create (tpu, with --tpu and --zone).", flag_values=fv)
   flags.DEFINE_integer("parallel", 1, "Local runs at once.", lower_bound=1, flag_values=fv)
@@ -35,14 +37,15 @@ def cmd_sweep(f: flags.FlagValues, args: list[str]) -> int:
     workdir_lib.check_writable(f.runs_dir, "--runs_dir")
   say = lambda line: print(line, flush=True)  # noqa: E731
   if f.summary_only:
-    return sweep.summarize(args[0], f.runs_dir, say)
+    return sweep.summarize(args[0], f.runs_dir, say, f.control)
   return sweep.main(args[0], dry_run=f.dry_run, only=f.only, launcher=f.launcher, parallel=f.parallel,
-                    runs_dir=f.runs_dir, tpu=f.tpu, zone=f.zone, project=f.project, say=say)
+                    runs_dir=f.runs_dir, tpu=f.tpu, zone=f.zone, project=f.project, say=say, control=f.control)
 
 
 COMMANDS = (
     Command("sweep", "an experiment file's runs, each trained (and evaluated), into one summary table and plot",
             "experiments/NAME.py[:VARIANT] [--dry_run | --summary_only] [--only ARM_OR_RUN[,...]]\n"
+            "[--control ARM|(base)]\n"
             "[--launcher local|tpu] [--parallel N]\n"
             "[--runs_dir runs] [--tpu NAME --zone ZONE [--project P]]\n"
             "(re-run to go on; finished runs are skipped)",

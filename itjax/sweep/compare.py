@@ -18,11 +18,10 @@ from etils import epath
 
 from itjax.evals import items as items_lib
 from itjax.sweep import stats
-from itjax.sweep.experiment import Experiment, flag_value, run_dir
+from itjax.sweep.experiment import BASE, Experiment, flag_value, run_dir
 from itjax.sweep.report import json_lines, save_png, write_csv
 
 COLUMNS = ("", "_lo", "_hi", "_diff", "_diff_lo", "_diff_hi", "_p")
-BASE = "(base)"
 
 
 def _rows_of(path: epath.Path, subject: str | None = None) -> list[dict]:
@@ -78,13 +77,20 @@ def intervals(experiment: Experiment, rows: list[dict], base: dict, base_items: 
         out.append(stats.Run(r["overrides"]["seed"], float(figure), tables[r["run"]].get(metric) or None))
     return out
 
+  def base_runs(metric: str, seeds: list[int]) -> list[stats.Run]:  # the base, as if run once per seed
+    figure = base.get(metric)
+    if not isinstance(figure, (int, float)) or isinstance(figure, bool):
+      return []
+    return [stats.Run(seed, float(figure), base_items.get(metric) or None) for seed in seeds]
+
   result: dict[str, dict] = {}
   for arm in experiment.arms:
     cells: dict[str, stats.Interval | None] = {}
     for metric in metrics:
       mine = runs_of(arm, metric)
       cells[metric] = stats.arm(mine, key=f"{arm}/{metric}") if mine else None
-      theirs = runs_of(experiment.control, metric)
+      theirs = (base_runs(metric, [r.seed for r in mine]) if experiment.control == BASE
+                else runs_of(experiment.control, metric))
       if arm != experiment.control and mine and theirs:
         cells[metric + "_diff"] = stats.difference(mine, theirs, key=f"{arm}/{metric}")
     result[arm] = cells
@@ -112,8 +118,8 @@ def _p(value) -> str:
 
 
 def changed_keys(experiment: Experiment) -> dict[str, list[str]]:
-  """{arm: the keys whose value differs from the control's} (seed aside)."""
-  control = experiment.arms[experiment.control]
+  """{arm: the keys whose value differs from the control's} (seed aside; the base's: every override)."""
+  control = {} if experiment.control == BASE else experiment.arms[experiment.control]
   out = {}
   for arm, overrides in experiment.arms.items():
     keys = sorted(set(overrides) | set(control))
@@ -198,7 +204,9 @@ def _markdown(experiment: Experiment, cells: dict, done: dict, changed: dict, me
   control = experiment.control
   md = [f"# {experiment.name}", "", f"    itjax sweep {experiment.spec}", "",
         f"Base config {experiment.config}" + (f" with {common}" if common else ""), "",
-        f"Control arm: **{control}**. Each cell: the mean over the arm's seeds [95% interval]; the difference to the "
+        f"Control arm: **{control}**" + (" (the base model's evaluation before training, the same for every seed)"
+                                          if control == BASE else "") +
+        ". Each cell: the mean over the arm's seeds [95% interval]; the difference to the "
         "control pairs seeds by number and examples by item (itjax/sweep/stats.py: examples bootstrapped, seeds "
         "by Student's t; p: two-sided, from the same bootstrap). Intervals of a share of right/wrong verdicts are "
         "cut at 0 and 100 (differences at -100 and 100).", "",
@@ -229,7 +237,7 @@ def _markdown(experiment: Experiment, cells: dict, done: dict, changed: dict, me
         "; intervals over seeds only: no per-example verdicts" if overs == ["seeds"] else "")
     groups.setdefault(said, []).append(m)
   md += [f"- {', '.join(ms)}: {said}" for said, ms in groups.items()]
-  several = {arm: keys for arm, keys in changed.items() if arm != control and len(keys) > 1}
+  several = {arm: keys for arm, keys in changed.items() if arm != control and len(keys) > 1 and control != BASE}
   if several:
     md += ["", "Arms that change more than one key from the control (their difference is not one key's effect): "
            + "; ".join(f"{arm}: {', '.join(keys)}" for arm, keys in several.items()) + "."]

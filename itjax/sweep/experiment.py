@@ -34,7 +34,7 @@ class Experiment:
   # With SEEDS (or CONTROL): each entry of the file's RUNS is an arm, run once per seed as ARM/seedN.
   arms: dict[str, dict] = field(default_factory=dict)  # {arm: its overrides}; empty without SEEDS
   seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)  # {arm: its seeds}
-  control: str | None = None
+  control: str | None = None  # an arm, or BASE: the base's evaluation before training, the same for every seed
   variant: str = ""  # FILE.py:VARIANT
   scatter: tuple[tuple[str, str], ...] = ()  # (X, Y) metric pairs drawn arm by arm with both intervals
 
@@ -64,10 +64,11 @@ def _variant(module, path: str, arg: str):
   return types.SimpleNamespace(**{**names, **variants[arg]})
 
 
-def load(path: str) -> Experiment:
+def load(path: str, given_control: str | None = None) -> Experiment:
   """Reads and checks an experiment file, `FILE.py[:VARIANT]`: every run's overrides are applied to the base config
   here, so an unknown key or a value of the wrong type stops the sweep before anything runs. A VARIANT takes the
-  names that the file's VARIANTS[VARIANT] gives in place of the file's own, and its runs go to NAME_VARIANT."""
+  names that the file's VARIANTS[VARIANT] gives in place of the file's own, and its runs go to NAME_VARIANT.
+  `given_control` (an arm or BASE) replaces the file's CONTROL: the summary compares the arms with it."""
   path, arg = path.rsplit(":", 1) if ":" in path and not path.endswith(".py") else (path, "")
   module = pyfile.run(path, "experiment file", "itjax_experiment")
   name = os.path.splitext(os.path.basename(path))[0]
@@ -101,6 +102,11 @@ def load(path: str) -> Experiment:
   if any(len(pair) != 2 for pair in scatter):
     raise UserError(f"{path}: SCATTER must be a pair of metrics (X, Y) or a tuple of such pairs")
   arms, seeds, control = _arms(module, path, runs)
+  if given_control is not None:
+    if not arms:
+      raise UserError(f"--control {given_control}: {path} has no arms to compare (it sets neither SEEDS nor CONTROL)")
+    check_control(given_control, arms, "--control")
+    control = given_control
   if arms:  # seed by seed, so that a sweep stopped halfway has every arm of the seeds it finished
     order = sorted({s for values in seeds.values() for s in values})
     runs = {f"{arm}/seed{seed}": {**arms[arm], "seed": seed} for seed in order for arm in arms if seed in seeds[arm]}
@@ -112,9 +118,18 @@ def load(path: str) -> Experiment:
   return experiment
 
 
+BASE = "(base)"  # CONTROL = BASE compares every arm with the base model's evaluation before training
+
+
+def check_control(control: str, runs, where: str) -> None:
+  if control != BASE and control not in runs:
+    raise UserError(f"{where} {control!r} is not an arm of RUNS; its arms: {', '.join(runs)} (or {BASE!r}: the "
+                    "base before training)")
+
+
 def _arms(module, path: str, runs: dict) -> tuple[dict, dict, str | None]:
   """({arm: overrides}, {arm: seeds}, control) of a file with SEEDS or CONTROL; ({}, {}, None) without either.
-  SEEDS is a tuple of seeds for every arm, or {arm: seeds}; CONTROL names an arm (default: the first)."""
+  SEEDS is a tuple of seeds for every arm, or {arm: seeds}; CONTROL names an arm (default: the first) or BASE."""
   given, control = getattr(module, "SEEDS", None), getattr(module, "CONTROL", None)
   if given is None and control is None:
     return {}, {}, None
@@ -137,8 +152,7 @@ def _arms(module, path: str, runs: dict) -> tuple[dict, dict, str | None]:
     seeds[arm] = values
   if control is None:
     control = next(iter(runs))
-  elif control not in runs:
-    raise UserError(f"{path}: CONTROL {control!r} is not an arm of RUNS; its arms: {', '.join(runs)}")
+  check_control(control, runs, f"{path}: CONTROL")
   return {arm: dict(o) for arm, o in runs.items()}, seeds, control
 
 

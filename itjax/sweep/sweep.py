@@ -7,7 +7,8 @@ An experiment file is a Python file with these names (see experiments/; experime
   SEEDS    (optional) training seeds, e.g. (0, 1, 2), or {arm: seeds}: each entry of RUNS is then an arm, run once
            per seed as ARM/seedN (config.seed = N); the summary gives each arm's mean over its seeds with a 95%
            interval and its paired difference to CONTROL with an interval and p-value (itjax.sweep.stats)
-  CONTROL  (optional) the arm the others are compared with (default: the first of RUNS)
+  CONTROL  (optional) the arm the others are compared with (default: the first of RUNS), or '(base)': the base
+           model's evaluation before training, the same for every seed (`--control` replaces it in the summary)
   EVAL     flags of `itjax eval` run on each trained run, e.g. {'suites': 'tasks,forgetting', 'limit': 100}
            (optional; the evaluations that training itself runs, config.eval, are read from metrics.jsonl,
            their step-0 figures as the base's; without either, the summary has the final validation loss)
@@ -255,9 +256,9 @@ def write_summary(experiment: Experiment, runs_dir: str) -> list[str]:
   return compare.write(experiment, runs_dir, rows, base, experiment.metrics or report.default_metrics(rows))
 
 
-def summarize(path: str, runs_dir: str, say=print) -> int:
-  """`--summary_only`: the summary of what RUNS_DIR/NAME holds now."""
-  experiment = load(path)
+def summarize(path: str, runs_dir: str, say=print, control: str | None = None) -> int:
+  """`--summary_only`: the summary of what RUNS_DIR/NAME holds now (compared with `control`, if given)."""
+  experiment = load(path, control)
   if not os.path.isdir(os.path.join(runs_dir, experiment.name)) and not is_remote(runs_dir):
     raise UserError(f"--summary_only: no runs of {experiment.spec} in {os.path.join(runs_dir, experiment.name)}")
   for written in write_summary(experiment, runs_dir):
@@ -266,9 +267,9 @@ def summarize(path: str, runs_dir: str, say=print) -> int:
 
 
 def main(path: str, *, dry_run: bool, only: list[str] | None, launcher: str, parallel: int, runs_dir: str,
-         tpu: str | None, zone: str | None, project: str | None, say=print) -> int:
+         tpu: str | None, zone: str | None, project: str | None, say=print, control: str | None = None) -> int:
   """Returns the exit status: 0 when every selected run finished, 1 when one failed."""
-  experiment = load(path)
+  experiment = load(path, control)
   runs = select(experiment, only)
   if launcher == "local":  # RUNS_DIR/NAME is continued (finished runs are skipped), never a file nor around an input
     outputs.check(os.path.join(runs_dir, experiment.name), "--runs_dir",
