@@ -230,3 +230,45 @@ def test_export_command(lora_run, tmp_path):
   again = run("--format", "peft", "--out", out)
   assert again.returncode == 1 and "pass --overwrite" in again.stderr
   assert "--format hf|peft" in run("--format", "onnx", "--out", out).stderr
+
+
+FAMILIES = {
+    "qwen3": dict(head_dim=16, tie_word_embeddings=False),
+    "gemma2": dict(head_dim=16, sliding_window=8, query_pre_attn_scalar=24, attn_logit_softcapping=5.0,
+                   final_logit_softcapping=8.0),
+    "gemma3_text": dict(head_dim=32, num_key_value_heads=1, sliding_window=8, query_pre_attn_scalar=24,
+                        layer_types=["sliding_attention", "full_attention"],
+                        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                         "full_attention": {"rope_type": "linear", "rope_theta": 1e6,
+                                                            "factor": 4.0}}),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_each_family_trains_and_exports_to_hf_and_peft(model_type, tmp_path):
+  """Qwen3, Gemma 2 and Gemma 3 (tiny random models, the tests' tokenizer): a LoRA run's merged HF export and its
+  PEFT adapter on the base, loaded by transformers and peft, give the run's logits."""
+  from conftest import make_llama3_style_tokenizer
+  tok = make_llama3_style_tokenizer()
+  torch.manual_seed(0)
+  overrides = {"num_key_value_heads": 2, **FAMILIES[model_type]}
+  hf_config = transformers.AutoConfig.for_model(
+      model_type, vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+      num_attention_heads=4, max_position_embeddings=512, bos_token_id=tok.bos_token_id,
+      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **overrides)
+  base_dir = str(tmp_path / "base")
+  transformers.AutoModelForCausalLM.from_config(hf_config).save_pretrained(base_dir)
+  tok.save_pretrained(base_dir)
+  workdir = str(tmp_path / "run")
+  run = trained_run(load_config(model=base_dir, steps=2, eval_every=0, checkpoint_every=2,
+                                **{"lora.rank": 2, "lora.alpha": 4.0, "tasks.n": 16}), workdir)
+  tokens = np.asarray(run.tokenizer.encode_chat(CHAT))
+  want = itjax_logits(run, tokens)
+  hf = load_hf(export.export_hf(workdir, str(tmp_path / "hf")), attn_implementation="eager")
+  assert type(hf).__name__ == export.ARCHITECTURES[model_type]
+  np.testing.assert_allclose(torch_logits(hf, tokens), want, atol=1e-4, rtol=0)
+  base = load_hf(base_dir, attn_implementation="eager")
+  assert np.abs(torch_logits(base, tokens) - want).max() > 1e-3  # the run moved the logits
+  model = peft.PeftModel.from_pretrained(base, export.export_peft(workdir, str(tmp_path / "peft"))).eval()
+  np.testing.assert_allclose(torch_logits(model, tokens), want, atol=1e-4, rtol=0)

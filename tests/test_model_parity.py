@@ -25,6 +25,15 @@ CASES = {
         rope_parameters=dict(rope_type="linear", rope_theta=10000.0, factor=2.0))),
     "mistral-sliding-window": ("mistral", dict(num_key_value_heads=2, sliding_window=5, head_dim=16)),
     "qwen2-biases": ("qwen2", dict(num_key_value_heads=2, tie_word_embeddings=True)),
+    "qwen3-qk-norm": ("qwen3", dict(num_key_value_heads=2, head_dim=24, tie_word_embeddings=True)),
+    "gemma2-softcaps-alternating": ("gemma2", dict(
+        num_hidden_layers=4, num_key_value_heads=2, head_dim=16, sliding_window=5, query_pre_attn_scalar=24,
+        attn_logit_softcapping=2.0, final_logit_softcapping=3.0)),
+    "gemma3-local-global": ("gemma3_text", dict(
+        num_hidden_layers=4, num_key_value_heads=1, head_dim=32, sliding_window=5, query_pre_attn_scalar=20,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention", "sliding_attention"],
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                         "full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 8.0}})),
 }
 
 
@@ -73,3 +82,40 @@ def test_bfloat16_compute_tracks_float32(tmp_path):
   assert bf16.dtype == np.float32  # logits stay float32
   assert np.abs(np.asarray(bf16) - f32).max() < 0.1 * np.abs(f32).max()
   assert (np.asarray(bf16).argmax(-1) == f32.argmax(-1)).mean() > 0.9
+
+
+@pytest.mark.parametrize("case", ["qwen3-qk-norm", "gemma2-softcaps-alternating", "gemma3-local-global"])
+def test_cached_decoding_and_packed_rows_match_transformers(case, tmp_path):
+  """The families with q/k norms, soft-capping and local/global layers: a prompt prefilled into the KV cache and 15
+  tokens decoded one by one (past the sliding window of 5), and two sequences packed into one row (positions
+  restarting, segment ids apart), each give transformers' logits of the sequence alone."""
+  import jax
+  import jax.numpy as jnp
+  from itjax.model.llama import Transformer, init_cache, unstack_layers
+  hf = make_hf_model(*CASES[case], tmp_path)
+  config, scanned = load_hf_model(str(tmp_path))
+  config = config.replace(scan_layers=False)  # the decoding layout
+  params = unstack_layers(scanned, config.num_layers)
+  rng = np.random.default_rng(2)
+  tokens = rng.integers(0, BASE["vocab_size"], size=(1, 24))
+  with torch.no_grad():
+    want = hf(torch.tensor(tokens)).logits.numpy()[0]
+  model = Transformer(config)
+  step = jax.jit(lambda p, x, pos, cache: model.apply({"params": p}, x, pos, None, cache=cache))
+  cache = init_cache(config, 1, 32)
+  logits, cache = step(params, jnp.asarray(tokens[:, :9]), jnp.arange(9)[None], cache)
+  got = [np.asarray(logits[0])]
+  for i in range(9, 24):
+    logits, cache = step(params, jnp.asarray(tokens[:, i:i + 1]), jnp.asarray([[i]]), cache)
+    got.append(np.asarray(logits[0]))
+  np.testing.assert_allclose(np.concatenate(got), want, atol=1e-4, rtol=0)
+
+  other = rng.integers(0, BASE["vocab_size"], size=(1, 13))
+  with torch.no_grad():
+    want_other = hf(torch.tensor(other)).logits.numpy()[0]
+  row = np.concatenate([tokens[:, :11], other], axis=1)
+  positions = np.concatenate([np.arange(11), np.arange(13)])[None]
+  segments = np.concatenate([np.ones(11, int), np.full(13, 2)])[None]
+  packed = forward(config.replace(scan_layers=True), scanned, row, positions, segments)[0]
+  np.testing.assert_allclose(packed[:11], want[:11], atol=1e-4, rtol=0)
+  np.testing.assert_allclose(packed[11:], want_other, atol=1e-4, rtol=0)

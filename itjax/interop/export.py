@@ -22,7 +22,8 @@ from itjax.io import outputs
 from itjax.interop.hf import LAYER_TENSORS, layer_tensors, top_tensors
 from itjax.model.config import LoraSpec, ModelConfig
 
-ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                 "qwen3": "Qwen3ForCausalLM", "gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM"}
 SHARD_BYTES = 2 * 1024 ** 3  # a safetensors file holds at most this much before the checkpoint is sharded
 PEFT_PREFIX = "base_model.model."
 # itjax module path under layers/ -> the HF module under model.layers.{i}.
@@ -36,7 +37,7 @@ def check_out(workdir: str, out: str, overwrite: bool) -> None:
   outputs.check(out, "--out", reads=[("--workdir", workdir)], overwrite=overwrite, directory=True)
 
 
-def hf_config_dict(config: ModelConfig, tokenizer, dtype: str) -> dict:
+def _rope_dict(config: ModelConfig) -> dict:
   rope = {"rope_type": config.rope_scaling.kind, "rope_theta": config.rope_theta}
   if config.rope_scaling.kind == "linear":
     rope["factor"] = config.rope_scaling.factor
@@ -44,20 +45,36 @@ def hf_config_dict(config: ModelConfig, tokenizer, dtype: str) -> dict:
     r = config.rope_scaling
     rope.update(factor=r.factor, low_freq_factor=r.low_freq_factor, high_freq_factor=r.high_freq_factor,
                 original_max_position_embeddings=r.original_max_position_embeddings)
+  if config.model_type == "gemma3_text":  # per layer type; the sliding layers' without scaling
+    return {"full_attention": rope, "sliding_attention": {"rope_type": "default",
+                                                          "rope_theta": config.rope_local_theta or config.rope_theta}}
+  return rope
+
+
+def hf_config_dict(config: ModelConfig, tokenizer, dtype: str) -> dict:
   out = {"architectures": [ARCHITECTURES[config.model_type]], "model_type": config.model_type,
          "vocab_size": config.vocab_size, "hidden_size": config.dim, "intermediate_size": config.mlp_dim,
          "num_hidden_layers": config.num_layers, "num_attention_heads": config.num_heads,
          "num_key_value_heads": config.num_kv_heads, "head_dim": config.head_dim, "hidden_act": "silu",
          "rms_norm_eps": config.rms_norm_eps, "max_position_embeddings": config.max_position_embeddings,
-         "tie_word_embeddings": config.tie_embeddings, "rope_parameters": rope, "dtype": dtype,
+         "tie_word_embeddings": config.tie_embeddings, "rope_parameters": _rope_dict(config), "dtype": dtype,
          "bos_token_id": tokenizer.bos_id, "eos_token_id": list(tokenizer.eos_ids)[0] if tokenizer.eos_ids else None,
          "pad_token_id": tokenizer.pad_id}
-  if config.model_type == "llama":
+  if config.model_type in ("llama", "qwen3", "gemma2", "gemma3_text"):
     if config.qkv_bias != config.out_bias:
-      raise UserError("Llama's attention_bias covers q, k, v and o alike; this model has them differ")
-    out.update(attention_bias=config.qkv_bias, mlp_bias=config.mlp_bias)
+      raise UserError(f"{config.model_type}'s attention_bias covers q, k, v and o alike; this model has them differ")
+    out["attention_bias"] = config.qkv_bias
+  if config.model_type == "llama":
+    out["mlp_bias"] = config.mlp_bias
   if config.model_type == "mistral":
     out["sliding_window"] = config.sliding_window
+  if config.model_type in ("gemma2", "gemma3_text"):
+    del out["hidden_act"]
+    scalar = config.query_pre_attn_scalar  # transformers wants an int where it is one
+    out.update(hidden_activation="gelu_pytorch_tanh",
+               query_pre_attn_scalar=int(scalar) if scalar == int(scalar) else scalar,
+               sliding_window=config.sliding_window, layer_types=list(config.layer_types),
+               attn_logit_softcapping=config.attn_softcap, final_logit_softcapping=config.final_softcap)
   return out
 
 

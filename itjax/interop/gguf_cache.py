@@ -57,10 +57,9 @@ def read(where: str | None, dtype: str, param_dtype: str):
     from safetensors.numpy import load_file
 
     from itjax.model import lora as lora_lib
-    from itjax.model.config import ModelConfig, RopeScaling
+    from itjax.model.config import ModelConfig
     with open(os.path.join(where, "config.json")) as f:
-      fields = json.load(f)
-    config = ModelConfig(**{**fields, "rope_scaling": RopeScaling(**fields["rope_scaling"])})
+      config = ModelConfig.from_dict(json.load(f))
     config = config.replace(dtype=dtype, param_dtype=param_dtype)
     flat = load_file(os.path.join(where, "params.safetensors"))
     params = lora_lib.unflatten({k: v.astype(np.dtype(param_dtype)) for k, v in flat.items()})

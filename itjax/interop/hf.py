@@ -21,16 +21,27 @@ from itjax.model.llama import param_shapes
 
 # (path under params['layers'], HF name under model.layers.{i}., GGUF name under blk.{i}., is a matmul weight)
 LAYER_TENSORS: list[tuple[tuple[str, ...], str, str, bool]] = [
-    (("attn_norm", "scale"), "input_layernorm.weight", "attn_norm.weight", False),
     (("attn", "q_proj", "kernel"), "self_attn.q_proj.weight", "attn_q.weight", True),
     (("attn", "k_proj", "kernel"), "self_attn.k_proj.weight", "attn_k.weight", True),
     (("attn", "v_proj", "kernel"), "self_attn.v_proj.weight", "attn_v.weight", True),
     (("attn", "o_proj", "kernel"), "self_attn.o_proj.weight", "attn_output.weight", True),
-    (("mlp_norm", "scale"), "post_attention_layernorm.weight", "ffn_norm.weight", False),
     (("mlp", "gate_proj", "kernel"), "mlp.gate_proj.weight", "ffn_gate.weight", True),
     (("mlp", "up_proj", "kernel"), "mlp.up_proj.weight", "ffn_up.weight", True),
     (("mlp", "down_proj", "kernel"), "mlp.down_proj.weight", "ffn_down.weight", True),
 ]
+# The layer norms: Llama's two (HF calls the one before the MLP post_attention_layernorm), Gemma's four.
+PRE_NORMS = [
+    (("attn_norm", "scale"), "input_layernorm.weight", "attn_norm.weight", False),
+    (("mlp_norm", "scale"), "post_attention_layernorm.weight", "ffn_norm.weight", False),
+]
+PRE_POST_NORMS = [
+    (("attn_norm", "scale"), "input_layernorm.weight", "attn_norm.weight", False),
+    (("post_attn_norm", "scale"), "post_attention_layernorm.weight", "post_attention_norm.weight", False),
+    (("mlp_norm", "scale"), "pre_feedforward_layernorm.weight", "ffn_norm.weight", False),
+    (("post_mlp_norm", "scale"), "post_feedforward_layernorm.weight", "post_ffw_norm.weight", False),
+]
+QK_NORM_TENSORS = [(("attn", f"{p}_norm", "scale"), f"self_attn.{p}_norm.weight", f"attn_{p}_norm.weight", False)
+                   for p in ("q", "k")]
 QKV_BIAS_TENSORS = [
     (("attn", p, "bias"), f"self_attn.{p}.bias", f"attn_{g}.bias", False)
     for p, g in (("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v"))]
@@ -46,8 +57,9 @@ LM_HEAD = (("lm_head",), "lm_head.weight", "output.weight", True)
 
 
 def layer_tensors(config: ModelConfig):
-  return (LAYER_TENSORS + QKV_BIAS_TENSORS * config.qkv_bias + OUT_BIAS_TENSORS * config.out_bias
-          + MLP_BIAS_TENSORS * config.mlp_bias)
+  norms = PRE_POST_NORMS if config.post_norms else PRE_NORMS
+  return (norms + LAYER_TENSORS + QK_NORM_TENSORS * config.qk_norm + QKV_BIAS_TENSORS * config.qkv_bias
+          + OUT_BIAS_TENSORS * config.out_bias + MLP_BIAS_TENSORS * config.mlp_bias)
 
 
 def top_tensors(config: ModelConfig):

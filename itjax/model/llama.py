@@ -35,12 +35,17 @@ _NEG_INF = -1e30
 _INIT = nn.initializers.normal(stddev=0.02)
 
 
-def rope_inv_freq(config: ModelConfig) -> np.ndarray:
-  """Inverse RoPE frequencies [H/2], float32, with the config's scaling applied (as transformers computes them)."""
+def rope_inv_freq(config: ModelConfig, local: bool = False) -> np.ndarray:
+  """Inverse RoPE frequencies [H/2], float32, with the config's scaling applied (as transformers computes them);
+  `local`: a sliding layer's, from rope_local_theta without scaling where the config sets one (Gemma 3)."""
   h = config.head_dim
-  inv = (1.0 / (np.float32(config.rope_theta) ** (np.arange(0, h, 2, dtype=np.float32) / np.float32(h))))
+  local = local and config.rope_local_theta is not None
+  theta = config.rope_local_theta if local else config.rope_theta
+  inv = (1.0 / (np.float32(theta) ** (np.arange(0, h, 2, dtype=np.float32) / np.float32(h))))
   inv = inv.astype(np.float32)
-  rs = config.rope_scaling
+  rs = config.rope_scaling if not local else None
+  if rs is None:
+    return inv
   if rs.kind == "linear":
     inv = inv / np.float32(rs.factor)
   elif rs.kind == "llama3":
@@ -168,17 +173,31 @@ class Dense(nn.Module):
 
 
 class RMSNorm(nn.Module):
+  """x / rms(x) over the last axis, times scale (Llama: rounded to dtype first), or times (offset + scale) in
+  float32 (Gemma, whose scales start at 0)."""
   eps: float
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  offset: float = 0.0
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
-                       (x.shape[-1],), self.param_dtype)
+    init = nn.initializers.zeros if self.offset else nn.initializers.ones
+    scale = self.param("scale", nn.with_logical_partitioning(init, ("norm",)), (x.shape[-1],), self.param_dtype)
     x32 = x.astype(jnp.float32)
     y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    if self.offset:
+      return (y * (self.offset + scale.astype(jnp.float32))).astype(self.dtype)
     return scale.astype(self.dtype) * y.astype(self.dtype)
+
+
+def _norm(c: ModelConfig, name: str) -> RMSNorm:
+  return RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, c.norm_offset, name=name)
+
+
+def softcap(x: Array, cap: float | None) -> Array:
+  """cap * tanh(x / cap) (Gemma 2's attention scores and logits); x itself without a cap."""
+  return x if cap is None else cap * jnp.tanh(x / cap)
 
 
 class Attention(nn.Module):
@@ -186,8 +205,9 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, positions: Array, mask: Array, cached: tuple[Array, Array] | None,
-               cache_index: Array | int) -> tuple[Array, tuple[Array, Array] | None]:
-    """x [B,T,D], positions [B,T], mask [B,T,S]; cached = this layer's cache (keys, values [B,K,S,H]) or None.
+               cache_index: Array | int, inv_freq) -> tuple[Array, tuple[Array, Array] | None]:
+    """x [B,T,D], positions [B,T], mask [B,T,S]; cached = this layer's cache (keys, values [B,K,S,H]) or None;
+    inv_freq [H/2] this layer's RoPE frequencies.
 
     With a cache, this step's keys and values are first written into it at cache_index (a slot, or one per row;
     in place, so the cache is never copied) and the queries attend over all S slots; the updated layer cache is
@@ -200,7 +220,8 @@ class Attention(nn.Module):
     q = Dense(n * h, ("embed", "q_heads"), c.qkv_bias, name="q_proj", **dense)(x).reshape(b, t, n, h)
     kk = Dense(k * h, ("embed", "kv_heads"), c.qkv_bias, name="k_proj", **dense)(x).reshape(b, t, k, h)
     vv = Dense(k * h, ("embed", "kv_heads"), c.qkv_bias, name="v_proj", **dense)(x).reshape(b, t, k, h)
-    inv_freq = rope_inv_freq(c)
+    if c.qk_norm:
+      q, kk = _norm(c, "q_norm")(q), _norm(c, "k_norm")(kk)
     q = nn.with_logical_constraint(apply_rope(q, positions, inv_freq), ("batch", "length", "heads", "head_dim"))
     kk = apply_rope(kk, positions, inv_freq).transpose(0, 2, 1, 3)  # [B,K,T,H], the cache layout
     vv = vv.transpose(0, 2, 1, 3)
@@ -209,8 +230,10 @@ class Attention(nn.Module):
       cached = (kk, vv)
     kk = nn.with_logical_constraint(kk, ("batch", "kv_heads", "length", "head_dim"))
     # Queries grouped by their key/value head: [B,K,G*T,H] (g major), so both products are plain batched matmuls.
-    q = q.reshape(b, t, k, n // k, h).transpose(0, 2, 3, 1, 4).reshape(b, k, -1, h) * jnp.asarray(h ** -0.5, c.dtype)
+    scale = (c.query_pre_attn_scalar or h) ** -0.5
+    q = q.reshape(b, t, k, n // k, h).transpose(0, 2, 3, 1, 4).reshape(b, k, -1, h) * jnp.asarray(scale, c.dtype)
     scores = jnp.einsum("bkqh,bksh->bkqs", q, kk.astype(c.dtype), preferred_element_type=jnp.float32)
+    scores = softcap(scores, c.attn_softcap)
     mask = jnp.tile(mask, (1, n // k, 1))[:, None]  # [B,1,G*T,S]
     probs = jax.nn.softmax(jnp.where(mask, scores, _NEG_INF), axis=-1).astype(c.dtype)
     probs = checkpoint_name(probs, "attention_probs")
@@ -229,24 +252,32 @@ class MLP(nn.Module):
     dense = dict(use_bias=c.mlp_bias, dtype=c.dtype, param_dtype=c.param_dtype, lora=c.lora)
     gate = Dense(c.mlp_dim, ("embed", "mlp"), name="gate_proj", **dense)(x)
     up = Dense(c.mlp_dim, ("embed", "mlp"), name="up_proj", **dense)(x)
-    hidden = nn.with_logical_constraint(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
+    act = jax.nn.silu(gate) if c.activation == "silu" else jax.nn.gelu(gate, approximate=True)
+    hidden = nn.with_logical_constraint(act * up, ("batch", "length", "mlp"))
     return Dense(c.dim, ("mlp", "embed"), name="down_proj", **dense)(hidden)
 
 
 class Block(nn.Module):
-  """One pre-norm decoder layer: x [B,T,D] -> (x, this layer's updated cache or None). Under nn.scan, x is the carry
-  and the layer's cache slice is the scanned input and output."""
+  """One pre-norm decoder layer (with post-norms too for Gemma): x [B,T,D] -> (x, this layer's updated cache or
+  None). Under nn.scan, x is the carry and the layer's cache slice (and whether it is a sliding layer) the scanned
+  inputs. `masks` is (full, sliding): a model of both kinds of layers picks one per layer."""
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, cached: tuple[Array, Array] | None, positions: Array, mask: Array,
-               cache_index: Array | int):
+  def __call__(self, x: Array, cached: tuple[Array, Array] | None, sliding, positions: Array,
+               masks: tuple[Array, Array | None], cache_index: Array | int):
     c = self.config
-    norm = dict(eps=c.rms_norm_eps, dtype=c.dtype, param_dtype=c.param_dtype)
-    h, cached = Attention(c, name="attn")(RMSNorm(name="attn_norm", **norm)(x), positions, mask, cached,
-                                          cache_index)
-    x = x + h
-    x = x + MLP(c, name="mlp")(RMSNorm(name="mlp_norm", **norm)(x))
+    if c.mixed_layers:  # sliding: this layer's flag, a bool (unrolled) or a traced [] (scanned)
+      pick = (lambda a, b: b if sliding else a) if isinstance(sliding, bool) else (  # noqa: E731
+          lambda a, b: jnp.where(sliding, b, a))
+      mask = pick(masks[0], masks[1])
+      inv_freq = pick(jnp.asarray(rope_inv_freq(c)), jnp.asarray(rope_inv_freq(c, local=True)))
+    else:
+      mask, inv_freq = masks[0], rope_inv_freq(c, local=c.sliding_layers[0])
+    h, cached = Attention(c, name="attn")(_norm(c, "attn_norm")(x), positions, mask, cached, cache_index, inv_freq)
+    x = x + (_norm(c, "post_attn_norm")(h) if c.post_norms else h)
+    h = MLP(c, name="mlp")(_norm(c, "mlp_norm")(x))
+    x = x + (_norm(c, "post_mlp_norm")(h) if c.post_norms else h)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     return x, cached
 
@@ -268,7 +299,10 @@ class Transformer(nn.Module):
       segment_ids = jnp.ones((b, t), jnp.int32)
     embedding = self.param("embedding", nn.with_logical_partitioning(_INIT, ("vocab", "embed")),
                            (c.vocab_size, c.dim), c.param_dtype)
-    x = jnp.take(embedding, tokens, axis=0).astype(c.dtype)  # [B,T,D]
+    x = jnp.take(embedding, tokens, axis=0)  # [B,T,D]
+    if c.embed_scale:  # the factor in the params' dtype, as transformers rounds it
+      x = x * jnp.asarray(c.dim ** 0.5, x.dtype)
+    x = x.astype(c.dtype)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
     if cache is None:
@@ -277,7 +311,12 @@ class Transformer(nn.Module):
       index = cache["index"]  # [] or [B]
       kv_segments = write_slots(cache["segment_ids"], segment_ids.astype(jnp.int32), index, 1)
       cached = (cache["k"], cache["v"])
-    mask = attention_mask(segment_ids, kv_segments, index, c.sliding_window)  # [B,T,S]
+    sliding = c.sliding_layers
+    if c.mixed_layers:  # [B,T,S] each
+      masks = (attention_mask(segment_ids, kv_segments, index, None),
+               attention_mask(segment_ids, kv_segments, index, c.sliding_window))
+    else:
+      masks = (attention_mask(segment_ids, kv_segments, index, c.sliding_window if sliding[0] else None), None)
 
     block = Block
     if c.remat != "none":
@@ -286,20 +325,21 @@ class Transformer(nn.Module):
       block = nn.remat(Block, policy=policy, prevent_cse=not c.scan_layers)
     if c.scan_layers:
       layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                       in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=c.num_layers,
+                       in_axes=(0, 0, nn.broadcast, nn.broadcast, nn.broadcast), length=c.num_layers,
                        metadata_params={nn.PARTITION_NAME: "layers"})
-      x, cached = layers(c, name="layers")(x, cached, positions, mask, index)  # cached: [L,B,K,S,H] twice
+      flags = jnp.asarray(sliding)  # [L]
+      x, cached = layers(c, name="layers")(x, cached, flags, positions, masks, index)  # cached: [L,B,K,S,H] x2
     else:  # the cache holds tuples of per-layer arrays
       layer_caches = []
       for i in range(c.num_layers):
         layer_cache = None if cached is None else (cached[0][i], cached[1][i])
-        x, layer_cache = block(c, name=f"layers_{i}")(x, layer_cache, positions, mask, index)
+        x, layer_cache = block(c, name=f"layers_{i}")(x, layer_cache, sliding[i], positions, masks, index)
         layer_caches.append(layer_cache)
       if cached is not None:
         cached = tuple(zip(*layer_caches))
     if last_only:
       x = x[:, -1:]
-    x = RMSNorm(c.rms_norm_eps, c.dtype, c.param_dtype, name="final_norm")(x)
+    x = _norm(c, "final_norm")(x)
     if return_hidden:
       if not c.tie_embeddings:  # create the head param all the same, so the params are complete
         self.param("lm_head", nn.with_logical_partitioning(_INIT, ("embed", "vocab")), (c.dim, c.vocab_size),
@@ -311,7 +351,7 @@ class Transformer(nn.Module):
       head = self.param("lm_head", nn.with_logical_partitioning(_INIT, ("embed", "vocab")),
                         (c.dim, c.vocab_size), c.param_dtype)
       logits = jnp.einsum("btd,dv->btv", x, head.astype(c.dtype), preferred_element_type=jnp.float32)
-    logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+    logits = nn.with_logical_constraint(softcap(logits, c.final_softcap), ("batch", "length", "vocab"))
     if cache is None:
       return logits
     return logits, {"k": cached[0], "v": cached[1], "segment_ids": kv_segments, "index": index + t}

@@ -25,7 +25,7 @@ import optax
 
 from itjax.model.lora import flatten, join, unflatten
 from itjax.model.config import ModelConfig
-from itjax.model.llama import Transformer, output_embedding
+from itjax.model.llama import Transformer, output_embedding, softcap
 
 # XLA:CPU's YNNPACK elementwise and reduce fusions slow the LoRA step down: on CPU the step uses YNNPACK for its
 # matmuls only (measured: experiments/results/code_choices.md).
@@ -74,7 +74,7 @@ def _chunk_kl(logits, e, total, lse, base_logits, kl_weights, scale):
   return kl, e * (s / total)[..., None] - base_p * s[..., None]
 
 
-def _head_forward(hidden, head, targets, weights, chunk, head_grad, anchor=()):
+def _head_forward(hidden, head, targets, weights, chunk, head_grad, anchor=(), cap=None):
   """Sums (loss, hits), and already the gradients of the loss sum w.r.t. hidden (and head, if it trains).
 
   Each row's weighted positions are moved to its front first (a stable sort), so the chunks past the longest row's
@@ -103,6 +103,9 @@ def _head_forward(hidden, head, targets, weights, chunk, head_grad, anchor=()):
 
   def chunk_head(h, y, w, *base):
     logits = jnp.einsum("bcd,dv->bcv", h, head.astype(h.dtype), preferred_element_type=jnp.float32)
+    if cap is not None:  # soft-capped logits (Gemma 2): cap * tanh(raw / cap), whose slope is 1 - tanh^2
+      tanh = jnp.tanh(logits / cap)
+      logits = cap * tanh
     top = jnp.max(logits, axis=-1)
     e = jnp.exp(logits - top[..., None])
     total = jnp.sum(e, axis=-1)
@@ -115,9 +118,12 @@ def _head_forward(hidden, head, targets, weights, chunk, head_grad, anchor=()):
     sums = (loss, hits)
     if base:
       hb, kw = base
-      base_logits = jnp.einsum("bcd,dv->bcv", hb, base_head.astype(hb.dtype), preferred_element_type=jnp.float32)
+      base_logits = softcap(jnp.einsum("bcd,dv->bcv", hb, base_head.astype(hb.dtype),
+                                       preferred_element_type=jnp.float32), cap)
       kl, dkl = _chunk_kl(logits, e, total, lse, base_logits, kw, scale)
       sums, dlogits = (loss + scale * kl, hits, kl), dlogits + dkl
+    if cap is not None:
+      dlogits = dlogits * (1.0 - tanh * tanh)
     dlogits = dlogits.astype(h.dtype)
     dh = jnp.einsum("bcv,dv->bcd", dlogits, head.astype(h.dtype), preferred_element_type=jnp.float32)
     dhead = jnp.einsum("bcd,bcv->dv", h, dlogits, preferred_element_type=jnp.float32) if head_grad else zero
@@ -141,26 +147,27 @@ def _head_forward(hidden, head, targets, weights, chunk, head_grad, anchor=()):
   return sums, dh, dhead
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def linear_cross_entropy(hidden: jax.Array, head: jax.Array, targets: jax.Array, weights: jax.Array,
-                         chunk: int) -> tuple[jax.Array, jax.Array]:
+                         chunk: int, cap: float | None = None) -> tuple[jax.Array, jax.Array]:
   """(sum over target tokens of weight * cross-entropy, weighted count of argmax hits) of logits hidden @ head.
 
   hidden [B,T,D], head [D,V], targets and weights [B,T]. The logits exist one chunk of `chunk` positions at a
   time, in float32; the backward pass is formed in the same sweep (softmax minus one-hot, times the head), so the
-  logits are neither stored nor recomputed.
+  logits are neither stored nor recomputed. `cap`: the logits are soft-capped first (Gemma 2's final_softcap).
   """
-  (loss, hits), _, _ = _head_forward(hidden, head, targets, weights, chunk, head_grad=False)
+  (loss, hits), _, _ = _head_forward(hidden, head, targets, weights, chunk, head_grad=False, cap=cap)
   return loss, hits
 
 
-def _lce_fwd(hidden, head, targets, weights, chunk):
+def _lce_fwd(hidden, head, targets, weights, chunk, cap):
   head_grad = head.perturbed
-  (loss, hits), dh, dhead = _head_forward(hidden.value, head.value, targets.value, weights.value, chunk, head_grad)
+  (loss, hits), dh, dhead = _head_forward(hidden.value, head.value, targets.value, weights.value, chunk, head_grad,
+                                          cap=cap)
   return (loss, hits), (dh, dhead if head_grad else None)
 
 
-def _lce_bwd(chunk, res, cotangents):
+def _lce_bwd(chunk, cap, res, cotangents):
   dh, dhead = res
   g = cotangents[0]
   if isinstance(g, jax.custom_derivatives.SymbolicZero):
@@ -172,10 +179,10 @@ def _lce_bwd(chunk, res, cotangents):
 linear_cross_entropy.defvjp(_lce_fwd, _lce_bwd, symbolic_zeros=True)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(8,))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(8, 9))
 def anchored_linear_cross_entropy(hidden: jax.Array, head: jax.Array, base_hidden: jax.Array, base_head: jax.Array,
                                   targets: jax.Array, weights: jax.Array, kl_weights: jax.Array, scale: jax.Array,
-                                  chunk: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+                                  chunk: int, cap: float | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(sum of weight * cross-entropy + scale * sum of kl_weight * KL(base || tuned), weighted argmax hits, the
   kl-weighted KL sum) for tuned logits hidden @ head and base logits base_hidden @ base_head.
 
@@ -183,22 +190,24 @@ def anchored_linear_cross_entropy(hidden: jax.Array, head: jax.Array, base_hidde
   log-softmaxes exist one chunk at a time, in float32, and the gradient is formed in the same sweep, as in
   linear_cross_entropy. Only the first output is differentiable, in hidden and head: the base gets no gradient.
   """
-  sums, _, _ = _head_forward(hidden, head, targets, weights, chunk, False, (base_hidden, base_head, kl_weights, scale))
+  sums, _, _ = _head_forward(hidden, head, targets, weights, chunk, False, (base_hidden, base_head, kl_weights, scale),
+                             cap)
   return sums
 
 
-def _alce_fwd(hidden, head, base_hidden, base_head, targets, weights, kl_weights, scale, chunk):
+def _alce_fwd(hidden, head, base_hidden, base_head, targets, weights, kl_weights, scale, chunk, cap):
   head_grad = head.perturbed
   anchor = (base_hidden.value, base_head.value, kl_weights.value, scale.value)
-  sums, dh, dhead = _head_forward(hidden.value, head.value, targets.value, weights.value, chunk, head_grad, anchor)
+  sums, dh, dhead = _head_forward(hidden.value, head.value, targets.value, weights.value, chunk, head_grad, anchor,
+                                  cap)
   return sums, (dh, dhead if head_grad else None)
 
 
-def _alce_bwd(chunk, res, cotangents):
+def _alce_bwd(chunk, cap, res, cotangents):
   if not isinstance(cotangents[2], jax.custom_derivatives.SymbolicZero):
     raise ValueError("anchored_linear_cross_entropy: the KL sum is reported, not differentiated (its gradient is "
                      "part of the first output's)")
-  dhidden, dhead, _, _ = _lce_bwd(chunk, res, cotangents)
+  dhidden, dhead, _, _ = _lce_bwd(chunk, cap, res, cotangents)
   return dhidden, dhead, None, None, None, None, None, None
 
 
@@ -206,9 +215,9 @@ anchored_linear_cross_entropy.defvjp(_alce_fwd, _alce_bwd, symbolic_zeros=True)
 
 
 def chunked_cross_entropy(hidden: jax.Array, head: jax.Array, targets: jax.Array, weights: jax.Array,
-                          chunk: int) -> tuple[jax.Array, jax.Array]:
+                          chunk: int, cap: float | None = None) -> tuple[jax.Array, jax.Array]:
   """linear_cross_entropy with a chunk size that divides the length (the whole length if none given fits)."""
-  return linear_cross_entropy(hidden, head, targets, weights, _fitting_chunk(chunk, hidden.shape[1]))
+  return linear_cross_entropy(hidden, head, targets, weights, _fitting_chunk(chunk, hidden.shape[1]), cap)
 
 
 def _fitting_chunk(chunk: int, t: int) -> int:
@@ -216,10 +225,10 @@ def _fitting_chunk(chunk: int, t: int) -> int:
 
 
 def anchored_cross_entropy(hidden, head, base_hidden, base_head, targets, weights, kl_weights, scale,
-                           chunk: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+                           chunk: int, cap: float | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
   """anchored_linear_cross_entropy with a chunk size that divides the length (the whole length if none fits)."""
   return anchored_linear_cross_entropy(hidden, head, base_hidden, base_head, targets, weights, kl_weights,
-                                       jnp.asarray(scale, jnp.float32), _fitting_chunk(chunk, hidden.shape[1]))
+                                       jnp.asarray(scale, jnp.float32), _fitting_chunk(chunk, hidden.shape[1]), cap)
 
 
 def make_loss(config: ModelConfig, loss_chunk: int = 256, train: bool = True) -> Callable:
@@ -232,7 +241,7 @@ def make_loss(config: ModelConfig, loss_chunk: int = 256, train: bool = True) ->
     hidden = model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"],
                          return_hidden=True, rngs={"dropout": rng} if dropout else None)
     return chunked_cross_entropy(hidden, output_embedding(config, params), batch["targets"],
-                                 batch["weights"].astype(jnp.float32), loss_chunk)
+                                 batch["weights"].astype(jnp.float32), loss_chunk, config.final_softcap)
 
   return loss
 
@@ -260,7 +269,7 @@ def make_anchored_loss(config: ModelConfig, loss_chunk: int = 256, on: str = "ta
     value, hits, kl = anchored_cross_entropy(
         hidden, output_embedding(config, params), base_hidden,
         jax.lax.stop_gradient(output_embedding(config, base_params)), batch["targets"], weights,
-        anchor_weights(batch, on), scale, loss_chunk)
+        anchor_weights(batch, on), scale, loss_chunk, config.final_softcap)
     return value, (hits, kl)
 
   return loss
