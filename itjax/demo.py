@@ -80,7 +80,8 @@ def run_demo(workdir: str, config=None, stop=None) -> dict:
   from itjax.training.setup import eval_batches, setup
   start = time.time()
   config = config or load_config()
-  name = "SmolLM2-135M-Instruct" if config.model == "demo" else config.model
+  from itjax.io.demo_model import BUILTINS
+  name = BUILTINS[config.model].title if config.model in BUILTINS else config.model
   _say(f"itjax demo: LoRA-tuning {name} on generated verifiable tasks (workdir {workdir})")
   run = setup(config, workdir)
   heldout_batches = eval_batches(run.config, os.path.join(workdir, "tasks", "heldout.jsonl"), run.tokenizer)

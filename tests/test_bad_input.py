@@ -20,8 +20,38 @@ def test_missing_model_path(tmp_path):
 def test_unsupported_architecture(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
   with pytest.raises(ValueError, match=r"config.json: unsupported architecture model_type='gpt2'.*GPT2LMHeadModel.*"
-                                       r"supports model_type in \('llama', 'mistral', 'qwen2'\)"):
+                                       r"supports model_type in \('llama', 'mistral', 'qwen2', 'qwen3', 'gemma2', "
+                                       r"'gemma3_text'\)"):
     load_model(str(tmp_path))
+
+
+def test_an_unsupported_gguf_architecture_is_named_with_the_supported_ones():
+  from itjax.interop.gguf import config_from_metadata
+  with pytest.raises(ValueError, match=r"m.gguf: unsupported GGUF architecture 'phi3'; itjax supports \('llama', "
+                                       r"'qwen2', 'qwen3', 'gemma3'\)"):
+    config_from_metadata({"general.architecture": "phi3"}, set(), "m.gguf")
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"layer_types": ["sliding_attention"] * 3}, r"layer_types must give each of the 4 layers one of"),
+    ({"layer_types": ["sliding_attention", "local", "full_attention", "full_attention"]},
+     r"layer_types must give each of the 4 layers one of \('full_attention', 'sliding_attention'\)"),
+    ({"layer_types": None, "sliding_window_pattern": 0}, r"sliding_window_pattern must be a positive integer, got 0"),
+    ({"sliding_window": None}, r"missing required key 'sliding_window'"),
+    ({"hidden_activation": "relu"}, r"hidden_activation='relu' is not supported"),
+])
+def test_a_bad_gemma_config_names_the_key(tmp_path, change, message):
+  """Gemma's per-layer attention kinds: a list of the wrong length or with an unknown kind, a pattern below 1, a
+  sliding layer without a window, an activation other than GELU (tanh) are refused naming the key. A pattern that
+  does not divide the layers is not: Gemma 3 1B has 26 layers every sixth of which is global."""
+  from itjax.model.config import from_hf_config
+  hf = {"model_type": "gemma3_text", "vocab_size": 32, "hidden_size": 16, "intermediate_size": 32,
+        "num_hidden_layers": 4, "num_attention_heads": 2, "head_dim": 8, "sliding_window": 4,
+        "layer_types": ["sliding_attention"] * 3 + ["full_attention"]}
+  with pytest.raises(ValueError, match=message):
+    from_hf_config({**hf, **change}, "config.json")
+  odd = from_hf_config({**hf, "num_hidden_layers": 26, "layer_types": None, "sliding_window_pattern": 6})
+  assert odd.layer_types.count("full_attention") == 4 and odd.layer_types[5] == "full_attention"
 
 
 def test_safetensors_missing_a_tensor(tiny_hf_dir, tmp_path):

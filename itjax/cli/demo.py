@@ -8,6 +8,7 @@ import os
 from absl import flags
 
 from itjax.cli.common import Command
+from itjax.errors import UserError
 
 
 def define_demo(fv: flags.FlagValues) -> None:
@@ -27,14 +28,22 @@ def cmd_demo(f: flags.FlagValues, args: list[str]) -> None:
     run_demo(workdir, config, stop=stop)
 
 
+def define_fetch(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("model", "demo", "The built-in model: demo (= smollm2-135m, SmolLM2-135M-Instruct) or "
+                      "gemma3-270m (Gemma 3 270M, the base model).", flag_values=fv)
+
+
 def cmd_fetch_demo_model(f: flags.FlagValues, args: list[str]) -> None:
   from itjax.io import demo_model
-  print(demo_model.fetch())
+  if f.model not in demo_model.BUILTINS:
+    raise UserError(f"--model {f.model}: not a built-in model; expected one of {', '.join(demo_model.BUILTINS)}")
+  print(demo_model.fetch(name=f.model))
 
 
 COMMANDS = (
-    Command("fetch-demo-model", "prints the path of the SmolLM2-135M-Instruct GGUF (fetched once, cached)", "",
-            lambda fv: None, cmd_fetch_demo_model),
+    Command("fetch-demo-model", "prints the path of a built-in model's GGUF (fetched once, cached): the demo's "
+            "SmolLM2-135M-Instruct, or --model gemma3-270m", "[--model demo|smollm2-135m|gemma3-270m]",
+            define_fetch, cmd_fetch_demo_model),
     Command("demo", "LoRA-tunes SmolLM2-135M-Instruct on generated tasks; before/after figures",
             "[--workdir runs/demo] [--config configs/X.py[:ARG]] [--config.KEY=VALUE ...]", define_demo, cmd_demo,
             config="A training config file (configs/*.py[:ARG]; default: configs/smollm2_135m_lora.py)."),

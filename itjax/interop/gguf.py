@@ -1,8 +1,11 @@
 """GGUF files -> (ModelConfig, params, tokenizer), dequantised with the `gguf` package.
 
 llama.cpp stores Llama's q/k projection rows permuted for its interleaved rotary layout; they are put back in HF's
-half-split order here (Qwen2 files are not permuted). The tokenizer is rebuilt from the file's metadata with
-transformers' GGUF tokenizer converters, as `AutoTokenizer.from_pretrained(..., gguf_file=...)` does.
+half-split order here (Qwen and Gemma files are not permuted). Gemma files hold each RMSNorm scale plus one (llama.cpp
+multiplies by the stored value); the one is taken off again. What a Gemma 3 file leaves out is llama.cpp's (and
+transformers') fixed choice: every sixth layer global, the others sliding with RoPE base 10,000, queries scaled by
+head_dim ** -0.5 (by (dim / heads) ** -0.5 for the 27B model). The tokenizer is rebuilt from the file's metadata
+with transformers' GGUF tokenizer converters, as `AutoTokenizer.from_pretrained(..., gguf_file=...)` does.
 """
 
 from __future__ import annotations
@@ -17,7 +20,21 @@ from itjax.interop.hf import build_params
 from itjax.model.config import ModelConfig, RopeScaling
 from itjax.data.tokenizer import HFTokenizer
 
-SUPPORTED_ARCHS = ("llama", "qwen2")
+SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
+GEMMA3_27B_DIM = 5376  # the one Gemma 3 size whose queries are scaled by (dim / heads) ** -0.5, not head_dim's
+
+
+def _family_fields(arch: str, get, dim: int, heads: int, head_dim: int, layers: int) -> dict:
+  """The ModelConfig fields in which a Qwen3 or Gemma 3 file differs from a Llama one."""
+  if arch == "qwen3":
+    return {"qk_norm": True, "model_type": "qwen3"}
+  if arch != "gemma3":
+    return {"qkv_bias": arch == "qwen2", "model_type": "qwen2" if arch == "qwen2" else "llama"}
+  return {"model_type": "gemma3_text", "qk_norm": True, "post_norms": True, "norm_offset": 1.0,
+          "activation": "gelu_tanh", "embed_scale": True, "sliding_window": int(get("attention.sliding_window")),
+          "layer_types": tuple("full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(layers)),
+          "rope_local_theta": 10000.0,
+          "query_pre_attn_scalar": float(dim / heads if dim == GEMMA3_27B_DIM else head_dim)}
 
 
 def config_from_metadata(meta: dict, tensor_names: set[str], source: str) -> ModelConfig:
@@ -39,15 +56,15 @@ def config_from_metadata(meta: dict, tensor_names: set[str], source: str) -> Mod
     raise UserError(f"{source}: GGUF rope scaling {scaling!r} is not supported; expected 'none' or 'linear'")
   rope = RopeScaling("linear", float(get("rope.scaling.factor"))) if scaling == "linear" else RopeScaling()
   dim, heads = int(get("embedding_length")), int(get("attention.head_count"))
+  layers, head_dim = int(get("block_count")), int(get("attention.key_length", dim // heads))
   vocab = meta.get(f"{arch}.vocab_size") or len(meta["tokenizer.ggml.tokens"])
   return ModelConfig(
-      vocab_size=int(vocab), dim=dim, mlp_dim=int(get("feed_forward_length")), num_layers=int(get("block_count")),
-      num_heads=heads, num_kv_heads=int(get("attention.head_count_kv", heads)),
-      head_dim=int(get("attention.key_length", dim // heads)),
+      vocab_size=int(vocab), dim=dim, mlp_dim=int(get("feed_forward_length")), num_layers=layers,
+      num_heads=heads, num_kv_heads=int(get("attention.head_count_kv", heads)), head_dim=head_dim,
       rms_norm_eps=float(get("attention.layer_norm_rms_epsilon")), rope_theta=float(get("rope.freq_base", 10000.0)),
       rope_scaling=rope, max_position_embeddings=int(get("context_length", 4096)),
-      tie_embeddings="output.weight" not in tensor_names, qkv_bias=arch == "qwen2",
-      model_type="qwen2" if arch == "qwen2" else "llama")
+      tie_embeddings="output.weight" not in tensor_names,
+      **_family_fields(arch, get, dim, heads, head_dim, layers))
 
 
 def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -108,6 +125,8 @@ def _convert(path: str, dtype: str, param_dtype: str) -> tuple[ModelConfig, dict
       w = _unpermute(w, config.num_heads)
     elif permuted and name == "attn_k.weight":
       w = _unpermute(w, config.num_kv_heads)
+    elif config.norm_offset and name.endswith("norm.weight"):
+      w = w - np.float32(config.norm_offset)
     return w
 
   return config, build_params(config, get, source=path, column=2), tokenizer_from_metadata(meta)

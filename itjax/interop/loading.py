@@ -1,7 +1,8 @@
 """`load_model(SRC)`: one entry point for every model source a command accepts.
 
-SRC is a Hugging Face model directory (config.json + safetensors + tokenizer files), a `.gguf` file, or an
-`itjax train` workdir (its base model with the latest checkpoint's trained params, LoRA merged into the kernels).
+SRC is a Hugging Face model directory (config.json + safetensors + tokenizer files), a `.gguf` file, an `itjax
+train` workdir (its base model with the latest checkpoint's trained params, LoRA merged into the kernels), or a
+built-in model's name (itjax.io.demo_model: demo, smollm2-135m, gemma3-270m), fetched once.
 A raw SentencePiece `.model` is a tokenizer source only (`load_tokenizer`).
 """
 
@@ -11,6 +12,7 @@ import dataclasses
 import os
 
 from itjax.errors import InputNotFound, UserError
+from itjax.io.demo_model import resolve
 from itjax.model.config import ModelConfig
 from itjax.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer_dir
 
@@ -36,6 +38,7 @@ def is_workdir(src: str) -> bool:
 
 
 def load_tokenizer(src: str) -> Tokenizer:
+  src = resolve(src)
   _check_exists(src)
   if is_workdir(src):
     from itjax.interop.checkpoint import read_meta
@@ -49,7 +52,9 @@ def load_tokenizer(src: str) -> Tokenizer:
 
 
 def load_model(src: str, dtype: str = "float32", param_dtype: str = "float32") -> LoadedModel:
-  """(config, params, tokenizer) from a HF directory or a GGUF file; params are host numpy arrays."""
+  """(config, params, tokenizer) from a HF directory, a GGUF file or a built-in model's name (demo, gemma3-270m);
+  params are host numpy arrays."""
+  src = resolve(src)
   _check_exists(src)
   if is_workdir(src):
     return load_workdir(src, dtype, param_dtype)

@@ -233,7 +233,8 @@ def validate(c: ml_collections.ConfigDict, model_given: bool = False) -> None:
          c.eval.judge_mode)
   if c.eval.judge:
     _check_path("eval.judge", c.eval.judge, directory=os.path.isdir(c.eval.judge))
-  if c.model != "demo" and not model_given:
+  from itjax.io.demo_model import BUILTINS
+  if c.model not in BUILTINS and not model_given:
     _check(os.path.exists(c.model), "model", "does not exist", c.model)
     _check(os.path.isdir(c.model) or c.model.endswith(".gguf"), "model", "is a file; expected a Hugging Face model "
            "directory, a .gguf file or a training workdir", c.model)

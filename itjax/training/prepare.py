@@ -33,10 +33,9 @@ class Prepared:
 
 
 def model_source(config: ml_collections.ConfigDict) -> str:
-  if config.model == "demo":
-    from itjax.io import demo_model
-    return demo_model.fetch()
-  return config.model
+  """config.model, a built-in model's name fetched to its file."""
+  from itjax.io import demo_model
+  return demo_model.resolve(config.model)
 
 
 def write_records(files: str, records: list[dict]) -> str:

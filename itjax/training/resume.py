@@ -64,9 +64,9 @@ def base_difference(saved: dict, source: str | None) -> tuple[str, object, objec
   if old is None:
     raise UserError("its checkpoints were written by an earlier itjax without the base's weights hash; train into "
                     "a new workdir")
-  if source == "demo":
+  if source is not None:
     from itjax.io import demo_model
-    source = demo_model.fetch()
+    source = demo_model.resolve(source)
   if not source or workdir_lib.is_remote(source) or not os.path.exists(source):
     return None  # a missing model is the loader's to report; a bucket's is compared when the trainer restores
   new = weights_sha256(source)

@@ -1,0 +1,65 @@
+"""The real Gemma 3 270M (the built-in gemma3-270m: the base model's Q4_K_M GGUF) against transformers reading the
+same file: logits, and greedy generation of plain-text prompts."""
+
+import os
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # a 240 MB download on a fresh machine; transformers reads the file in about a minute
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+PROMPTS = ["The capital of France is", "Once upon a time, in a small village,", "def fibonacci(n):",
+           "The three primary colours are", "Water boils at a temperature of", "A haiku about the sea:\n",
+           "In 1969, the first person to walk on the Moon", "The best way to learn a language is"]
+
+
+@pytest.fixture(scope="module")
+def gemma3():
+  """(itjax's model, transformers' model) of the same GGUF file."""
+  from itjax.interop.loading import load_model
+  from itjax.io import demo_model
+  path = demo_model.fetch(name="gemma3-270m")
+  ours = load_model("gemma3-270m")
+  assert ours.source == path and ours.config.model_type == "gemma3_text"
+  directory, name = os.path.split(path)
+  theirs = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32).eval()
+  return ours, theirs
+
+
+def test_gemma3_logits_match_transformers_past_the_sliding_window(gemma3):
+  """A short prompt, and 700 tokens (the local layers' window is 512): the same logits as transformers, within
+  1e-4 and 1e-3 (float32 sums over 700 positions), the same argmax everywhere."""
+  from conftest import forward
+  ours, theirs = gemma3
+  assert ours.config.layer_types.count("full_attention") == 3 and ours.config.sliding_window == 512
+  short = np.asarray([ours.tokenizer.encode(PROMPTS[0])])
+  long = np.asarray([ours.tokenizer.encode(" ".join(PROMPTS * 40))[:700]])
+  for tokens, atol in ((short, 1e-4), (long, 1e-3)):
+    with torch.no_grad():
+      want = theirs(torch.tensor(tokens)).logits.numpy()
+    got = forward(ours.config, ours.params, tokens)
+    np.testing.assert_allclose(got, want, atol=atol, rtol=0)
+    assert (got.argmax(-1) == want.argmax(-1)).all()
+
+
+def test_gemma3_greedy_generation_matches_transformers(gemma3):
+  """Eight plain-text prompts (after BOS, no chat template: a base model), 64 new tokens each, through itjax's
+  continuous batching and transformers' batched generate (left-padded): token for token the same."""
+  from itjax.model.generate import Generator
+  ours, theirs = gemma3
+  tok = ours.tokenizer
+  ids = [tok.encode(p) for p in PROMPTS]
+  assert all(i[0] == tok.bos_id for i in ids)
+  width = max(map(len, ids))
+  padded = torch.tensor([[tok.pad_id] * (width - len(i)) + i for i in ids])
+  mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+  with torch.no_grad():
+    ref = theirs.generate(padded, attention_mask=mask, max_new_tokens=64, do_sample=False, pad_token_id=tok.pad_id)
+  got = Generator(ours.config, ours.params, tok.eos_ids, tok.pad_id).generate(ids, 64, batch_size=8)
+  for row, out in zip(ref[:, width:].tolist(), got):
+    ends = [k for k, t in enumerate(row) if t in tok.eos_ids]
+    assert out.tokens == (row[:ends[0]] if ends else row)
+  assert sum(len(out.tokens) for out in got) > 200  # most prompts run on: the comparison covers long answers
