@@ -86,6 +86,18 @@ def test_builtin_templates_render():
     chat.resolve(None, None)
 
 
+def test_the_gemma_template_renders_gemmas_format():
+  """Gemma's documented turn format; its system message opens the first user turn; content is trimmed; turns must
+  alternate."""
+  render = lambda conv, gen: chat.render(chat.BUILTIN_TEMPLATES["gemma"], conv, gen, bos_token="<bos>")  # noqa: E731
+  assert render(CONVERSATIONS[2], False) == (
+      "<bos><start_of_turn>user\nAnswer briefly.\n\n1 2 3?<end_of_turn>\n<start_of_turn>model\n4 5 6<end_of_turn>\n"
+      "<start_of_turn>user\nNumbers: 7 8 9<end_of_turn>\n<start_of_turn>model\n10.<end_of_turn>\n")
+  assert render(CONVERSATIONS[0], True) == "<bos><start_of_turn>user\nHello there!<end_of_turn>\n<start_of_turn>model\n"
+  with pytest.raises(Exception, match="must alternate user, assistant"):
+    render([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], True)
+
+
 def test_a_template_name_typo_is_refused_not_rendered_as_text():
   """`chatm1` is neither a built-in name nor a template: taken literally, every prompt would render as 'chatm1'."""
   with pytest.raises(ValueError, match="chat template 'chatm1' is neither a built-in name .* did you mean 'chatml'"):

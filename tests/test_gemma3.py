@@ -63,3 +63,33 @@ def test_gemma3_greedy_generation_matches_transformers(gemma3):
     ends = [k for k, t in enumerate(row) if t in tok.eos_ids]
     assert out.tokens == (row[:ends[0]] if ends else row)
   assert sum(len(out.tokens) for out in got) > 200  # most prompts run on: the comparison covers long answers
+
+
+@pytest.fixture(scope="module")
+def gemma3_tokenizer():
+  from itjax.interop.loading import load_tokenizer
+  return load_tokenizer("gemma3-270m")
+
+
+def test_the_gemma_template_tokenizes_as_transformers_renders_it_and_trains_the_assistant_turns(gemma3_tokenizer):
+  """The base model's tokenizer (no template of its own) with the built-in gemma template: the ids transformers'
+  apply_chat_template gives for the same template, <start_of_turn> and <end_of_turn> single special tokens;
+  the loss mask covers exactly each assistant turn's content and its <end_of_turn>, which also stops generation."""
+  from test_chat import CONVERSATIONS
+  from itjax.data import chat
+  from itjax.data.encode import encode_chat
+  tok = gemma3_tokenizer
+  assert tok.chat_template is None
+  end = tok.tok.added_tokens_encoder["<end_of_turn>"]
+  assert end in tok.eos_ids and tok.bos_id == 2
+  template = chat.BUILTIN_TEMPLATES["gemma"]
+  for conversation in CONVERSATIONS:
+    for gen in (True, False):
+      want = tok.tok.apply_chat_template(conversation, chat_template=template, tokenize=True,
+                                         add_generation_prompt=gen)
+      want = want["input_ids"] if hasattr(want, "keys") else want
+      assert tok.encode_chat(conversation, gen, template="gemma") == want
+  ids, mask = encode_chat(tok, CONVERSATIONS[2], template="gemma")
+  trained = [ids[i] for i in range(len(ids)) if mask[i]]
+  assert trained == tok.encode("4 5 6", add_bos=False) + [end] + tok.encode("10.", add_bos=False) + [end]
+  assert ids[-1] != end and not mask[-1]  # the newline after the last <end_of_turn> is not a target

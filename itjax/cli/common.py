@@ -71,8 +71,8 @@ def dtype(fv: flags.FlagValues, text: str = "Compute dtype.") -> None:
 
 
 def chat_template(fv: flags.FlagValues, extra: str = "") -> None:
-  flags.DEFINE_string("chat_template", None, "A built-in template name (chatml, llama3, alpaca) or a Jinja template "
-                      "instead of the tokenizer's own." + extra, flag_values=fv)
+  flags.DEFINE_string("chat_template", None, "A built-in template name (chatml, llama3, alpaca, gemma) or a Jinja "
+                      "template instead of the tokenizer's own." + extra, flag_values=fv)
 
 
 def max_new_tokens(fv: flags.FlagValues, default: int) -> None:

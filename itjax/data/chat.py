@@ -35,6 +35,18 @@ BUILTIN_TEMPLATES: dict[str, str] = {
         "{% for m in messages if m['role'] != 'system' %}"
         "{% if m['role'] == 'user' %}{{ '### Instruction:\\n' + m['content'] + '\\n\\n### Response:\\n' }}"
         "{% else %}{{ m['content'] + eos_token + '\\n\\n' }}{% endif %}{% endfor %}"),
+    # Gemma's format: BOS, then <start_of_turn>user|model, the content, <end_of_turn> and a newline per turn. Gemma
+    # has no system role: a system message opens the first user turn, followed by a blank line. Turns alternate.
+    "gemma": (
+        "{{ bos_token }}{% set system = messages[0]['content'] if messages[0]['role'] == 'system' else '' %}"
+        "{% for m in messages if m['role'] != 'system' %}"
+        "{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('gemma template: the turns after a system message must alternate user, assistant, "
+        "user, ...') }}{% endif %}"
+        "{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else 'user') + '\\n' }}"
+        "{% if loop.first and system %}{{ system + '\\n\\n' }}{% endif %}"
+        "{{ (m['content'] | trim) + '<end_of_turn>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"),
 }
 
 

@@ -52,6 +52,17 @@ class Tokenizer:
     return self.encode(self.render_chat(messages, add_generation_prompt, template))
 
 
+# Turn ends that a GGUF file does not list as its EOS: Gemma's <end_of_turn> closes every turn of its chat format
+# (transformers' own Gemma files list it in generation_config.json instead).
+TURN_ENDS = ("<end_of_turn>",)
+
+
+def with_turn_ends(tok) -> HFTokenizer:
+  """The tokenizer with TURN_ENDS that its added vocabulary holds as end-of-sequence ids too (GGUF files)."""
+  return HFTokenizer(tok, extra_eos_ids=tuple(tok.added_tokens_encoder[t] for t in TURN_ENDS
+                                              if t in tok.added_tokens_encoder))
+
+
 class HFTokenizer(Tokenizer):
   """Wraps a transformers fast tokenizer (from a local directory or built from GGUF metadata)."""
 

@@ -18,7 +18,7 @@ import numpy as np
 from itjax.errors import InputNotFound, MissingEntry, UserError, brief
 from itjax.interop.hf import build_params
 from itjax.model.config import ModelConfig, RopeScaling
-from itjax.data.tokenizer import HFTokenizer
+from itjax.data.tokenizer import HFTokenizer, with_turn_ends
 
 SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
 GEMMA3_27B_DIM = 5376  # the one Gemma 3 size whose queries are scaled by (dim / heads) ** -0.5, not head_dim's
@@ -158,4 +158,4 @@ def tokenizer_from_metadata(meta: dict) -> HFTokenizer:
     tokenizer_config[name] = tokens[token_id] if token_id is not None else None
   backend, extra = convert_gguf_tokenizer(meta["general.architecture"], tokenizer_dict)
   tok = PreTrainedTokenizerFast(tokenizer_object=backend, **{**tokenizer_config, **extra})
-  return HFTokenizer(tok)
+  return with_turn_ends(tok)

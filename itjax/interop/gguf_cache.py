@@ -42,8 +42,8 @@ def read_tokenizer(where: str | None):
   try:
     from transformers import PreTrainedTokenizerFast
 
-    from itjax.data.tokenizer import HFTokenizer
-    return HFTokenizer(PreTrainedTokenizerFast.from_pretrained(os.path.join(where, "tokenizer")))
+    from itjax.data.tokenizer import with_turn_ends
+    return with_turn_ends(PreTrainedTokenizerFast.from_pretrained(os.path.join(where, "tokenizer")))
   except Exception as e:  # noqa: BLE001 -- a cache that does not read is read again from the GGUF
     log.debug("GGUF cache %s: tokenizer unreadable (%s)", where, e)
     return None
