@@ -13,7 +13,10 @@ import os
 import time
 
 # itjax/configs links to the repository's configs/ and is package data, so an installed itjax has them too.
-CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "smollm2_135m_lora.py")
+_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+CONFIG = os.path.join(_CONFIGS, "smollm2_135m_lora.py")
+CONFIGS = {"demo": CONFIG, "smollm2-135m": CONFIG,  # `itjax demo --model NAME`: the built-in model's recipe
+           "gemma3-270m": os.path.join(_CONFIGS, "gemma3_270m_lora.py")}
 HEADLINE = (("tasks", "seen", "%"), ("tasks", "seen_answered", "% passed by an answer"), ("tasks", "heldout", "%"),
             ("tasks", "heldout_answered", "% passed by an answer"), ("tasks", "all", "%"),
             ("tasks", "hack_rate", "% of passes that are non-answers"), ("tasks", "mean_response_tokens", "tokens"),

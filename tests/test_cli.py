@@ -289,10 +289,21 @@ def test_an_installed_itjax_has_the_demo_config(tmp_path):
   zipfile.ZipFile(wheel).extractall(site)
   with open(os.path.join(root, "configs", "smollm2_135m_lora.py")) as f:
     assert (site / "itjax" / "configs" / "smollm2_135m_lora.py").read_text() == f.read()
-  probe = ("import itjax.demo as d; c = d.load_config(); "
-           "print(d.CONFIG); print(c.tasks.n, c.steps)")
+  probe = ("import itjax.demo as d; c = d.load_config(); g = d.load_config(d.CONFIGS['gemma3-270m']); "
+           "print(d.CONFIG); print(c.tasks.n, c.steps); print(g.model, g.data.chat_template)")
   ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path,
                        env={**os.environ, "PYTHONPATH": str(site)})
   assert ran.returncode == 0, ran.stderr[-2000:]
-  path, numbers = ran.stdout.splitlines()
-  assert path.startswith(str(site)) and numbers.split()[0] == "2000"
+  path, numbers, gemma = ran.stdout.splitlines()
+  assert path.startswith(str(site)) and numbers.split()[0] == "2000" and gemma == "gemma3-270m gemma"
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--model", "gpt2"), "--model gpt2: not a built-in model; expected one of demo, smollm2-135m, gemma3-270m"),
+    (("--model", "gemma3-270m", "--config", "configs/tiny_lora.py"), "give --model (a built-in model with its "
+                                                                      "recipe) or --config, not both"),
+])
+def test_demo_model_flag_errors(args, message, tmp_path):
+  result = itjax_in_process("demo", "--workdir", str(tmp_path / "w"), *args)
+  assert result.returncode == 1 and message in result.stderr, result.stderr
+  assert not (tmp_path / "w").exists()
