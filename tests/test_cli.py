@@ -160,7 +160,8 @@ def test_aliases_and_their_conflicts(tmp_path):
   assert raw.returncode == 1 and "--raw (--chat_template none) contradicts --chat_template chatml" in raw.stderr
   none = itjax_in_process("inspect-data", "--data", "d.jsonl", "--model", "m", "--chat_template", "none")
   assert none.returncode == 1
-  assert "--chat_template none (no template) is for itjax generate; inspect-data needs a chat template" in none.stderr
+  assert ("--chat_template none (no template) is for itjax generate, itjax eval; inspect-data needs a chat "
+          "template") in none.stderr
   export = itjax_in_process("export", "--workdir", str(tmp_path / "w"), "--format", "onnx", "--out", "x")
   assert export.returncode == 1 and "--format hf|peft" in export.stderr and "alias" not in export.stderr
 

@@ -347,3 +347,31 @@ def test_latency_warms_every_timed_program_up_and_takes_the_fastest_round(monkey
   assert f["s_per_prompt_spread"] == pytest.approx(100.0)
   assert f["s_per_prompt"] == pytest.approx(f["prefill_s_per_prompt"] + f["decoded_per_prompt"]
                                             * f["decode_s_per_token"])
+
+
+def test_chat_template_none_feeds_each_prompt_as_plain_text(trained, tmp_path, monkeypatch):
+  """`itjax eval --chat_template none` (a base model without a template): every subject encodes a prompt as its text
+  after BOS, with no template around it; a built-in name replaces the workdir's template the same way."""
+  from itjax.evals import subject as subject_lib
+  seen = []
+  encode = subject_lib.Subject.encode
+
+  def spy(self, chats):
+    ids = encode(self, chats)
+    seen.extend((self.label, self.template, c, i) for c, i in zip(chats, ids))
+    return ids
+
+  monkeypatch.setattr(subject_lib.Subject, "encode", spy)
+  out = itjax_in_process("eval", "--model", trained, "--suites", "tasks", "--limit", "2", "--max_new_tokens", "4",
+                         "--chat_template", "none", "--out", str(tmp_path / "plain"))
+  assert out.returncode == 0, out.stderr
+  from itjax.interop.loading import load_tokenizer
+  tok = load_tokenizer(trained)
+  assert {label for label, *_ in seen} == {"model", "base"} and len(seen) == 8
+  for _, template, chat, ids in seen:
+    assert template == "none" and [m["role"] for m in chat] == ["user"]
+    assert ids == tok.encode(chat[0]["content"])  # BOS, then the text: no header, no end of turn
+  seen.clear()
+  assert itjax_in_process("eval", "--model", trained, "--suites", "tasks", "--limit", "2", "--max_new_tokens", "4",
+                          "--chat_template", "chatml", "--out", str(tmp_path / "chatml")).returncode == 0
+  assert all(ids == tok.encode_chat(chat, template="chatml") for _, _, chat, ids in seen)

@@ -41,6 +41,8 @@ def define(fv: flags.FlagValues) -> None:
                     "explains each answer) or pairwise (the judge picks A or B, in both orders).", flag_values=fv)
   flags.DEFINE_string("judge_template", None, "judge, pairwise: a template with {question}, {answer_a} and "
                       "{answer_b} (default: itjax/evals/judge_pairwise.txt).", flag_values=fv)
+  common.chat_template(fv, " 'none': each prompt as plain text after BOS (a base model); default: a workdir's own, "
+                       "else the tokenizer's.")
   common.limit(fv, "Examples per suite (per split for tasks).")
   common.max_new_tokens(fv, 256)
   common.batch_size(fv, 16)
@@ -61,7 +63,8 @@ def cmd_eval(f: flags.FlagValues, args: list[str]) -> None:
   settings = Settings(max_new_tokens=f.max_new_tokens, batch_size=f.batch_size, seed=f.seed, limit=f.limit)
   inputs = Inputs(text=f.text, text_bytes=f.text_bytes, probes=f.probes,
                   perturbations=tuple(f.perturbations) if f.perturbations is not None else None, judge=f.judge,
-                  judge_mode=None if f.judge_mode == "relevance" else f.judge_mode, judge_template=f.judge_template)
+                  judge_mode=None if f.judge_mode == "relevance" else f.judge_mode, judge_template=f.judge_template,
+                  chat_template=f.chat_template)
   check_out(f.out, f.model, f.base, f.data, f.responses, inputs, f.overwrite)  # before any input is read
   results = run_eval(f.model, f.suites, f.out, f.base, f.step, f.data, f.responses, settings, inputs)
   if f.json:
@@ -78,7 +81,7 @@ COMMANDS = (
             "--model SRC --suites ifeval,tasks,latency,forgetting,rigidity,hallucination,judge --out DIR\n"
             "[--base BASE|none] [--step N] [--data FILE] [--responses FILE] [--text FILE] [--text_bytes N]\n"
             "[--probes FILE] [--perturbations A,B] [--judge SRC] [--judge_mode relevance|pairwise]\n"
-            "[--judge_template FILE] [--limit N] [--max_new_tokens N] [--batch_size N] [--seed S] [--json]\n"
-            "[--overwrite]",
-            define, cmd_eval),
+            "[--judge_template FILE] [--chat_template NAME|none] [--limit N] [--max_new_tokens N] [--batch_size N]\n"
+            "[--seed S] [--json] [--overwrite]",
+            define, cmd_eval, no_template=True),
 )

@@ -15,6 +15,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from itjax.errors import UserError
 
 ROLES = ("system", "user", "assistant")
+NO_TEMPLATE = "none"  # a chat_template value: no template; a chat's turns as plain text (for base models)
+# What 'none' renders a chat as: its turns' text, a blank line between them (a single prompt: the prompt as it stands).
+PLAIN = "{% for m in messages %}{% if not loop.first %}{{ '\\n\\n' }}{% endif %}{{ m['content'] }}{% endfor %}"
 
 BUILTIN_TEMPLATES: dict[str, str] = {
     # <|im_start|>role\ncontent<|im_end|>\n per turn (Qwen, SmolLM, many others).
@@ -62,13 +65,16 @@ def _compile(template: str) -> jinja2.Template:
 
 
 def resolve(template: str | None, own: str | None) -> str:
-  """A built-in name, a literal template, or (None) the tokenizer's own template."""
+  """A built-in name, a literal template, 'none' (the turns as plain text), or (None) the tokenizer's own
+  template."""
   if template is None:
     if own is None:
       raise UserError(f"the tokenizer has no chat template; name one of {sorted(BUILTIN_TEMPLATES)}")
     return own
   if template in BUILTIN_TEMPLATES:
     return BUILTIN_TEMPLATES[template]
+  if template == NO_TEMPLATE:
+    return PLAIN
   if "messages" not in template or ("{{" not in template and "{%" not in template):  # a typo would render as text
     close = difflib.get_close_matches(template, BUILTIN_TEMPLATES, n=1)
     raise UserError(f"chat template {template!r:.80} is neither a built-in name ({', '.join(BUILTIN_TEMPLATES)}) "

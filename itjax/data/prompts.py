@@ -27,7 +27,7 @@ def read_prompts(path: str) -> list[dict]:
   return records
 
 
-NO_TEMPLATE = "none"  # a chat_template value: no template, the prompt text is the model input
+NO_TEMPLATE = chat.NO_TEMPLATE  # a chat_template value: no template, the prompt text is the model input
 
 
 def prompt_ids(tokenizer, record: dict, template: str | None, where: str) -> list[int]:

@@ -180,6 +180,9 @@ def run(model: str | None, suites: Sequence[str], out: str, base: str | None = N
       raise UserError("a loaded base model goes with a loaded model; give both as paths or both loaded")
     subjects, base_src = load_subjects(model, base, step, unmerged="unmerged" in wanted)
   results["base"] = base_src
+  if inputs.chat_template is not None:
+    for subject in subjects.values():
+      subject.template = inputs.chat_template
   for name, suite in chosen.items():
     outputs = suite.evaluate({role: s for role, s in subjects.items() if role in suite.roles}, records[name],
                              settings)

@@ -51,6 +51,9 @@ class Inputs:
   judge: str | None = None  # the judge suite's judge model; None: the base (itjax.evals.judge)
   judge_mode: str | None = None  # relevance (None) or pairwise
   judge_template: str | None = None  # pairwise: a template file; None: the built-in one
+  # The subjects' chat template: a built-in name, a Jinja string or 'none' (each prompt as plain text after BOS, for
+  # base models); None: a workdir's own (its training's), else the tokenizer's.
+  chat_template: str | None = None
 
 
 @dataclasses.dataclass
