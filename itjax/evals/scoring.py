@@ -3,8 +3,9 @@ distributions differ along them.
 
 Sequences are right-padded into batches of similar length (padding has segment id 0, so it attends to nothing and
 nothing attends to it), and one compiled function serves every batch of the same shape; a batch holds up to
-TOKENS_PER_BATCH tokens, and one with fewer sequences than that allows is cut to the next power of two rows. Only
-per-sequence sums leave the device; the host adds them in float64.
+TOKENS_PER_BATCH tokens, fewer where the vocabulary is large (its float32 logits stay under LOGIT_BYTES: 1,024
+tokens for Gemma's 262,144 entries), and one with fewer sequences than that allows is cut to the next power of two
+rows. Only per-sequence sums leave the device; the host adds them in float64.
 
 `nll_after` scores continuations of shared contexts (several answers to one prompt, one neutral prompt before many
 answers): each context runs once and the part every context begins with (a chat template's system turn) once, and
@@ -26,6 +27,12 @@ from itjax.model.llama import Transformer, init_cache
 
 TOKENS_PER_BATCH = 4096  # rows x padded length per call: bounds the [B,T,V] logits in memory
 SLOTS_PER_BATCH = 2 * TOKENS_PER_BATCH  # nll_after: rows x (cached + new) key/value slots per call
+LOGIT_BYTES = 2 ** 30  # and the [B,T,V] float32 logits of one call at most this (a log-softmax and KL hold a few)
+
+
+def tokens_per_batch(config: ModelConfig) -> int:
+  """Tokens one call scores: TOKENS_PER_BATCH, fewer for a vocabulary whose logits would exceed LOGIT_BYTES."""
+  return max(64, min(TOKENS_PER_BATCH, LOGIT_BYTES // (4 * config.vocab_size)))
 
 
 def _log_probs(config: ModelConfig, params, tokens, segments):
@@ -51,9 +58,9 @@ def _kl_sums(p_config, p_params, q_config, q_params, tokens, segments, weights):
   return (kl * weights).sum(axis=1)
 
 
-def _batches(sequences: Sequence[Sequence[int]], starts: Sequence[int], pad_id: int):
-  """(indices, tokens, segments, weights) batches, longest first; weights mark the predicted tokens
-  sequences[i][starts[i]:] (position t predicts token t+1)."""
+def _batches(sequences: Sequence[Sequence[int]], starts: Sequence[int], pad_id: int, budget: int = TOKENS_PER_BATCH):
+  """(indices, tokens, segments, weights) batches of at most `budget` tokens, longest first; weights mark the
+  predicted tokens sequences[i][starts[i]:] (position t predicts token t+1)."""
   if len(sequences) != len(starts):
     raise ValueError(f"{len(sequences)} sequences but {len(starts)} starts")
   for seq, start in zip(sequences, starts):
@@ -64,7 +71,7 @@ def _batches(sequences: Sequence[Sequence[int]], starts: Sequence[int], pad_id: 
   i = 0
   while i < len(order):
     length = bucket_length(len(sequences[order[i]]))
-    rows = max(1, TOKENS_PER_BATCH // length)
+    rows = max(1, budget // length)
     picked = order[i:i + rows]
     i += len(picked)
     rows = min(rows, 1 << (len(picked) - 1).bit_length())  # a short last batch: the next power of two, not all
@@ -99,7 +106,7 @@ def nll(config: ModelConfig, params, sequences: Sequence[Sequence[int]], starts:
   predicted from every token before it. `desc` names a progress bar (None: no bar)."""
   out: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
   with _progress(len(sequences), desc) as bar:
-    for picked, tokens, segments, weights in _batches(sequences, starts, pad_id):
+    for picked, tokens, segments, weights in _batches(sequences, starts, pad_id, tokens_per_batch(config)):
       sums = np.asarray(jax.device_get(_nll_sums(config, params, tokens, segments, weights)), np.float64)
       for r, j in enumerate(picked):
         out[j] = (float(sums[r]), len(sequences[j]) - starts[j])
@@ -126,7 +133,7 @@ def kl(p_config: ModelConfig, p_params, q_config: ModelConfig, q_params, sequenc
   """(summed KL(p || q) in nats, token count) over the positions predicting each sequence's tokens from
   `starts[i]` on: p and q see the same prefix, the sequence's own tokens."""
   out: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
-  for picked, tokens, segments, weights in _batches(sequences, starts, pad_id):
+  for picked, tokens, segments, weights in _batches(sequences, starts, pad_id, tokens_per_batch(p_config)):
     sums = np.asarray(jax.device_get(_kl_sums(p_config, p_params, q_config, q_params, tokens, segments, weights)),
                       np.float64)
     for r, j in enumerate(picked):
@@ -223,13 +230,14 @@ def nll_after(config: ModelConfig, params, contexts: Sequence[Sequence[int]],
     by_context.setdefault(continuations[i][0], []).append(i)
   with _progress(len(wanted), desc) as bar:
     rest = {c: len(h) - shared for c, h in heads.items()}
-    for chunk, w1, rows1 in _groups(rest, lambda w: min(TOKENS_PER_BATCH // w, SLOTS_PER_BATCH // (width + w))):
+    budget = tokens_per_batch(config)
+    for chunk, w1, rows1 in _groups(rest, lambda w: min(budget // w, SLOTS_PER_BATCH // (width + w))):
       cache = _extend(config, params, root, np.zeros(rows1, np.int32),
                       *_rows(w1, rows1, [(heads[c][shared:], shared) for c in chunk], pad_id))
       slots = width + w1
       row_of = {c: r for r, c in enumerate(chunk)}
       mine = {i: 1 + len(continuations[i][1]) for c in chunk for i in by_context[c]}
-      for batch, w2, rows2 in _groups(mine, lambda w: min(TOKENS_PER_BATCH // w, SLOTS_PER_BATCH // (slots + w))):
+      for batch, w2, rows2 in _groups(mine, lambda w: min(budget // w, SLOTS_PER_BATCH // (slots + w))):
         pieces, weights, rows = [], np.zeros((rows2, w2 - 1), np.float32), np.zeros(rows2, np.int32)
         for r, i in enumerate(batch):
           c, ids = continuations[i]
