@@ -1,4 +1,6 @@
-"""The Llama-family decoder as pure-functional Flax Linen modules.
+"""The decoder as pure-functional Flax Linen modules: Llama's, with the Qwen3 and Gemma 2/3 differences as config
+(q/k norms, post-norms with (1 + scale), GeGLU, scaled embeddings, soft-capping, sliding and full layers; see
+ModelConfig). The module stays in llama.py, the family it began with.
 
 Shapes: B batch, T query length, S key/value length (cache slots), L layers, N query heads, K key/value heads,
 G = N // K query heads per key/value head, H head dim, D model dim, F mlp dim, V vocab, R LoRA rank.
@@ -9,8 +11,8 @@ unrolled into `layers_0 .. layers_{L-1}` (`unstack_layers` converts), which deco
 activation carries logical axis names; the rules that map them to mesh axes live in one table elsewhere.
 
 The attention mask is built from slot indices and segment ids: a query sees a key when the key's slot is not later
-than its own, both belong to the same non-zero segment, and (with a sliding window) the key is recent enough. Segment
-id 0 marks padding. This one rule serves training on packed rows (positions restart per segment) and decoding from a
+than its own, both belong to the same non-zero segment, and (with a sliding window) the key is recent enough; a model
+of both sliding and full layers builds both masks once and each layer picks its own. Segment id 0 marks padding. This one rule serves training on packed rows (positions restart per segment) and decoding from a
 KV cache with left-padded prompts.
 """
 
