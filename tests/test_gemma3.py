@@ -93,3 +93,64 @@ def test_the_gemma_template_tokenizes_as_transformers_renders_it_and_trains_the_
   trained = [ids[i] for i in range(len(ids)) if mask[i]]
   assert trained == tok.encode("4 5 6", add_bos=False) + [end] + tok.encode("10.", add_bos=False) + [end]
   assert ids[-1] != end and not mask[-1]  # the newline after the last <end_of_turn> is not a target
+
+
+def test_the_gemma3_smoke_run_trains_resumes_exactly_evaluates_and_exports(gemma3, tmp_path, monkeypatch):
+  """configs/gemma3_270m_lora.py:smoke on the real model: the loss falls; stopped after its step-2 checkpoint and
+  run again it ends where the uninterrupted run did, bit for bit; `itjax eval` runs every suite on the workdir; the
+  merged HF export and the PEFT adapter on transformers' reading of the GGUF give the run's logits."""
+  import copy
+  import json
+  import shutil
+
+  import peft
+  from conftest import forward, itjax_in_process
+  from test_export import CHAT, load_hf, torch_logits
+  from test_train import ROOT, losses
+  from itjax.interop import export, loading
+  from itjax.interop.checkpoint import lora_spec, read_trained
+  from itjax.model import lora as lora_lib
+  ours, theirs = gemma3
+  load_model = loading.load_model
+  monkeypatch.setattr(loading, "load_model", lambda src, *a, **k: ours if src in ("gemma3-270m", ours.source)
+                      and not a and not k else load_model(src, *a, **k))
+  config = os.path.join(ROOT, "configs", "gemma3_270m_lora.py:smoke")
+  workdir = str(tmp_path / "run")
+  quiet = "--config.eval.suites=()"  # the evaluation below runs every suite, the tasks too
+  done = itjax_in_process("train", "--config", config, "--workdir", workdir, quiet)
+  assert done.returncode == 0, done.stderr[-3000:]
+  summary = json.loads(done.stdout.strip().splitlines()[-1])
+  assert summary["steps"] == 4 and summary["eval_loss_end"] < summary["eval_loss_start"]
+  final, _ = read_trained(workdir)
+  for name in os.listdir(os.path.join(workdir, "checkpoints")):  # stopped after step 2: its checkpoint kept
+    if name != "2":
+      shutil.rmtree(os.path.join(workdir, "checkpoints", name))
+  again = itjax_in_process("train", "--config", config, "--workdir", workdir, quiet)
+  assert again.returncode == 0 and "resuming" in again.stderr, again.stderr[-3000:]
+  resumed, _ = read_trained(workdir)
+  for a, b in zip(lora_lib.flatten(final).values(), lora_lib.flatten(resumed).values()):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert [s for s, _ in losses(workdir)][-2:] == [3, 4]
+
+  data = tmp_path / "ifeval.jsonl"
+  data.write_text("".join(json.dumps({"key": i, "prompt": p, "instruction_id_list": [c], "kwargs": [{}]}) + "\n"
+                          for i, (p, c) in enumerate((("Name a colour, in lowercase.", "change_case:english_lowercase"),
+                                                      ("List two fruits without commas.", "punctuation:no_comma")))))
+  suites = "ifeval,tasks,latency,forgetting,rigidity,hallucination,judge"
+  evaluated = itjax_in_process("eval", "--model", workdir, "--suites", suites, "--limit", "1", "--max_new_tokens",
+                               "4", "--data", f"ifeval={data}", "--perturbations", "case", "--text_bytes", "2000",
+                               "--out", str(tmp_path / "eval"), "--json")
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  assert set(json.loads(evaluated.stdout.strip().splitlines()[-1])["suites"]) == set(suites.split(","))
+
+  trained, meta = read_trained(workdir)
+  tokens = np.asarray(ours.tokenizer.encode_chat(CHAT, template="gemma"))
+  config_ = ours.config.replace(lora=lora_spec(meta), remat="none")
+  want = forward(config_, lora_lib.join(trained, ours.params), tokens[None])[0]
+  hf = load_hf(export.export_hf(workdir, str(tmp_path / "hf")))
+  np.testing.assert_allclose(torch_logits(hf, tokens), want, atol=1e-3, rtol=0)
+  del hf
+  base = copy.deepcopy(theirs)
+  assert np.abs(torch_logits(base, tokens) - want).max() > 1e-2  # the run moved the logits
+  model = peft.PeftModel.from_pretrained(base, export.export_peft(workdir, str(tmp_path / "peft"))).eval()
+  np.testing.assert_allclose(torch_logits(model, tokens), want, atol=1e-3, rtol=0)
