@@ -12,8 +12,9 @@ activation carries logical axis names; the rules that map them to mesh axes live
 
 The attention mask is built from slot indices and segment ids: a query sees a key when the key's slot is not later
 than its own, both belong to the same non-zero segment, and (with a sliding window) the key is recent enough; a model
-of both sliding and full layers builds both masks once and each layer picks its own. Segment id 0 marks padding. This one rule serves training on packed rows (positions restart per segment) and decoding from a
-KV cache with left-padded prompts.
+of both sliding and full layers builds both masks once and each layer picks its own. Segment id 0 marks padding.
+This one rule serves training on packed rows (positions restart per segment) and decoding from a KV cache with
+left-padded prompts.
 """
 
 from __future__ import annotations
