@@ -14,12 +14,12 @@ The demo's recipe (SmolLM2-135M-Instruct, LoRA rank 8, 140 steps on generated ta
   distilled    the tasks with each response rewritten by the base shown the original as a reference (`itjax distill
                --template refer --check tasks`: a rewrite its verifier rejects keeps the original; each run's
                WORKDIR/tasks/distillation.json holds the acceptance rate)
-Every arm trains on the same 290 task records (tasks.select: drawn from the demo's 1,162; 140 rows of 256 tokens
-hold about 240 of them), so that the base rewrites only those. Every arm is scored on the same 128 seen-type and 128
-held-out-type tasks (the gain) and on what the base knew (the cost: KL to the base on 48 general prompts, 96 probes
-lost and gained, perplexity of held-out prose, non-answers, the base as a relevance judge). The reduction of forgetting that the seed's 37% is set against is each arm's KL
-and probes lost relative to plain SFT's. Three seeds for the control and the arms the verdict compares with it
-(replay_30, distilled), two for the others.
+Every arm trains on the same 290 task records (tasks.select: drawn from the demo's 1,162; 140 rows of 256 tokens hold
+about 240 of them), so that the base rewrites only those. Every arm is scored on the same 128 seen-type and 128
+held-out-type tasks (the gain) and on what the base knew (the cost: KL to the base on 48 general prompts, 96 probes lost
+and gained, perplexity of held-out prose, non-answers, the base as a relevance judge). The reduction of forgetting that
+the seed's 37% is set against is each arm's KL and probes lost relative to plain SFT's. Three seeds for the control and
+the arms the verdict compares with it (replay_30, distilled), two for the others.
 """
 
 CONFIG = "configs/smollm2_135m_lora.py"

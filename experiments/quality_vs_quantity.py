@@ -13,11 +13,12 @@ training sets cut from the same 1,000 generated tasks (573 of them of the types 
   small_by_quality     143 of the noisy set with the highest instruction-following difficulty below 1 on the base
                        (`itjax curate --by quality`, tasks.select_by)
   small_by_diversity   143 of the noisy set by k-center greedy over the base's embeddings (`--by diversity`)
-The same steps for every arm: 140 rows of 256 tokens hold about 240 task examples (88 tokens each), so a small set
-is seen 1.7 times and a large one 0.4 times. Each run's WORKDIR/tasks/selection.json counts the noisy records a
-selection kept. The evaluation splits (tasks.n_eval = 200) are those the demo's 2,000 tasks come with. Every arm is scored on the same 128 seen-type and 128 held-out-type tasks, with the answer-quality metrics
-(answers only, hack rate, non-answers, the base as a relevance judge) and forgetting (96 probes, KL on 48 general
-prompts). Three seeds for the control and the two small arms the verdict compares with it, two for the others.
+The same steps for every arm: 140 rows of 256 tokens hold about 240 task examples (88 tokens each), so a small set is
+seen 1.7 times and a large one 0.4 times. Each run's WORKDIR/tasks/selection.json counts the noisy records a selection
+kept. The evaluation splits (tasks.n_eval = 200) are those the demo's 2,000 tasks come with. Every arm is scored on the
+same 128 seen-type and 128 held-out-type tasks, with the answer-quality metrics (answers only, hack rate, non-answers,
+the base as a relevance judge) and forgetting (96 probes, KL on 48 general prompts). Three seeds for the control and the
+two small arms the verdict compares with it, two for the others.
 """
 
 CONFIG = "configs/smollm2_135m_lora.py"

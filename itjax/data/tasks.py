@@ -322,16 +322,16 @@ def make_splits(n: int, seed: int, holdout: str | Iterable[str] = DEFAULT_HOLDOU
                 grounded_unanswerable: float = 0.5) -> dict[str, list[dict]]:
   """Train and validation records without held-out types; heldout records combine held-out with seen types.
 
-  Each split draws from its own seeded stream, and no instruction appears twice across the splits. With nothing
-  held out the heldout split is empty. `phrasings` is make_task's: "one" or "all" wordings of the constraints;
-  `eval_phrasings` those of the validation and heldout splits (None: `phrasings`). `train_format` 'task_name' writes
-  the train split's prompts as task names and inputs (phrasings.task_name_prompt), the same records otherwise;
-  evaluation splits keep natural-language instructions. `noise` is the share of train records given a response their verifier
-  rejects (itjax.data.noise: exactly that share, `noise_kinds` taking turns); the evaluation splits stay clean.
-  `n_eval` > 0 sets the validation and heldout sizes (else n x validation_fraction), so that training sets of other
-  sizes are scored on evaluation splits of the same size. `n_grounded` adds that many grounded questions to the
-  train split, held out or not (round(n_grounded x grounded_unanswerable) of them unanswerable, answered with an
-  abstention), drawn after the evaluation splits so that these stay as they are.
+  Each split draws from its own seeded stream, and no instruction appears twice across the splits. With nothing held out
+  the heldout split is empty. `phrasings` is make_task's: "one" or "all" wordings of the constraints; `eval_phrasings`
+  those of the validation and heldout splits (None: `phrasings`). `train_format` 'task_name' writes the train split's
+  prompts as task names and inputs (phrasings.task_name_prompt), the same records otherwise; evaluation splits keep
+  natural-language instructions. `noise` is the share of train records given a response their verifier rejects
+  (itjax.data.noise: exactly that share, `noise_kinds` taking turns); the evaluation splits stay clean. `n_eval` > 0
+  sets the validation and heldout sizes (else n x validation_fraction), so that training sets of other sizes are scored
+  on evaluation splits of the same size. `n_grounded` adds that many grounded questions to the train split, held out or
+  not (round(n_grounded x grounded_unanswerable) of them unanswerable, answered with an abstention), drawn after the
+  evaluation splits so that these stay as they are.
   """
   if not 0 <= grounded_unanswerable <= 1:
     raise UserError(f"the share of unanswerable grounded questions must be in [0, 1], got {grounded_unanswerable}")
