@@ -1,6 +1,7 @@
-"""itjax vs transformers `generate` on SmolLM2-135M-Instruct: batch 16, 128 new tokens, greedy, fp32, same run.
+"""itjax vs transformers `generate` on a built-in model (SmolLM2-135M-Instruct; Gemma 3 270M with --model
+gemma3-270m): batch 16, 128 new tokens, greedy, fp32, same run.
 
-    python benchmarks/generate.py [--batch 16] [--new_tokens 128] [--repeats 2]
+    python benchmarks/generate.py [--model demo|gemma3-270m] [--batch 16] [--new_tokens 128] [--repeats 2]
 
 Both load the same GGUF (dequantised to fp32). Tokens/s counts generated tokens (every row runs the full 128 steps:
 EOS stopping is disabled on both sides so the work is equal). itjax's compile time is reported apart.
@@ -28,12 +29,14 @@ def main():
   ap.add_argument("--batch", type=int, default=16)
   ap.add_argument("--new_tokens", type=int, default=128)
   ap.add_argument("--repeats", type=int, default=2)
+  ap.add_argument("--model", default="demo", choices=sorted(demo_model.BUILTINS))
   args = ap.parse_args()
   torch.set_num_threads(os.cpu_count())
-  path = demo_model.fetch()
+  path = demo_model.fetch(name=args.model)
   loaded = load_model(path)
   tok = loaded.tokenizer
-  prompts = [tok.encode_chat([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}])
+  template = None if tok.chat_template else "none"  # a base model without a template: the question as it stands
+  prompts = [tok.encode_chat([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], template=template)
              for i in range(args.batch)]
   n_tokens = args.batch * args.new_tokens
 
@@ -67,7 +70,8 @@ def main():
   assert out.shape[1] - width == args.new_tokens
   hf_tps = n_tokens / min(hf_times)
 
-  print(f"device: {jax.devices()[0].device_kind}, torch threads {torch.get_num_threads()}")
+  print(f"model {args.model} ({loaded.config.model_type}, vocabulary {loaded.config.vocab_size:,}); device: "
+        f"{jax.devices()[0].device_kind}, torch threads {torch.get_num_threads()}")
   print(f"batch {args.batch} x {args.new_tokens} new tokens, greedy, fp32 (best of {args.repeats})")
   print(f"itjax:        {itjax_tps:8.1f} tokens/s  ({min(times):.2f} s; first call incl. compile {first:.1f} s)")
   print(f"transformers: {hf_tps:8.1f} tokens/s  ({min(hf_times):.2f} s)")

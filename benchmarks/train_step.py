@@ -109,19 +109,22 @@ def itjax_step(model_config, base_params, batch: dict, rank: int, dtype: str,
   return one, compile_s, flops
 
 
+class _NoTokens:  # hf_config_dict's token ids, for a config without a tokenizer
+  bos_id, eos_ids, pad_id = None, (), None
+
+
 def hf_model(source: str, model_config, dtype: str):
-  """The peer's model: the GGUF's weights, or random weights of the preset's shape."""
+  """The peer's model: a built-in model's GGUF weights, or random weights of the preset's shape (any family)."""
   import torch
   import transformers
-  if source == "demo":
-    directory, name = os.path.split(demo_model.fetch())
+  from itjax.interop.export import hf_config_dict
+  if source in demo_model.BUILTINS:
+    directory, name = os.path.split(demo_model.fetch(name=source))
     model = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
-  else:  # RoPE scaling does not change the step's cost and is left out
-    c = model_config
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=c.vocab_size, hidden_size=c.dim, intermediate_size=c.mlp_dim, num_hidden_layers=c.num_layers,
-        num_attention_heads=c.num_heads, num_key_value_heads=c.num_kv_heads, head_dim=c.head_dim,
-        rope_theta=c.rope_theta, tie_word_embeddings=c.tie_embeddings, max_position_embeddings=8192))
+  else:
+    fields = hf_config_dict(model_config, _NoTokens, "float32")
+    config = transformers.AutoConfig.for_model(fields.pop("model_type"), **fields)
+    model = transformers.AutoModelForCausalLM.from_config(config)
   return model.to(device=torch_device(), dtype=getattr(torch, dtype))
 
 
@@ -164,7 +167,8 @@ def main():
   ap.add_argument("--length", type=int, default=256)
   ap.add_argument("--rank", type=int, default=8)
   ap.add_argument("--steps", type=int, default=4)
-  ap.add_argument("--model", default="demo", help="demo (the SmolLM2 GGUF) or a preset name (random weights)")
+  ap.add_argument("--model", default="demo", help="a built-in model (demo: SmolLM2, gemma3-270m) or a preset name "
+                  "(random weights: llama-3.2-1b, qwen3-0.6b, ...)")
   ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   ap.add_argument("--matmul", type=int, default=2048, help="size of the reference matmul")
   ap.add_argument("--skip_peer", action="store_true")
@@ -174,8 +178,8 @@ def main():
   args = ap.parse_args()
   import torch
   torch.set_num_threads(os.cpu_count())
-  if args.model == "demo":
-    loaded = load_model(demo_model.fetch())
+  if args.model in demo_model.BUILTINS:
+    loaded = load_model(args.model)
     model_config, base_params = loaded.config, loaded.params
   else:
     from itjax.model.config import PRESETS
